@@ -1,0 +1,63 @@
+"""Atomic, no-surprise file writing: a crash or a full disk never leaves a half-written result behind,
+and nothing is replaced unless the caller asked for it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from phenossl.errors import OutputExistsError
+
+# mkstemp creates owner-only (0600) files; results should get the usual permissions of new files.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def check_can_write(path: str | os.PathLike, overwrite: bool) -> Path:
+    """Raise OutputExistsError if ``path`` exists and ``overwrite`` is False; return it as a Path."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(
+            f"{path} already exists. Choose another name, or ask to overwrite it "
+            "(--overwrite on the command line, or confirm in the dialog)."
+        )
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename.
+
+    The temporary file lives in the same directory so that ``os.replace`` is atomic. On any error
+    the temporary file is removed and ``path`` is left exactly as it was.
+    """
+    target = check_can_write(path, overwrite)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        if not overwrite and target.exists():  # appeared while we were writing
+            raise OutputExistsError(f"{target} appeared while writing; it was not replaced.")
+        if tmp.is_file():
+            os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], object], overwrite: bool = True) -> Path:
+    """Call ``write(tmp_path)`` then move the result onto ``path`` atomically. Returns ``path``."""
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        write(tmp)
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, overwrite: bool = True) -> Path:
+    """Write text atomically (UTF-8)."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), overwrite=overwrite)

@@ -1,0 +1,251 @@
+"""The ``phenossl`` command: one subcommand per stage, ``run`` for the whole chain, ``demo`` for a tour.
+
+Errors the user can fix (PhenosslError) are printed as one clear message with exit status 2, never
+as a traceback; Ctrl-C during training keeps the last checkpoint and says how to resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from phenossl.errors import PhenosslError
+
+
+class _Printer:
+    """Progress lines for a terminal: at most one per second per stage, plus every epoch."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+
+    def __call__(self, stage: str, payload: Any) -> None:
+        from phenossl.train import EpochDone, StepProgress
+
+        now = time.monotonic()
+        if isinstance(payload, EpochDone):
+            print(f"  epoch {payload.epoch + 1}/{payload.epochs}: mean loss {payload.mean_loss:.4f}, "
+                  f"embedding spread {payload.spread:.3f}, checkpoint saved", flush=True)
+            return
+        if now - self._last.get(stage, 0.0) < 1.0:
+            return
+        self._last[stage] = now
+        if isinstance(payload, StepProgress):
+            print(f"  epoch {payload.epoch + 1}/{payload.epochs} step {payload.step}/{payload.steps_per_epoch}: "
+                  f"loss {payload.loss:.4f} ({payload.images_per_s:.0f} cells/s)", flush=True)
+        else:
+            done, total = payload
+            print(f"  {stage} {done}/{total}", flush=True)
+
+
+def _load(path: str, overrides: list[str] | None = None):
+    from phenossl.config import apply_overrides, load_config
+
+    config = load_config(path)
+    return apply_overrides(config, overrides or [])
+
+
+def _print_result(result) -> None:
+    print(f"\n{result.n_cells} cells in {len(result.cluster_sizes)} clusters (sizes {result.cluster_sizes})")
+    for name, value in result.metrics.items():
+        print(f"  {name}: {value:.3f}")
+    print(f"\nResults in {result.paths.root}:")
+    for path in (result.paths.clusters, result.paths.overview, result.paths.embeddings, result.paths.config):
+        if path.exists():
+            print(f"  {path}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from phenossl.pipeline import run_pipeline
+
+    config = _load(args.config, args.set)
+    if args.overwrite:
+        config.output.overwrite = True
+    print(f"phenossl run '{config.name}' -> {config.run_dir()}")
+    _print_result(run_pipeline(config, resume=args.resume, on_event=_Printer()))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from phenossl.demo import demo_config
+    from phenossl.pipeline import run_pipeline
+
+    config = demo_config(out=Path(args.out), epochs=args.epochs, overwrite=args.overwrite, device=args.device)
+    print(f"phenossl demo: the bundled synthetic plate ({config.input.paths[0]})\n"
+          f"  training {config.train.method} / {config.train.encoder} for {config.train.epochs} epochs "
+          f"with the '{config.train.composition_a.name}' composition; results in {config.run_dir()}")
+    _print_result(run_pipeline(config, on_event=_Printer()))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from phenossl.io import discover_fields, read_field
+
+    sources = discover_fields(args.paths, pattern=args.pattern)
+    print(f"{len(sources)} field(s)")
+    for source in sources[: args.limit]:
+        fld = read_field(source)
+        print(f"  {fld.key}: plate={fld.plate} well={fld.well} site={fld.site} "
+              f"channels={fld.channel_names} shape={fld.image.shape[1:]} dtype={fld.image.dtype}")
+    return 0
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    import numpy as np
+    import tifffile
+
+    from phenossl.atomic import atomic_write, check_can_write
+    from phenossl.config import SegmentConfig
+    from phenossl.io import discover_fields, read_field
+    from phenossl.tiles.build import segment_field
+
+    segmentation = SegmentConfig(backend=args.backend, diameter=args.diameter, model=args.model,
+                                 weights=args.weights)
+    out = Path(args.out)
+    sources = discover_fields(args.paths, pattern=args.pattern)
+    targets = [out / f"{s.key.replace('/', '_')}_nuclei.tif" for s in sources]
+    for target in targets:
+        check_can_write(target, args.overwrite)  # all checked before anything is written
+    for source, target in zip(sources, targets):
+        labels = segment_field(read_field(source), args.nuclear_channel, segmentation)
+        atomic_write(target, lambda tmp, lab=labels: tifffile.imwrite(tmp, lab.astype(np.int32), compression="zlib"),
+                     overwrite=args.overwrite)
+        print(f"  {source.key}: {int(labels.max())} nuclei -> {target}")
+    return 0
+
+
+def cmd_tile(args: argparse.Namespace) -> int:
+    from phenossl.pipeline import prepare_run_dir, stage_tile
+
+    config = _load(args.config, args.set)
+    if args.overwrite:
+        config.output.overwrite = True
+    paths = prepare_run_dir(config, resume=True)
+    store = stage_tile(config, paths, on_event=_Printer())
+    report = store.info.get("report", {})
+    print(f"{store.n_cells} cells in {paths.store} ({report})")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from phenossl.pipeline import RunPaths, stage_train
+    from phenossl.tiles.store import TileStore
+
+    config = _load(args.config, args.set)
+    paths = RunPaths(config.run_dir())
+    result = stage_train(config, paths, TileStore(paths.store), resume=args.resume, on_event=_Printer())
+    print(f"trained {result.epochs_completed} epochs on {result.device}; checkpoint {result.checkpoint}")
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from phenossl.pipeline import open_run, stage_embed
+
+    config, paths, store = open_run(args.run)
+    embeddings = stage_embed(config, paths, store)
+    print(f"embeddings {embeddings.shape} -> {paths.embeddings}")
+    return 0
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    from phenossl.pipeline import open_run, stage_cluster
+
+    config, paths, store = open_run(args.run)
+    if args.k is not None:
+        config.cluster.k = args.k
+    out = Path(args.out) if args.out else None
+    result = stage_cluster(config, paths, store, csv_path=out, overwrite=args.overwrite or out is None)
+    _print_result(result)
+    if out:
+        print(f"  exported {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="phenossl",
+        description="Microscopy phenotype discovery with self-supervised learning.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="show log messages and full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument("config", help="run configuration (YAML); see examples/")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a setting, e.g. --set train.epochs=5 (repeatable)")
+
+    p = sub.add_parser("run", help="the whole chain: segment, tile, train, embed, cluster, export")
+    with_config(p)
+    p.add_argument("--resume", action="store_true", help="continue a run from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="run everything on the bundled synthetic plate (a few minutes on a CPU)")
+    p.add_argument("--out", default="phenossl-demo", help="run folder (default: ./phenossl-demo)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the demo's)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing demo folder")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("inspect", help="list the fields and channels phenossl finds in images")
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--pattern", default="auto", help="auto, bbbc021, imagexpress or a regex")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("segment", help="segment nuclei and write one label TIFF per field")
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--out", required=True, help="folder for the label images")
+    p.add_argument("--nuclear-channel", default="0", help="name or index of the nuclear stain")
+    p.add_argument("--backend", choices=["classical", "cellpose"], default="classical")
+    p.add_argument("--diameter", type=float, default=None)
+    p.add_argument("--model", default="cpsam")
+    p.add_argument("--weights", default=None, help="local cellpose weights file")
+    p.add_argument("--pattern", default="auto")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("tile", help="read, segment and tile into the run's tile store")
+    with_config(p)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing tile store")
+    p.set_defaults(func=cmd_tile)
+
+    p = sub.add_parser("train", help="train the self-supervised encoder on the run's tile store")
+    with_config(p)
+    p.add_argument("--resume", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("embed", help="embed every cell of a trained run")
+    p.add_argument("run", help="run folder")
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("cluster", help="(re)cluster a run's cached embeddings and export the CSV")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--k", type=int, default=None, help="number of clusters (default: the run's)")
+    p.add_argument("--out", default=None, help="export the CSV (with embeddings and config beside it) here")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    p.set_defaults(func=cmd_cluster)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        return args.func(args)
+    except PhenosslError as exc:
+        if args.verbose:
+            raise
+        print(f"phenossl: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nphenossl: interrupted. Checkpoints written so far are kept; continue with --resume.",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

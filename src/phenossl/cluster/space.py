@@ -1,0 +1,187 @@
+"""The embedding space: features prepared once, so that reclustering and UMAP never re-embed or re-scale.
+
+``EmbeddingSpace`` holds a single float32 working copy of the embeddings (200 MB for 100k x 512) and
+caches UMAP layouts per parameter set; K-Means runs against that copy every time the user changes k.
+Nothing here builds an N x N matrix, and memory-mapped inputs are read in row chunks.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Literal, get_args
+
+import numpy as np
+
+from phenossl.cluster.kmeans import Clustering, cluster_features
+from phenossl.cluster.projection import UMAP_MAX_FIT, check_umap_request, umap_embedding
+from phenossl.errors import ConfigError, InputError
+
+Preprocessing = Literal["standardize", "l2", "none"]
+PREPROCESSING_CHOICES: tuple[str, ...] = get_args(Preprocessing)
+
+CHUNK_BYTES = 8 * 2**20  # float64 scratch per chunk when reading or scaling (8 MB: 2048 rows at D=512)
+
+
+def chunk_rows(n_dims: int) -> int:
+    """Rows per chunk so that one float64 chunk of ``n_dims`` columns takes about CHUNK_BYTES."""
+    return max(1, CHUNK_BYTES // (8 * max(1, n_dims)))
+
+
+def check_embeddings(embeddings: np.ndarray, what: str = "embeddings") -> np.ndarray:
+    """Return ``embeddings`` (unchanged, never copied) if it is a finite numeric (N, D) array with N, D >= 1.
+
+    Raises InputError saying how many rows hold NaN or infinite values, so the user can find them.
+    Memory-mapped arrays are scanned in chunks and stay on disk.
+    """
+    if not isinstance(embeddings, np.ndarray):
+        embeddings = np.asarray(embeddings)
+    if embeddings.ndim != 2:
+        raise InputError(
+            f"{what} must be a 2-D array (cells x features); got shape {embeddings.shape}. "
+            "Embed the tiles first (one row per cell)."
+        )
+    n_rows, n_dims = embeddings.shape
+    if n_rows == 0 or n_dims == 0:
+        raise InputError(f"{what} is empty (shape {embeddings.shape}); there is nothing to cluster.")
+    if not (np.issubdtype(embeddings.dtype, np.floating) or np.issubdtype(embeddings.dtype, np.integer)):
+        raise InputError(f"{what} must hold numbers; got dtype {embeddings.dtype}.")
+    bad_rows = count_nonfinite_rows(embeddings)
+    if bad_rows:
+        raise InputError(
+            f"{what} has {bad_rows} of {n_rows} rows with NaN or infinite values. "
+            "The encoder probably diverged: retrain, or drop those cells before clustering."
+        )
+    return embeddings
+
+
+def count_nonfinite_rows(array: np.ndarray) -> int:
+    """Rows of a 2-D array holding any NaN/inf, counted chunk by chunk (a memmap is never loaded whole)."""
+    if np.issubdtype(array.dtype, np.integer):
+        return 0
+    step = chunk_rows(array.shape[1])
+    return sum(
+        int((~np.isfinite(array[start : start + step]).all(axis=1)).sum())
+        for start in range(0, array.shape[0], step)
+    )
+
+
+def prepare_features(embeddings: np.ndarray, preprocessing: Preprocessing = "standardize") -> np.ndarray:
+    """Return a new C-contiguous float32 (N, D) copy of checked ``embeddings``, scaled as asked.
+
+    - ``standardize``: z-score each dimension (mean 0, std 1) so that no single feature dominates
+      Euclidean distances; constant dimensions become 0.
+    - ``l2``: scale each row to unit length (cosine geometry, as SSL losses use); all-zero rows stay 0.
+    - ``none``: the raw values, as float32.
+
+    Statistics are accumulated in float64 over row chunks, so the only large allocation is the
+    float32 result itself (the input may be a read-only memmap of any float dtype).
+    """
+    if preprocessing not in PREPROCESSING_CHOICES:
+        raise ConfigError(
+            f"preprocessing must be one of {', '.join(PREPROCESSING_CHOICES)}; got {preprocessing!r}."
+        )
+    embeddings = check_embeddings(embeddings)
+    step = chunk_rows(embeddings.shape[1])
+    features = np.empty(embeddings.shape, dtype=np.float32)
+    for start in range(0, len(features), step):
+        features[start : start + step] = embeddings[start : start + step]
+    if preprocessing == "standardize":
+        mean, std = column_mean_std(features)
+        features -= mean.astype(np.float32)
+        features /= np.where(std > 0, std, 1.0).astype(np.float32)
+    elif preprocessing == "l2":
+        for start in range(0, len(features), step):
+            block = features[start : start + step]
+            block64 = block.astype(np.float64)
+            norms = np.sqrt(np.einsum("ij,ij->i", block64, block64))[:, None]
+            block /= np.where(norms > 0, norms, 1.0).astype(np.float32)
+            del block64
+    return features
+
+
+def column_mean_std(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and (population) standard deviation in float64, two passes over row chunks."""
+    mean = features.mean(axis=0, dtype=np.float64)
+    sum_sq = np.zeros(features.shape[1], dtype=np.float64)
+    step = chunk_rows(features.shape[1])
+    for start in range(0, len(features), step):
+        centred = features[start : start + step].astype(np.float64)
+        centred -= mean
+        np.square(centred, out=centred)  # in place: one float64 chunk of scratch
+        sum_sq += centred.sum(axis=0)
+        del centred  # free before the next chunk is allocated
+    return mean, np.sqrt(sum_sq / len(features))
+
+
+class EmbeddingSpace:
+    """Cell embeddings prepared once for interactive analysis: recluster with any k, UMAP cached.
+
+    The prepared ``features`` (float32, N x D) are read-only so that cached results stay valid;
+    centroids and distances of every clustering are in this prepared space. Safe to share between
+    a GUI thread and one worker: UMAP layouts are computed at most once per parameter set.
+    """
+
+    def __init__(self, embeddings: np.ndarray, *, preprocessing: Preprocessing = "standardize") -> None:
+        self._features = prepare_features(embeddings, preprocessing)
+        self.preprocessing: Preprocessing = preprocessing
+        self._umap_cache: dict[tuple[int, int, float, int], np.ndarray] = {}
+        self._umap_lock = threading.Lock()
+
+    @property
+    def features(self) -> np.ndarray:
+        """The prepared float32 features as a read-only view (no copy)."""
+        view = self._features.view()
+        view.flags.writeable = False
+        return view
+
+    @property
+    def n_cells(self) -> int:
+        return int(self._features.shape[0])
+
+    @property
+    def n_dims(self) -> int:
+        return int(self._features.shape[1])
+
+    def __len__(self) -> int:
+        return self.n_cells
+
+    def __repr__(self) -> str:
+        return (
+            f"EmbeddingSpace({self.n_cells} cells x {self.n_dims} dims, preprocessing={self.preprocessing!r})"
+        )
+
+    def cluster(self, k: int, seed: int = 0, n_nearest: int = 8) -> Clustering:
+        """K-Means with ``k`` clusters on the prepared features; deterministic for a given seed."""
+        return cluster_features(self._features, k, seed=seed, n_nearest=n_nearest)
+
+    def umap(
+        self,
+        seed: int = 0,
+        n_neighbors: int = 15,
+        min_dist: float = 0.1,
+        max_fit: int = UMAP_MAX_FIT,
+    ) -> np.ndarray:
+        """2-D UMAP layout (N, 2) float32, computed once per parameter set and then returned from cache.
+
+        The returned array is read-only and is the same object on every call with the same
+        parameters. Seeded UMAP runs single-threaded; above ``max_fit`` cells it is fitted on a
+        seeded subsample and the other cells are placed with ``transform`` (see projection.py).
+        Slow (seconds to a minute): call it from a worker thread; a second caller waits for the
+        running computation instead of starting another. ``cluster`` never waits for it.
+        """
+        check_umap_request(self.n_cells, n_neighbors, min_dist, max_fit, seed)
+        key = (int(seed), int(n_neighbors), float(min_dist), int(max_fit))
+        with self._umap_lock:
+            if key not in self._umap_cache:
+                xy = umap_embedding(
+                    self._features, seed=seed, n_neighbors=n_neighbors, min_dist=min_dist, max_fit=max_fit
+                )
+                xy.flags.writeable = False
+                self._umap_cache[key] = xy
+            return self._umap_cache[key]
+
+    def cached_umap(
+        self, seed: int = 0, n_neighbors: int = 15, min_dist: float = 0.1, max_fit: int = UMAP_MAX_FIT
+    ) -> np.ndarray | None:
+        """The cached layout for these parameters, or None if it was not computed yet (never computes)."""
+        return self._umap_cache.get((int(seed), int(n_neighbors), float(min_dist), int(max_fit)))

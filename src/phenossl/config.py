@@ -1,0 +1,257 @@
+"""The whole configuration of a run, validated, with every default written out.
+
+A run's ``config.yaml`` is the full resolved configuration, saved next to its results, so that any
+result can be traced to exactly what produced it and rerun with ``phenossl run config.yaml``.
+Unknown keys are errors (a typo must not silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from phenossl.augment.specs import Composition, load_composition
+from phenossl.errors import ConfigError
+from phenossl.methods.params import MethodParams
+
+METHODS = ("mocov2", "simclr", "byol", "vicreg")
+ENCODERS = ("resnet18", "vgg13")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class InputConfig(_Section):
+    """Where the images come from and what their channels are."""
+
+    kind: Literal["plate", "crops"] = "plate"
+    paths: list[Path] = Field(default_factory=list, description="files or folders (plate) / one stack (crops)")
+    channel_names: list[str] | dict[str, str] | None = Field(
+        None, description="names in channel order, or a map from file-name channel tag (w1) to name"
+    )
+    nuclear_channel: str | int = Field(0, description="name or index of the nuclear stain")
+    channel_axis: int | None = Field(None, description="for single multichannel files; None = detect")
+    filename_pattern: str = Field("auto", description="auto, bbbc021, imagexpress or a regex")
+    plate: str | None = Field(None, description="plate name when it is not in the folder name")
+    metadata: Path | None = Field(None, description="CSV joining plate/well/site to treatments")
+    metadata_join: str | list[str] = "auto"
+    crops_csv: Path | None = Field(None, description="per-cell table for pre-cropped cells")
+
+
+class SegmentConfig(_Section):
+    """Nuclei segmentation."""
+
+    backend: Literal["classical", "cellpose"] = "classical"
+    diameter: float | None = Field(None, gt=0, description="expected nucleus diameter in px; None = estimate")
+    model: str = Field("cpsam", description="cellpose model name (must be in the local cellpose cache)")
+    weights: Path | None = Field(None, description="a local cellpose weights file (overrides model)")
+    device: str = "auto"
+    options: dict[str, Any] = Field(default_factory=dict, description="extra backend options")
+
+
+class TileConfig(_Section):
+    """Single-cell tiles."""
+
+    size: int = Field(196, ge=16, le=1024)
+    border: Literal["skip", "pad"] = "skip"
+    percentiles: tuple[float, float] = (0.5, 99.5)
+
+    @field_validator("percentiles")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if not 0 <= low < high <= 100:
+            raise ValueError(f"need 0 <= low < high <= 100, got {value}")
+        return value
+
+
+class TrainConfig(_Section):
+    """Self-supervised training: method, encoder, the two compositions and their loss weighting."""
+
+    method: Literal["mocov2", "simclr", "byol", "vicreg"] = "mocov2"
+    encoder: Literal["resnet18", "vgg13"] = "resnet18"
+    composition_a: Composition = Field("morphology", validate_default=True, description="preset name, YAML file or inline")
+    composition_b: Composition = Field("context", validate_default=True)
+    weight_a: float = Field(1.0, ge=0.0, le=1.0, description="total loss = w * L_A + (1 - w) * L_B")
+    cassle: bool = Field(False, description="condition the projector on augmentation parameters (CASSLE)")
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(128, ge=2)
+    resolution: int = Field(96, ge=16, le=512, description="training resolution in px")
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_epochs: float = Field(1.0, ge=0)
+    device: str = "auto"
+    amp: bool = Field(True, description="mixed precision on CUDA")
+    channels_last: bool = True
+    cache_on_device: Literal["auto", "always", "never"] = "auto"
+    method_params: MethodParams = Field(default_factory=MethodParams)
+    encoder_weights: Path | None = Field(None, description="local ImageNet weights to start from")
+    init_from: Path | None = Field(None, description="a previous run's checkpoint to start from")
+    log_every: int = Field(0, ge=0, description="steps between progress reports; 0 = auto")
+    collapse_threshold: float = Field(1e-3, ge=0)
+
+    @field_validator("composition_a", "composition_b", mode="before")
+    @classmethod
+    def _load_composition(cls, value: Any) -> Any:
+        if isinstance(value, (str, Path)):
+            return load_composition(value)
+        return value
+
+    def compositions(self) -> dict[str, Composition]:
+        """The compositions that take part in the loss (a weight of 0 drops a branch entirely)."""
+        branches = {}
+        if self.weight_a > 0:
+            branches["a"] = self.composition_a
+        if self.weight_a < 1:
+            branches["b"] = self.composition_b
+        return branches
+
+    def branch_weights(self) -> dict[str, float]:
+        return {"a": self.weight_a, "b": 1.0 - self.weight_a}
+
+
+class EmbedConfig(_Section):
+    """Embedding every cell after training."""
+
+    batch_size: int = Field(256, ge=1)
+    view: Literal["auto", "full"] = Field(
+        "auto", description="auto: the deterministic geometry (centre crop) of the main composition"
+    )
+
+
+class UmapConfig(_Section):
+    n_neighbors: int = Field(15, ge=2)
+    min_dist: float = Field(0.1, ge=0)
+
+
+class ClusterConfig(_Section):
+    """K-Means on the embeddings, UMAP, and what to compare the clusters with."""
+
+    k: int = Field(4, ge=2)
+    n_nearest: int = Field(8, ge=1, description="cells shown per cluster (nearest the centroid)")
+    preprocessing: Literal["standardize", "l2", "none"] = "standardize"
+    umap: UmapConfig = Field(default_factory=UmapConfig)
+    label_columns: list[str] | None = Field(None, description="columns to report AMI against")
+
+
+class OutputConfig(_Section):
+    dir: Path | None = Field(None, description="run folder; default runs/<name>")
+    overwrite: bool = False
+
+
+class RunConfig(_Section):
+    """Everything one run needs, from images to exported clusters."""
+
+    name: str = "run"
+    seed: int = 0
+    input: InputConfig = Field(default_factory=InputConfig)
+    segmentation: SegmentConfig = Field(default_factory=SegmentConfig)
+    tiles: TileConfig = Field(default_factory=TileConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    embed: EmbedConfig = Field(default_factory=EmbedConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    def run_dir(self) -> Path:
+        return self.output.dir if self.output.dir is not None else Path("runs") / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _format_errors(error: ValidationError, model: type[BaseModel]) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"])
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  {where}: unknown key{_suggestion(item['loc'], model)}")
+        else:
+            lines.append(f"  {where}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def _suggestion(loc: tuple, model: type[BaseModel]) -> str:
+    """' (did you mean ...?)' for a misspelt key, found by walking the model along ``loc``."""
+    fields = model.model_fields
+    for part in loc[:-1]:
+        if part not in fields:
+            return ""
+        annotation = fields[part].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        fields = annotation.model_fields
+    close = difflib.get_close_matches(str(loc[-1]), list(fields), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f" (valid: {', '.join(fields)})"
+
+
+def config_from_dict(data: dict[str, Any], model: type[BaseModel] = RunConfig) -> Any:
+    """Validate a plain dict as ``model``; errors become one readable ConfigError."""
+    try:
+        return model.model_validate(data or {})
+    except ValidationError as exc:
+        raise ConfigError(f"invalid configuration:\n{_format_errors(exc, model)}") from None
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a YAML run configuration. Relative paths in it are relative to the file's folder."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration {path}: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections (input, train, ...), not {type(data).__name__}")
+    config = config_from_dict(data or {})
+    return resolve_paths(config, path.parent)
+
+
+def resolve_paths(config: RunConfig, base: Path) -> RunConfig:
+    """Make the configuration's relative paths absolute against ``base`` (the config file's folder)."""
+
+    def fix(p: Path | None) -> Path | None:
+        return p if p is None or p.is_absolute() else base / p
+
+    update = config.model_copy(deep=True)
+    update.input.paths = [fix(p) for p in update.input.paths]
+    for section, key in (("input", "metadata"), ("input", "crops_csv"), ("segmentation", "weights"),
+                         ("train", "encoder_weights"), ("train", "init_from"), ("output", "dir")):
+        obj = getattr(update, section)
+        value = getattr(obj, key)
+        if value is not None:
+            setattr(obj, key, fix(value))
+    return update
+
+
+def save_config(config: RunConfig, path: str | Path, overwrite: bool = True) -> Path:
+    """Write the full resolved configuration as YAML, atomically."""
+    from phenossl.atomic import atomic_write_text
+
+    return atomic_write_text(path, config.to_yaml(), overwrite=overwrite)
+
+
+def apply_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
+    """Apply ``section.key=value`` overrides (values parsed as YAML), validating the result."""
+    data = config.to_dict()
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like section.key=value (e.g. train.epochs=5)")
+        *parents, leaf = key.strip().split(".")
+        node = data
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+            node = node[part]
+        node[leaf] = yaml.safe_load(raw)
+    return config_from_dict(data)

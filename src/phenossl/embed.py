@@ -1,0 +1,99 @@
+"""Embed every cell with a trained encoder: batched, no gradients, streamed to disk.
+
+Embeddings are computed once per trained model and cached in ``embeddings.npy``; clustering,
+UMAP and the napari views all read that file, so reclustering never re-embeds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from phenossl.atomic import atomic_path
+from phenossl.config import TrainConfig
+from phenossl.tiles.store import TileStore
+from phenossl.train.checkpoint import load_checkpoint
+from phenossl.train.devices import resolve_device
+
+EMBEDDINGS_FILE = "embeddings.npy"
+
+
+def load_trained_model(checkpoint: str | Path, device: str = "cpu"):
+    """Rebuild the SSL model of a checkpoint and load its weights. Returns (model, TrainConfig)."""
+    from phenossl.config import config_from_dict
+    from phenossl.train.trainer import build_model
+
+    state = load_checkpoint(checkpoint, map_location="cpu")
+    config = config_from_dict(state["train_config"], TrainConfig)
+    model, _ = build_model(config, in_channels=int(state["in_channels"]), num_samples=int(state["num_samples"]))
+    model.load_state_dict(state["model"])
+    model.to(resolve_device(device)).eval()
+    return model, config
+
+
+def embedding_view(config: TrainConfig, view: str = "auto") -> Callable:
+    """How a tile is shown to the encoder at embedding time (deterministic, training resolution)."""
+    from phenossl.augment.pipeline import eval_view
+    from phenossl.augment.specs import Composition
+    from phenossl.train.trainer import main_composition
+
+    composition = main_composition(config) if view == "auto" else Composition(name="full", transforms=[])
+    return eval_view(composition, config.resolution)
+
+
+def embed_tiles(
+    model,
+    tiles: np.ndarray,
+    view: Callable,
+    *,
+    batch_size: int = 256,
+    out: np.ndarray | None = None,
+    cancel=None,
+) -> np.ndarray:
+    """Encoder features (N, D) float32 of ``tiles`` (N, C, S, S), written into ``out`` if given."""
+    import torch
+
+    from phenossl.errors import Cancelled
+
+    device = next(model.parameters()).device
+    model.eval()
+    n = len(tiles)
+    with torch.no_grad():
+        for start in range(0, n, batch_size):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("Embedding cancelled; the trained model is kept and can be embedded again.")
+            chunk = np.array(tiles[start : start + batch_size])  # a copy: memmaps are read-only
+            batch = torch.from_numpy(chunk).to(device).float()
+            features = model.embed(view(batch)).float().cpu().numpy()
+            if out is None:
+                out = np.empty((n, features.shape[1]), dtype=np.float32)
+            out[start : start + len(features)] = features
+    return out
+
+
+def embed_store(
+    store: TileStore,
+    checkpoint: str | Path,
+    out_path: str | Path,
+    *,
+    batch_size: int = 256,
+    device: str = "auto",
+    view: str = "auto",
+    overwrite: bool = True,
+    cancel=None,
+) -> np.ndarray:
+    """Embed every tile of ``store`` with the checkpoint's encoder into ``out_path`` (.npy, atomic).
+
+    Returns the embeddings memory-mapped read-only from the written file (bounded memory).
+    """
+    model, config = load_trained_model(checkpoint, device=device)
+    transform = embedding_view(config, view)
+    with atomic_path(out_path, overwrite=overwrite) as tmp:
+        probe = embed_tiles(model, store.tiles[:1], transform)
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(store.n_cells, probe.shape[1]))
+        embed_tiles(model, store.tiles, transform, batch_size=batch_size, out=out, cancel=cancel)
+        out.flush()
+        del out
+    return np.load(out_path, mmap_mode="r")

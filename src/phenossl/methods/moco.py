@@ -1,0 +1,123 @@
+"""MoCo v2 (Chen et al. 2020, "Improved baselines with momentum contrastive learning").
+
+Each query must pick its own key (the other view through the momentum encoder) among a queue of keys
+from earlier batches. Written after solo-learn's ``mocov2plus`` and lightly's ``NTXentLoss`` with a
+memory bank.
+
+Choices:
+- Symmetric loss: both views serve as query and as key, and the two InfoNCE terms are averaged
+  (as in solo-learn), so every image gives two training signals per step and the loss scale does not
+  depend on which view came first.
+- One queue per branch, holding the keys of the first view only: one key per cell per step, so the
+  queue's length in cells is easy to relate to the dataset size (see ``MethodParams.for_dataset``).
+- The queue starts as random unit vectors (as in MoCo): harmless negatives until real keys replace them.
+- Keys are enqueued inside ``forward`` in training mode, after the loss is computed, so the current
+  batch's keys never serve as their own negatives and the training loop has nothing extra to call.
+- No shuffled BatchNorm: on one device, shuffling a batch does not change its BatchNorm statistics, and
+  solo-learn does without it. MoCo's paper warns that a query can then recognise its key through
+  shared batch statistics; if a MoCo run's loss falls very fast while its clusters stay poor, suspect this.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from phenossl.methods.params import MoCoParams
+from phenossl.models.heads import ConditionedProjector, mlp, project
+
+
+def info_nce_loss(
+    query: Tensor, key: Tensor, queue: Tensor | None = None, temperature: float = 0.2
+) -> Tensor:
+    """InfoNCE: cross-entropy of picking ``key[i]`` for ``query[i]`` against the ``queue`` rows.
+
+    query, key: (B, D), normalised here; queue: (K, D) of unit vectors (may be empty). Computed in float32
+    with autocast off: logits divided by a small temperature lose too much precision in half precision.
+    """
+    with torch.autocast(query.device.type, enabled=False):
+        q = F.normalize(query.float(), dim=1)
+        k = F.normalize(key.detach().float(), dim=1)
+        positives = (q * k).sum(dim=1, keepdim=True)
+        logits = positives
+        if queue is not None and queue.numel() > 0:
+            logits = torch.cat([positives, q @ queue.detach().float().T], dim=1)
+        labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+        return F.cross_entropy(logits / temperature, labels)
+
+
+@torch.no_grad()
+def enqueue(queue: Tensor, pointer: Tensor, keys: Tensor) -> None:
+    """Write ``keys`` (n, D) into the ring buffer ``queue`` (K, D) at ``pointer``, wrapping around.
+
+    Works for any n (only the last K keys are kept when n > K) and keeps ``pointer`` on the device,
+    so it does not synchronise with a GPU.
+    """
+    size = queue.shape[0]
+    keys = keys.detach()[-size:].to(queue.dtype)
+    positions = (pointer + torch.arange(keys.shape[0], device=queue.device)) % size
+    queue.index_copy_(0, positions, keys)
+    pointer.copy_((pointer + keys.shape[0]) % size)
+
+
+class MoCoBranch(nn.Module):
+    """One composition's MoCo head: projector, its momentum copy, and a queue of keys."""
+
+    uses_momentum_encoder = True
+    momentum_pairs = (("projector", "momentum_projector"),)  # (online, EMA copy), updated by SSLModel
+
+    def __init__(
+        self,
+        feature_dim: int,
+        params: MoCoParams,
+        condition_dim: int | None = None,
+        condition_embed_dim: int = 64,
+    ) -> None:
+        super().__init__()
+        self.params = params
+        if condition_dim is None:
+            # MoCo v2's head has no BatchNorm
+            self.projector = mlp(
+                feature_dim, params.proj_hidden_dim, params.proj_output_dim, batch_norm=False
+            )
+        else:
+            self.projector = ConditionedProjector(
+                feature_dim,
+                condition_dim,
+                params.proj_hidden_dim,
+                params.proj_output_dim,
+                batch_norm=False,
+                condition_embed_dim=condition_embed_dim,
+            )
+        self.momentum_projector = copy.deepcopy(self.projector).requires_grad_(False)
+        queue = F.normalize(torch.randn(params.queue_size, params.proj_output_dim), dim=1)
+        self.register_buffer("queue", queue)
+        self.register_buffer("queue_pointer", torch.zeros((), dtype=torch.long))
+
+    def momentum_at(self, progress: float) -> float:
+        """MoCo keeps a constant momentum."""
+        return self.params.momentum
+
+    def forward(
+        self,
+        features: tuple[Tensor, Tensor],
+        momentum_features: tuple[Tensor, Tensor],
+        conditions: tuple[Tensor, Tensor] | tuple[None, None] = (None, None),
+    ) -> Tensor:
+        q1, q2 = (project(self.projector, f, c) for f, c in zip(features, conditions, strict=True))
+        with torch.no_grad():
+            k1, k2 = (
+                project(self.momentum_projector, m, c)
+                for m, c in zip(momentum_features, conditions, strict=True)
+            )
+        negatives = self.queue.clone()  # autograd keeps it for backward; enqueue below writes in place
+        loss = 0.5 * (
+            info_nce_loss(q1, k2, negatives, self.params.temperature)
+            + info_nce_loss(q2, k1, negatives, self.params.temperature)
+        )
+        if self.training:
+            enqueue(self.queue, self.queue_pointer, F.normalize(k1.float(), dim=1))
+        return loss

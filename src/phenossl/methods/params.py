@@ -1,0 +1,106 @@
+"""Hyper-parameters of the SSL methods, one section per method, with the papers' defaults scaled down.
+
+The papers train on ImageNet (1.3 M images, batches of 256-4096, hundreds of epochs); a screen gives
+thousands to a few hundred thousand cells and is trained for far fewer steps. So heads are narrower
+(2048 instead of 4096-8192), MoCo's queue is shorter and its momentum lower, which lets the momentum
+encoder follow the online one within a short run. Unknown keys are rejected (``extra="forbid"``) so a
+typo in a YAML file fails loudly instead of being ignored.
+
+Importing this module must stay light (no torch): the configuration imports it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+PositiveInt = Annotated[int, Field(ge=1)]
+Momentum = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class MoCoParams(_Section):
+    """MoCo v2 (Chen et al. 2020): 2-layer MLP projector without BatchNorm, InfoNCE against a queue."""
+
+    proj_hidden_dim: PositiveInt = 2048
+    proj_output_dim: PositiveInt = 128
+    temperature: Annotated[float, Field(gt=0.0)] = 0.2
+    queue_size: PositiveInt = Field(
+        4096,
+        description="negatives kept per branch (paper: 65536). Longer than the dataset, the queue would "
+        "hold stale keys of the very cells it contrasts: MethodParams.for_dataset clamps it to half "
+        "the dataset.",
+    )
+    momentum: Momentum = Field(
+        0.99, description="EMA of the key encoder (paper: 0.999 for 200 epochs of ImageNet)"
+    )
+
+
+class SimCLRParams(_Section):
+    """SimCLR (Chen et al. 2020): 2-layer MLP projector with BatchNorm, NT-Xent over in-batch negatives."""
+
+    proj_hidden_dim: PositiveInt = 2048
+    proj_output_dim: PositiveInt = 128
+    temperature: Annotated[float, Field(gt=0.0)] = 0.2
+
+
+class BYOLParams(_Section):
+    """BYOL (Grill et al. 2020): projector and predictor MLPs, EMA target with cosine momentum to 1."""
+
+    proj_hidden_dim: PositiveInt = 2048
+    proj_output_dim: PositiveInt = 256
+    pred_hidden_dim: PositiveInt = 2048
+    momentum: Momentum = 0.996
+    final_momentum: Momentum = 1.0
+
+    @model_validator(mode="after")
+    def _momentum_increases(self) -> BYOLParams:
+        if self.final_momentum < self.momentum:
+            raise ValueError(f"final_momentum ({self.final_momentum}) must be >= momentum ({self.momentum})")
+        return self
+
+
+class VICRegParams(_Section):
+    """VICReg (Bardes et al. 2022): 3-layer expander, invariance/variance/covariance weighted 25/25/1."""
+
+    proj_hidden_dim: PositiveInt = 2048
+    proj_output_dim: PositiveInt = 2048
+    proj_num_layers: PositiveInt = 3
+    sim_coeff: Annotated[float, Field(ge=0.0)] = 25.0
+    var_coeff: Annotated[float, Field(ge=0.0)] = 25.0
+    cov_coeff: Annotated[float, Field(ge=0.0)] = 1.0
+
+
+class MethodParams(_Section):
+    """Every method's section (only the trained method's is used) and CASSLE's condition embedding."""
+
+    moco: MoCoParams = Field(default_factory=MoCoParams)
+    simclr: SimCLRParams = Field(default_factory=SimCLRParams)
+    byol: BYOLParams = Field(default_factory=BYOLParams)
+    vicreg: VICRegParams = Field(default_factory=VICRegParams)
+    condition_embed_dim: PositiveInt = Field(
+        64, description="width of the embedding of the augmentation parameters (CASSLE only)"
+    )
+
+    def for_method(self, method: str) -> _Section:
+        """The section of ``method`` ("mocov2", "simclr", "byol" or "vicreg"); MoCo v2's is ``moco``."""
+        return getattr(self, "moco" if method == "mocov2" else method)
+
+    def for_dataset(self, num_samples: int) -> MethodParams:
+        """A copy that fits a dataset of ``num_samples`` cells: MoCo's queue at most half the dataset.
+
+        Each training step enqueues one key per cell, so a queue as long as the dataset holds every cell
+        once, and a cell met again in the next epoch still finds its own older key among its negatives
+        about half of the time (a false negative nearly identical to its positive). A queue of half the
+        dataset lowers that to about 1 in 8 (on ImageNet, MoCo's queue is 5 % of the dataset).
+        """
+        queue_size = max(1, min(self.moco.queue_size, num_samples // 2))
+        if queue_size == self.moco.queue_size:
+            return self.model_copy(deep=True)
+        return self.model_copy(
+            update={"moco": self.moco.model_copy(update={"queue_size": queue_size})}, deep=True
+        )

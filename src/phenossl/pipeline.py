@@ -1,0 +1,240 @@
+"""The whole chain for one :class:`RunConfig`, in a run folder (see docs/architecture.md).
+
+Each stage is a function of the configuration and the run folder, so the CLI can run them one at a
+time (``phenossl tile``, ``train``, ``embed``, ``cluster``) or all together (``phenossl run``), and
+any stage can be rerun from the results of the previous one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from phenossl.atomic import atomic_write, atomic_write_text
+from phenossl.config import RunConfig, resolve_paths, save_config
+from phenossl.errors import InputError, OutputExistsError
+from phenossl.tiles.store import TileStore
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.yaml"
+STORE_DIR = "store"
+EMBEDDINGS_FILE = "embeddings.npy"
+UMAP_FILE = "umap.npy"
+CLUSTERS_FILE = "clusters.csv"
+METRICS_FILE = "metrics.json"
+OVERVIEW_FILE = "overview.png"
+
+#: on_event(stage, payload): payload is a StepProgress/EpochDone for "train", (done, total) otherwise.
+EventHandler = Callable[[str, Any], None]
+
+
+@dataclass
+class RunPaths:
+    """Where each result of a run lives."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG_FILE
+
+    @property
+    def store(self) -> Path:
+        return self.root / STORE_DIR
+
+    @property
+    def checkpoint(self) -> Path:
+        from phenossl.train.trainer import CHECKPOINT_FILE
+
+        return self.root / CHECKPOINT_FILE
+
+    @property
+    def embeddings(self) -> Path:
+        return self.root / EMBEDDINGS_FILE
+
+    @property
+    def umap(self) -> Path:
+        return self.root / UMAP_FILE
+
+    @property
+    def clusters(self) -> Path:
+        return self.root / CLUSTERS_FILE
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / METRICS_FILE
+
+    @property
+    def overview(self) -> Path:
+        return self.root / OVERVIEW_FILE
+
+
+@dataclass
+class RunResult:
+    paths: RunPaths
+    metrics: dict[str, float]
+    n_cells: int
+    cluster_sizes: list[int] = field(default_factory=list)
+
+
+def prepare_run_dir(config: RunConfig, *, resume: bool = False) -> RunPaths:
+    """Create the run folder and save the full configuration in it; refuse to reuse a folder silently.
+
+    The saved configuration has absolute paths, so it means the same thing wherever it is read from.
+    """
+    config = resolve_paths(config, Path.cwd())
+    config.output.dir = config.run_dir().resolve()
+    paths = RunPaths(config.run_dir())
+    if paths.config.exists() and not (resume or config.output.overwrite):
+        raise OutputExistsError(
+            f"run folder {paths.root} already holds a run. Choose another name or output.dir, "
+            "continue it with --resume, or replace it with --overwrite."
+        )
+    paths.root.mkdir(parents=True, exist_ok=True)
+    save_config(config, paths.config)
+    return paths
+
+
+def stage_tile(config: RunConfig, paths: RunPaths, *, on_event: EventHandler | None = None,
+               cancel: threading.Event | None = None) -> TileStore:
+    """Read + segment + tile (or import crops) into the run's tile store."""
+    from phenossl.tiles.build import build_store
+
+    progress = (lambda stage, done, total: on_event(stage, (done, total))) if on_event else None
+    return build_store(
+        config.input,
+        paths.store,
+        segmentation=config.segmentation,
+        tiles=config.tiles,
+        overwrite=config.output.overwrite,
+        progress=progress,
+        cancel=cancel,
+        seed=config.seed,
+    )
+
+
+def stage_train(config: RunConfig, paths: RunPaths, store: TileStore, *, resume: bool = False,
+                on_event: EventHandler | None = None, cancel: threading.Event | None = None):
+    from phenossl.train import train
+
+    progress = (lambda event: on_event("train", event)) if on_event else None
+    return train(store, config.train, paths.root, seed=config.seed, resume=resume, cancel=cancel,
+                 progress=progress, run_info=config.to_dict())
+
+
+def stage_embed(config: RunConfig, paths: RunPaths, store: TileStore, *,
+                cancel: threading.Event | None = None) -> np.ndarray:
+    from phenossl.embed import embed_store
+
+    return embed_store(store, paths.checkpoint, paths.embeddings, batch_size=config.embed.batch_size,
+                       device=config.train.device, view=config.embed.view, cancel=cancel)
+
+
+def stage_cluster(config: RunConfig, paths: RunPaths, store: TileStore, embeddings: np.ndarray | None = None,
+                  *, csv_path: Path | None = None, overwrite: bool = True, overview: bool = True) -> RunResult:
+    """K-Means + UMAP + metrics on the cached embeddings, then the CSV and the overview PNG."""
+    from phenossl.cluster import EmbeddingSpace, clustering_metrics
+    from phenossl.export import export_clusters, save_npy
+
+    if embeddings is None:
+        if not paths.embeddings.exists():
+            raise InputError(f"no embeddings in {paths.root}: run 'phenossl embed' (or 'phenossl run') first")
+        embeddings = np.load(paths.embeddings, mmap_mode="r")
+    space = EmbeddingSpace(embeddings, preprocessing=config.cluster.preprocessing)
+    clustering = space.cluster(config.cluster.k, seed=config.seed, n_nearest=config.cluster.n_nearest)
+    umap_xy = space.umap(seed=config.seed, n_neighbors=config.cluster.umap.n_neighbors,
+                         min_dist=config.cluster.umap.min_dist)
+    metrics = clustering_metrics(space, clustering.labels, store.cells, config.cluster.label_columns, seed=config.seed)
+    atomic_write(paths.umap, lambda tmp: save_npy(tmp, np.asarray(umap_xy)))
+    export_clusters(csv_path or paths.clusters, store.cells, clustering, umap_xy=umap_xy,
+                    config=None if csv_path is None else config.to_dict(), overwrite=overwrite)
+    summary = {"k": config.cluster.k, "n_cells": store.n_cells, **metrics,
+               "cluster_sizes": clustering.sizes.tolist()}
+    atomic_write_text(paths.metrics, json.dumps(summary, indent=2, default=float))
+    if overview:
+        write_overview(config, paths, store, clustering, umap_xy)
+    return RunResult(paths, metrics, store.n_cells, clustering.sizes.tolist())
+
+
+def write_overview(config: RunConfig, paths: RunPaths, store: TileStore, clustering, umap_xy, max_fields: int = 4):
+    """Clusters on (up to ``max_fields``) plate fields, UMAP, and the cells nearest each centroid."""
+    from phenossl.overview import plot_overview
+
+    field_images = {}
+    if config.input.kind == "plate" and "field" in store.cells.columns:
+        field_images = _nuclear_images(config, store, max_fields)
+    title = (f"{config.name}: {config.train.method} / {config.train.encoder}, "
+             f"A={config.train.composition_a.name} (w={config.train.weight_a:g}), "
+             f"B={config.train.composition_b.name}, k={config.cluster.k}")
+    plot_overview(paths.overview, store.cells, clustering.labels, clustering.nearest, store.tiles,
+                  field_images=field_images, umap_xy=np.asarray(umap_xy), title=title, max_fields=max_fields)
+
+
+def _nuclear_images(config: RunConfig, store: TileStore, max_fields: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Re-read the nuclear channel of the first fields (the store keeps labels, not raw images)."""
+    from phenossl.io import discover_fields, read_field
+    from phenossl.tiles.build import nuclear_channel_index
+
+    wanted = list(dict.fromkeys(store.cells["field"]))[:max_fields]
+    sources = discover_fields(config.input.paths, channel_names=config.input.channel_names,
+                              pattern=config.input.filename_pattern, plate=config.input.plate,
+                              channel_axis="auto" if config.input.channel_axis is None else config.input.channel_axis)
+    images = {}
+    for source in sources:
+        if source.key in wanted:
+            fld = read_field(source)
+            labels = store.labels(source.key)
+            if labels is not None:
+                index = nuclear_channel_index(fld.channel_names, config.input.nuclear_channel)
+                images[source.key] = (fld.image[index], labels)
+    return {key: images[key] for key in wanted if key in images}
+
+
+def run_pipeline(config: RunConfig, *, resume: bool = False, on_event: EventHandler | None = None,
+                 cancel: threading.Event | None = None) -> RunResult:
+    """Everything: tile store, training, embeddings, clusters, CSV and overview, in the run folder."""
+    paths = prepare_run_dir(config, resume=resume)
+    config = load_run_config(paths)
+    if resume and paths.store.exists():
+        store = TileStore(paths.store)
+    else:
+        store = stage_tile(config, paths, on_event=on_event, cancel=cancel)
+    if store.n_cells < config.cluster.k:
+        from phenossl.errors import TooFewCellsError
+
+        raise TooFewCellsError(
+            f"{store.n_cells} cells were found but {config.cluster.k} clusters were asked for; "
+            "lower k or add images"
+        )
+    stage_train(config, paths, store, resume=resume, on_event=on_event, cancel=cancel)
+    embeddings = stage_embed(config, paths, store, cancel=cancel)
+    if on_event:
+        on_event("cluster", (0, 1))
+    return stage_cluster(config, paths, store, embeddings)
+
+
+def load_run_config(paths: RunPaths) -> RunConfig:
+    from phenossl.config import load_config
+
+    if not paths.config.exists():
+        raise InputError(f"{paths.root} is not a phenossl run folder (no {CONFIG_FILE})")
+    return load_config(paths.config)
+
+
+def open_run(run_dir: str | Path) -> tuple[RunConfig, RunPaths, TileStore]:
+    """Reopen a run folder: its saved configuration, paths and tile store."""
+    paths = RunPaths(Path(run_dir))
+    return load_run_config(paths), paths, TileStore(paths.store)
+
+
+def read_clusters(paths: RunPaths) -> pd.DataFrame:
+    return pd.read_csv(paths.clusters)

@@ -1,0 +1,290 @@
+"""Build a tile store from plate fields (read → segment → tile) or from pre-cropped cells.
+
+Two passes over the fields keep memory bounded for any plate size: the first segments every field
+and samples pixels for the intensity percentiles (only nucleus tables and label images are kept,
+on disk), the second re-reads each field, normalises it with the set-wide percentiles and cuts the
+tiles straight into the memory-mapped store.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from phenossl.atomic import check_can_write
+from phenossl.config import InputConfig, SegmentConfig, TileConfig
+from phenossl.errors import Cancelled, InputError, NoNucleiError
+from phenossl.io import FieldSource, discover_fields, field_table, join_metadata, load_metadata, read_crops
+from phenossl.io.fields import Field, read_field
+from phenossl.tiles.extract import cut_tiles, nucleus_table
+from phenossl.tiles.normalize import PercentileSampler, normalize_to_unit
+from phenossl.tiles.store import TileStore, TileStoreWriter
+
+logger = logging.getLogger(__name__)
+
+#: progress(stage, done, total) — called from the worker thread; must not touch any UI directly.
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class BuildReport:
+    """What happened to every field and cell; stored in the store's description."""
+
+    fields: int = 0
+    nuclei_found: int = 0
+    cells_kept: int = 0
+    skipped_border: int = 0
+    padded: int = 0
+    fields_without_nuclei: list[str] = field(default_factory=list)
+    metadata_rows_joined: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _check_cancel(cancel: threading.Event | None, what: str) -> None:
+    if cancel is not None and cancel.is_set():
+        raise Cancelled(f"{what} cancelled; nothing was written.")
+
+
+def nuclear_channel_index(names: Sequence[str], nuclear: str | int) -> int:
+    """Index of the nuclear stain, given by name or by position."""
+    if isinstance(nuclear, int) or (isinstance(nuclear, str) and nuclear.isdigit()):
+        index = int(nuclear)
+        if not 0 <= index < len(names):
+            raise InputError(f"nuclear channel index {index} is out of range: the images have channels {list(names)}")
+        return index
+    if nuclear not in names:
+        raise InputError(f"no channel named {nuclear!r}: the images have channels {list(names)}")
+    return list(names).index(nuclear)
+
+
+def segment_field(fld: Field, nuclear: str | int, segmentation: SegmentConfig) -> np.ndarray:
+    """Nuclei labels of one field, from its nuclear channel."""
+    from phenossl.segment import segment_nuclei
+
+    image = fld.image[nuclear_channel_index(fld.channel_names, nuclear)]
+    options = dict(segmentation.options)
+    if segmentation.backend == "cellpose":
+        options.setdefault("model", segmentation.model)
+        options.setdefault("weights", segmentation.weights)
+        options.setdefault("device", segmentation.device)
+    return segment_nuclei(image, backend=segmentation.backend, diameter=segmentation.diameter, **options)
+
+
+def build_store_from_fields(
+    sources: Sequence[FieldSource],
+    store_path: str | Path,
+    *,
+    input_config: InputConfig,
+    segmentation: SegmentConfig,
+    tiles: TileConfig,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+    seed: int = 0,
+) -> TileStore:
+    """Segment every field, cut one tile per nucleus and write the store. Raises NoNucleiError if
+    no field has a nucleus; fields without nuclei are listed in the report, not fatal."""
+    if not sources:
+        raise InputError("no fields to read")
+    store_path = check_can_write(store_path, overwrite)  # fail before the long segmentation pass
+    report = BuildReport(fields=len(sources))
+    labels_dir = store_path.with_name(store_path.name + ".labels-tmp")
+    labels_dir.mkdir(parents=True, exist_ok=True)
+    tables: list[pd.DataFrame] = []
+    sampler: PercentileSampler | None = None
+    channel_names: list[str] | None = None
+    size = tiles.size
+    try:
+        for i, source in enumerate(sources):
+            _check_cancel(cancel, "Segmentation")
+            fld = read_field(source)
+            if channel_names is None:
+                channel_names = list(fld.channel_names)
+                sampler = PercentileSampler(len(channel_names), seed=seed)
+            elif list(fld.channel_names) != channel_names:
+                raise InputError(
+                    f"field {fld.key} has channels {fld.channel_names}, the first field had {channel_names}"
+                )
+            sampler.add(fld.image)
+            try:
+                labels = segment_field(fld, input_config.nuclear_channel, segmentation)
+            except NoNucleiError:
+                report.fields_without_nuclei.append(fld.key)
+                labels = np.zeros(fld.image.shape[1:], dtype=np.int32)
+            np.save(labels_dir / f"{i}.npy", labels)
+            nuclei = nucleus_table(labels)
+            report.nuclei_found += len(nuclei)
+            nuclei.insert(0, "field", fld.key)
+            for column in ("plate", "well", "site"):
+                nuclei[column] = getattr(fld, column)
+            nuclei["field_index"] = i
+            nuclei["image_height"], nuclei["image_width"] = fld.image.shape[1:]
+            tables.append(nuclei)
+            if progress:
+                progress("segmenting", i + 1, len(sources))
+        if report.nuclei_found == 0:
+            raise NoNucleiError(
+                f"No nuclei were found in any of the {len(sources)} field(s) (e.g. {sources[0].key}). "
+                "Check that the nuclear channel is right "
+                f"({input_config.nuclear_channel!r} of {channel_names}) and the nucleus diameter "
+                f"({segmentation.diameter or 'estimated'}); try the other segmentation backend."
+            )
+        if report.fields_without_nuclei:
+            logger.warning("%d field(s) without nuclei: %s", len(report.fields_without_nuclei),
+                           ", ".join(report.fields_without_nuclei[:5]))
+        lo_hi = sampler.percentiles(*tiles.percentiles)
+        all_nuclei = pd.concat(tables, ignore_index=True)
+        kept = _kept_by_border(all_nuclei, size, tiles.border)
+        report.skipped_border = int((~kept).sum())
+        n_cells = int(kept.sum())
+        if n_cells == 0:
+            raise NoNucleiError(
+                f"All {len(all_nuclei)} nuclei are within {size // 2} px of an image border, so no "
+                f"{size}x{size} tile fits. Use border: pad, or a smaller tile size."
+            )
+
+        writer = TileStoreWriter(store_path, n_cells, channel_names, size, overwrite=overwrite)
+        try:
+            cells = []
+            for i, source in enumerate(sources):
+                _check_cancel(cancel, "Tiling")
+                nuclei = all_nuclei[all_nuclei["field_index"] == i]
+                labels = np.load(labels_dir / f"{i}.npy")
+                writer.save_labels(source.key, labels)
+                if not len(nuclei):
+                    continue
+                image = normalize_to_unit(read_field(source).image, lo_hi)
+                cut = cut_tiles(image, nuclei.reset_index(drop=True), size=size, border=tiles.border)
+                writer.append(cut.tiles)
+                cells.append(cut.cells)
+                if progress:
+                    progress("tiling", i + 1, len(sources))
+            table = pd.concat(cells, ignore_index=True)
+            report.padded = int(table["padded"].sum())
+            report.cells_kept = len(table)
+            table = _join_treatments(table, sources, input_config, report)
+            return writer.finish(
+                table,
+                {
+                    "source": "fields",
+                    "normalization": {"percentiles": list(tiles.percentiles), "lo_hi": lo_hi},
+                    "border": tiles.border,
+                    "nuclear_channel": channel_names[nuclear_channel_index(channel_names, input_config.nuclear_channel)],
+                    "segmentation": segmentation.model_dump(mode="json"),
+                    "report": report.as_dict(),
+                },
+            )
+        except BaseException:
+            writer.abort()
+            raise
+    finally:
+        for file in labels_dir.glob("*.npy"):
+            file.unlink()
+        labels_dir.rmdir()
+
+
+def _kept_by_border(nuclei: pd.DataFrame, size: int, border: str) -> np.ndarray:
+    if border == "pad":
+        return np.ones(len(nuclei), dtype=bool)
+    half = size // 2
+    y0 = np.round(nuclei["centroid_y"].to_numpy()).astype(np.int64) - half
+    x0 = np.round(nuclei["centroid_x"].to_numpy()).astype(np.int64) - half
+    return (
+        (y0 >= 0)
+        & (x0 >= 0)
+        & (y0 + size <= nuclei["image_height"].to_numpy())
+        & (x0 + size <= nuclei["image_width"].to_numpy())
+    )
+
+
+def _join_treatments(
+    cells: pd.DataFrame, sources: Sequence[FieldSource], input_config: InputConfig, report: BuildReport
+) -> pd.DataFrame:
+    """Add the metadata's treatment columns to every cell through its field."""
+    cells = cells.drop(columns=["field_index", "image_height", "image_width"])
+    if input_config.metadata is None:
+        return cells
+    fields = field_table(sources)
+    joined = join_metadata(fields, load_metadata(input_config.metadata), on=input_config.metadata_join)
+    extra = [c for c in joined.columns if c not in fields.columns]
+    report.metadata_rows_joined = int(joined[extra].notna().any(axis=1).sum()) if extra else 0
+    per_field = joined[["key", *extra]].rename(columns={"key": "field"})
+    return cells.merge(per_field, on="field", how="left", validate="many_to_one")
+
+
+def build_store_from_crops(
+    input_config: InputConfig,
+    store_path: str | Path,
+    *,
+    tiles: TileConfig,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+    seed: int = 0,
+    chunk: int = 1024,
+) -> TileStore:
+    """Import pre-cropped single cells into a store (normalised with set-wide percentiles)."""
+    if len(input_config.paths) != 1:
+        raise InputError(f"crops input needs exactly one path (a .npy/.npz file or a folder), got {len(input_config.paths)}")
+    names = input_config.channel_names
+    if isinstance(names, dict):
+        names = list(names.values())
+    crops = read_crops(input_config.paths[0], input_config.crops_csv, channel_names=names,
+                       channel_axis="auto" if input_config.channel_axis is None else input_config.channel_axis)
+    check_can_write(store_path, overwrite)
+    n, n_channels, height, width = crops.images.shape
+    if height != width:
+        raise InputError(f"crops must be square, got {height}x{width} in {crops.source}")
+    sampler = PercentileSampler(n_channels, samples_per_image=200_000, seed=seed)
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(n, size=min(n, 2000), replace=False))
+    sampler.add(np.asarray(crops.images[sample]))
+    lo_hi = sampler.percentiles(*tiles.percentiles)
+    writer = TileStoreWriter(store_path, n, crops.channel_names, height, overwrite=overwrite)
+    try:
+        for start in range(0, n, chunk):
+            _check_cancel(cancel, "Importing crops")
+            writer.append(normalize_to_unit(np.asarray(crops.images[start : start + chunk]), lo_hi, channel_axis=1))
+            if progress:
+                progress("importing", min(start + chunk, n), n)
+        return writer.finish(
+            crops.cells,
+            {
+                "source": "crops",
+                "crops": str(crops.source),
+                "normalization": {"percentiles": list(tiles.percentiles), "lo_hi": lo_hi},
+                "report": {"cells_kept": n},
+            },
+        )
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def build_store(config_input: InputConfig, store_path, *, segmentation: SegmentConfig, tiles: TileConfig,
+                overwrite: bool = False, progress: Progress | None = None,
+                cancel: threading.Event | None = None, seed: int = 0) -> TileStore:
+    """Build the store the input section asks for (plate fields or pre-cropped cells)."""
+    if config_input.kind == "crops":
+        return build_store_from_crops(config_input, store_path, tiles=tiles, overwrite=overwrite,
+                                      progress=progress, cancel=cancel, seed=seed)
+    if not config_input.paths:
+        raise InputError("no input paths given: name the plate folder(s) or image files")
+    sources = discover_fields(
+        config_input.paths,
+        channel_names=config_input.channel_names,
+        pattern=config_input.filename_pattern,
+        channel_axis="auto" if config_input.channel_axis is None else config_input.channel_axis,
+        plate=config_input.plate,
+    )
+    return build_store_from_fields(sources, store_path, input_config=config_input, segmentation=segmentation,
+                                   tiles=tiles, overwrite=overwrite, progress=progress, cancel=cancel, seed=seed)

@@ -1,0 +1,16 @@
+"""Self-supervised training: devices, batches, checkpoints and the training loop."""
+
+from phenossl.train.devices import DeviceOption, available_devices, resolve_device
+from phenossl.train.trainer import EpochDone, StepProgress, TrainResult, build_model, iter_training, train
+
+__all__ = [
+    "DeviceOption",
+    "EpochDone",
+    "StepProgress",
+    "TrainResult",
+    "available_devices",
+    "build_model",
+    "iter_training",
+    "resolve_device",
+    "train",
+]

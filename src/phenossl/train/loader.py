@@ -1,0 +1,82 @@
+"""Shuffled batches of tiles from a memory-mapped store, delivered on the training device.
+
+The GPU must not wait for data: when the whole store fits comfortably in device memory it is copied
+there once and batches are gathered on the device; otherwise batches are read from the memmap in a
+background thread (sorted indices, so reads are mostly sequential), pinned, and copied asynchronously.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from phenossl.errors import TooFewCellsError
+
+#: Keep the device cache below this fraction of the device's free memory (the model needs the rest).
+DEVICE_CACHE_FRACTION = 0.4
+
+
+class TileBatches:
+    """Epochs of shuffled tile batches; the order depends only on (seed, epoch), so resuming is exact."""
+
+    def __init__(self, tiles: np.ndarray, batch_size: int, device, seed: int = 0, cache_on_device: str = "auto"):
+        import torch
+
+        n = len(tiles)
+        if n < 2:
+            raise TooFewCellsError(f"training needs at least 2 cells, the store has {n}")
+        self.tiles = tiles
+        self.batch_size = min(batch_size, n)
+        self.device = torch.device(device)
+        self.seed = seed
+        self._cache = self._device_cache(cache_on_device)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.tiles) // self.batch_size  # incomplete last batch dropped: BatchNorm needs full batches
+
+    def _device_cache(self, mode: str):
+        import torch
+
+        if mode == "never" or self.device.type == "cpu":
+            return None  # on the CPU the memmap's page cache already is the cache
+        nbytes = self.tiles.size * self.tiles.itemsize
+        if mode == "auto" and self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            if nbytes > DEVICE_CACHE_FRACTION * free:
+                return None
+        elif mode == "auto":
+            return None
+        return torch.from_numpy(np.ascontiguousarray(self.tiles)).to(self.device)
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The permutation of cell indices used in ``epoch``."""
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.tiles))
+
+    def epoch(self, epoch: int, start_step: int = 0) -> Iterator:
+        """Yield (B, C, S, S) float16 tensors on the device for one epoch, from ``start_step`` on."""
+        import torch
+
+        order = self.order(epoch)
+        batches = [order[i * self.batch_size : (i + 1) * self.batch_size] for i in range(self.steps_per_epoch)]
+        batches = batches[start_step:]
+        if self._cache is not None:
+            for idx in batches:
+                yield self._cache[torch.from_numpy(idx).to(self.device, non_blocking=True)]
+            return
+        pin = self.device.type == "cuda"
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="phenossl-loader") as pool:
+            pending = pool.submit(self._read, batches[0], pin) if batches else None
+            for i in range(len(batches)):
+                host = pending.result()
+                pending = pool.submit(self._read, batches[i + 1], pin) if i + 1 < len(batches) else None
+                yield host.to(self.device, non_blocking=pin)
+
+    def _read(self, idx: np.ndarray, pin: bool):
+        import torch
+
+        rows = np.sort(idx)  # sequential reads from the memmap; the batch order itself doesn't matter
+        host = torch.from_numpy(np.asarray(self.tiles[rows]))
+        return host.pin_memory() if pin else host

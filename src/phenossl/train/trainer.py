@@ -1,0 +1,372 @@
+"""The self-supervised training loop.
+
+Written as a generator (:func:`iter_training`) that yields progress after every reported step and
+after every epoch, so that a napari ``thread_worker`` can show progress and stop it between two
+steps, while :func:`train` simply runs it to the end for the CLI. The worker thread runs only this
+code: it never touches layers or widgets.
+
+Guarantees, whatever happens: a checkpoint is written atomically at the end of every epoch (the last
+good one survives a crash, a NaN or a cancel); a NaN loss, a collapsed representation or an
+out-of-memory error stops the run with a message that says what to change; GPU memory is released.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from phenossl.atomic import atomic_write
+from phenossl.config import TrainConfig
+from phenossl.errors import Cancelled, CollapseError, DeviceOutOfMemoryError, DivergedError, InputError
+from phenossl.tiles.store import TileStore
+from phenossl.train.checkpoint import load_checkpoint, save_checkpoint
+from phenossl.train.devices import resolve_device
+from phenossl.train.loader import TileBatches
+from phenossl.train.monitors import embedding_spread, is_finite
+
+CHECKPOINT_FILE = "checkpoint.pt"
+HISTORY_FILE = "history.csv"
+PROBE_CELLS = 256
+
+
+@dataclass(frozen=True)
+class StepProgress:
+    """Reported every ``log_every`` steps. ``images_per_s`` counts cells (each gives 2 views per branch)."""
+
+    epoch: int
+    epochs: int
+    step: int
+    steps_per_epoch: int
+    global_step: int
+    total_steps: int
+    loss: float
+    branch_losses: dict[str, float]
+    images_per_s: float
+    lr: float
+
+
+@dataclass(frozen=True)
+class EpochDone:
+    epoch: int
+    epochs: int
+    mean_loss: float
+    spread: float
+    checkpoint: Path
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    epochs_completed: int
+    device: str
+    history: pd.DataFrame = field(repr=False)
+
+
+def _autocast_dtype(device) -> Any:
+    import torch
+
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _lr_schedule(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """Linear warm-up then cosine decay to 0, as a multiplier of the base learning rate."""
+
+    def factor(step: int) -> float:
+        if warmup_steps and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def build_model(config: TrainConfig, in_channels: int, num_samples: int):
+    """The SSL model for ``config``: shared encoder plus one branch per composition in the loss.
+
+    ``num_samples`` (the number of cells) bounds MoCo's queue, so it is part of a checkpoint."""
+    from phenossl.augment.pipeline import Augmenter
+    from phenossl.methods import build_ssl_model
+
+    augmenters = {name: Augmenter(comp, config.resolution) for name, comp in config.compositions().items()}
+    condition_dim = None
+    if config.cassle:
+        condition_dim = max(aug.param_dim for aug in augmenters.values())
+    model = build_ssl_model(
+        config.method,
+        config.encoder,
+        in_channels=in_channels,
+        branch_names=tuple(augmenters),
+        params=config.method_params,
+        condition_dim=condition_dim,
+        num_samples=num_samples,
+    )
+    return model, augmenters
+
+
+def _pad_params(params, width: int):
+    """CASSLE: give every branch's parameter vector the same width (zeros for absent entries)."""
+    import torch.nn.functional as F
+
+    return params if params.shape[1] == width else F.pad(params, (0, width - params.shape[1]))
+
+
+def probe_indices(n_cells: int, n: int = PROBE_CELLS) -> np.ndarray:
+    """Evenly spaced cells used to watch the representation (same cells every epoch)."""
+    return np.unique(np.linspace(0, n_cells - 1, min(n, n_cells)).astype(np.int64))
+
+
+def main_composition(config: TrainConfig):
+    """The composition whose deterministic view (e.g. its centre crop) is used to embed cells."""
+    return config.composition_a if config.weight_a >= 0.5 else config.composition_b
+
+
+def iter_training(
+    store: TileStore,
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    seed: int = 0,
+    resume: bool = False,
+    cancel: threading.Event | None = None,
+    run_info: dict[str, Any] | None = None,
+) -> Generator[StepProgress | EpochDone, None, TrainResult]:
+    """Train on ``store`` according to ``config``, checkpointing into ``run_dir``.
+
+    ``cancel`` is checked before every step; setting it raises :class:`Cancelled` within one step and
+    keeps the last checkpoint. ``run_info`` (e.g. the full run configuration) is stored in the checkpoint.
+    """
+    import torch
+
+    from phenossl.augment.pipeline import eval_view
+    from phenossl.methods import dual_loss
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = run_dir / CHECKPOINT_FILE
+    device = resolve_device(config.device)
+    torch.manual_seed(seed)
+
+    model, augmenters = build_model(config, in_channels=len(store.channel_names), num_samples=store.n_cells)
+    condition_width = max(a.param_dim for a in augmenters.values()) if config.cassle else 0
+    if config.encoder_weights is not None:
+        from phenossl.models import load_encoder_weights
+
+        load_encoder_weights(model.encoder, config.encoder_weights)
+    if config.init_from is not None and not resume:
+        _init_encoder_from(model, config.init_from)
+
+    batches = TileBatches(store.tiles, config.batch_size, device, seed=seed, cache_on_device=config.cache_on_device)
+    steps_per_epoch = batches.steps_per_epoch
+    total_steps = config.epochs * steps_per_epoch
+    log_every = config.log_every or (1 if device.type == "cpu" else 10)
+    weights = config.branch_weights()
+
+    model.to(device)
+    if device.type == "cuda" and config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    trainable = [p for p in model.parameters() if p.requires_grad]  # momentum copies follow by EMA
+    if config.optimizer == "sgd":
+        optimizer = torch.optim.SGD(trainable, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    warmup = int(round(config.warmup_epochs * steps_per_epoch))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_schedule(warmup, total_steps))
+    amp_dtype = _autocast_dtype(device) if config.amp else None
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+
+    start_epoch, history = 0, []
+    if resume and checkpoint_path.exists():
+        state = load_checkpoint(checkpoint_path, map_location=str(device))
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch, history = int(state["epoch"]) + 1, list(state["history"])
+
+    generator = torch.Generator(device=device)
+    probe_view = eval_view(main_composition(config), config.resolution)
+    probe_tiles = torch.from_numpy(np.array(store.tiles[probe_indices(store.n_cells)]))
+    probe = probe_view(probe_tiles.to(device).float())  # the same cells, seen the same way, every epoch
+    last_saved_epoch = start_epoch - 1
+
+    def where() -> str:
+        if last_saved_epoch >= 0:
+            return f"The last good checkpoint (epoch {last_saved_epoch + 1}) is kept at {checkpoint_path}."
+        return "No checkpoint had been saved yet."
+
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            model.train()
+            generator.manual_seed(int(np.random.default_rng([seed, epoch]).integers(2**62)))
+            epoch_losses: list[float] = []
+            tick, seen = time.perf_counter(), 0
+            for step, batch in enumerate(batches.epoch(epoch), start=1):
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled(f"Training cancelled at epoch {epoch + 1}, step {step}. {where()}")
+                global_step = epoch * steps_per_epoch + step
+                x = batch.float()
+                if device.type == "cuda" and config.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                views, aug_params = {}, {}
+                for name, augment in augmenters.items():
+                    first, second = augment(x, generator), augment(x, generator)
+                    views[name] = (first.views, second.views)
+                    if config.cassle:
+                        aug_params[name] = (
+                            _pad_params(first.params, condition_width),
+                            _pad_params(second.params, condition_width),
+                        )
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    losses = model(views, aug_params or None)
+                    total = dual_loss(losses, weights["a"])
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(total).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                model.update_momentum(global_step / total_steps)
+                seen += len(x)
+
+                if step % log_every == 0 or step == steps_per_epoch:
+                    loss_value = float(total.detach())  # one device sync per report, not per step
+                    if not is_finite(loss_value):
+                        raise DivergedError(
+                            f"The loss became {loss_value} at epoch {epoch + 1}, step {step}: training diverged. "
+                            f"{where()} Try a lower learning rate (now {config.lr:g}), a larger batch, "
+                            "or mixed precision off."
+                        )
+                    elapsed = time.perf_counter() - tick
+                    epoch_losses.append(loss_value)
+                    row = StepProgress(
+                        epoch=epoch,
+                        epochs=config.epochs,
+                        step=step,
+                        steps_per_epoch=steps_per_epoch,
+                        global_step=global_step,
+                        total_steps=total_steps,
+                        loss=loss_value,
+                        branch_losses={k: float(v.detach()) for k, v in losses.items()},
+                        images_per_s=seen / elapsed if elapsed > 0 else float("nan"),
+                        lr=scheduler.get_last_lr()[0],
+                    )
+                    history.append(_history_row(row))
+                    yield row
+                    tick, seen = time.perf_counter(), 0
+
+            spread = _probe_spread(model, probe)
+            if spread < config.collapse_threshold:
+                raise CollapseError(
+                    f"The representation collapsed at epoch {epoch + 1}: all cells get nearly the same embedding "
+                    f"(spread {spread:.2e} < {config.collapse_threshold:g}). {where()} Try another method "
+                    "(MoCo v2 and SimCLR resist collapse), a lower learning rate, or stronger augmentations."
+                )
+            save_checkpoint(
+                checkpoint_path,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "epoch": epoch,
+                    "history": history,
+                    "train_config": config.model_dump(mode="json"),
+                    "in_channels": len(store.channel_names),
+                    "num_samples": store.n_cells,
+                    "channel_names": store.channel_names,
+                    "seed": seed,
+                    "run_info": run_info or {},
+                },
+            )
+            last_saved_epoch = epoch
+            _write_history(run_dir / HISTORY_FILE, history)
+            yield EpochDone(epoch, config.epochs, float(np.mean(epoch_losses)), spread, checkpoint_path)
+    except Exception as exc:
+        if _is_out_of_memory(exc):
+            raise DeviceOutOfMemoryError(
+                f"The {device.type.upper()} ran out of memory with batch size {batches.batch_size} at "
+                f"{config.resolution} px ({config.encoder}, {len(augmenters)} composition(s)). {where()} "
+                f"Try batch size {max(2, batches.batch_size // 2)} or a lower training resolution."
+            ) from exc
+        raise
+    finally:
+        del model, optimizer, batches
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    return TrainResult(
+        checkpoint=checkpoint_path,
+        epochs_completed=config.epochs,
+        device=str(device),
+        history=pd.DataFrame(history),
+    )
+
+
+def train(store: TileStore, config: TrainConfig, run_dir: str | Path, *, progress=None, **kwargs) -> TrainResult:
+    """Run :func:`iter_training` to the end, passing each event to ``progress`` (if given)."""
+    events = iter_training(store, config, run_dir, **kwargs)
+    while True:
+        try:
+            event = next(events)
+        except StopIteration as done:
+            return done.value
+        if progress is not None:
+            progress(event)
+
+
+def _history_row(row: StepProgress) -> dict[str, Any]:
+    record = {
+        "epoch": row.epoch + 1,
+        "step": row.step,
+        "global_step": row.global_step,
+        "loss": row.loss,
+        "images_per_s": row.images_per_s,
+        "lr": row.lr,
+    }
+    record.update({f"loss_{name}": value for name, value in row.branch_losses.items()})
+    return record
+
+
+def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
+    atomic_write(path, lambda tmp: pd.DataFrame(history).to_csv(tmp, index=False))
+
+
+def _probe_spread(model, probe) -> float:
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        spread = embedding_spread(model.embed(probe))
+    model.train()
+    return spread
+
+
+def _init_encoder_from(model, checkpoint: Path) -> None:
+    """Start from a previous run's encoder (its heads are rebuilt: compositions may have changed)."""
+    state = load_checkpoint(checkpoint)
+    prefix = "encoder."
+    encoder_state = {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
+    try:
+        model.encoder.load_state_dict(encoder_state)
+    except RuntimeError as exc:
+        raise InputError(
+            f"cannot start from {checkpoint}: its encoder does not match this one "
+            f"(another encoder type or channel count?): {exc}"
+        ) from exc
