@@ -178,7 +178,7 @@ def test_dense_wells_are_denser_and_density_is_not_the_phenotype(bundled):
 
 def test_nucleus_shape_differs_between_phenotypes_but_overlaps(nucleus_features):
     control = of(nucleus_features, "DMSO")
-    strong_a, weak_a = of(nucleus_features, "compound_A", 3.0), of(nucleus_features, "compound_A", 0.3)
+    strong_a, weak_a = of(nucleus_features, "compound_A", 3.0), of(nucleus_features, "compound_A", 0.6)
     compound_b = of(nucleus_features, "compound_B")
     # compound_A elongates nuclei, more at the higher dose ...
     assert control["eccentricity"].mean() < weak_a["eccentricity"].mean() < strong_a["eccentricity"].mean()
@@ -224,7 +224,7 @@ def test_cytoskeleton_marks_the_phenotypes_at_every_density(bundled, density):
 
     dmso, weak_a, strong_a, b = (
         row("DMSO", 0),
-        row("compound_A", 0.3),
+        row("compound_A", 0.6),
         row("compound_A", 3.0),
         row("compound_B", 1),
     )

@@ -64,21 +64,21 @@ PHENOTYPES: dict[str, PhenotypeEffect] = {
     "control": PhenotypeEffect(),
     # Smaller, elongated nuclei with condensed (brighter, clumpy) chromatin; actin stress fibres.
     "elongated_condensed": PhenotypeEffect(
-        nucleus_size=-0.10,
-        nucleus_elongation=0.40,
-        chromatin_clumping=0.9,
-        stress_fibres=1.0,
-        cell_size=0.05,
-        cell_elongation=0.30,
+        nucleus_size=-0.22,
+        nucleus_elongation=0.85,
+        chromatin_clumping=1.8,
+        stress_fibres=2.2,
+        cell_size=0.08,
+        cell_elongation=0.45,
     ),
     # Larger, rounder nuclei with smooth chromatin; microtubules broken into short pieces and puncta.
     "enlarged_punctate": PhenotypeEffect(
-        nucleus_size=0.15,
-        nucleus_elongation=-0.10,
-        chromatin_clumping=-0.4,
+        nucleus_size=0.32,
+        nucleus_elongation=-0.20,
+        chromatin_clumping=-0.6,
         tubulin_fragmentation=1.0,
-        cell_size=-0.08,
-        cell_elongation=-0.15,
+        cell_size=-0.15,
+        cell_elongation=-0.20,
     ),
 }
 
@@ -101,7 +101,7 @@ COMPOUNDS: dict[str, Compound] = {
 # (compound, concentration uM): compound_A at two doses gives the data a dose-response axis.
 DEFAULT_TREATMENTS: tuple[tuple[str, float], ...] = (
     ("DMSO", 0.0),
-    ("compound_A", 0.3),
+    ("compound_A", 0.6),
     ("compound_A", 3.0),
     ("compound_B", 1.0),
 )
@@ -211,8 +211,8 @@ class CellParams:
 
 def individual_strength(rng: np.random.Generator, dose_strength: float, n: int) -> np.ndarray:
     """Per-cell phenotype strength: cells respond unequally and some not at all, so phenotypes overlap."""
-    response = np.clip(rng.normal(1.0, 0.35, n), 0.0, 1.7)
-    non_responder = rng.random(n) < 0.15
+    response = np.clip(rng.normal(1.0, 0.25, n), 0.0, 1.5)
+    non_responder = rng.random(n) < 0.10
     return dose_strength * np.where(non_responder, 0.0, response)
 
 

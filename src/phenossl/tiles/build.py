@@ -79,24 +79,54 @@ def segment_field(fld: Field, nuclear: str | int, segmentation: SegmentConfig) -
     return segment_nuclei(image, backend=segmentation.backend, diameter=segmentation.diameter, **options)
 
 
+@dataclass
+class FieldInput:
+    """One field to tile: how to get its pixels and, optionally, its nuclei labels.
+
+    Files (``from_source``) are read when needed, twice, so a plate never has to fit in memory; the
+    napari plugin passes arrays it already holds, with the labels the user may have corrected.
+    """
+
+    key: str
+    load: Callable[[], Field]
+    labels: np.ndarray | None = None  # given labels are used as they are: no segmentation
+    source: FieldSource | None = None  # the files, when the field comes from files (for metadata joins)
+
+    @classmethod
+    def from_source(cls, source: FieldSource) -> FieldInput:
+        return cls(key=source.key, load=lambda: read_field(source), source=source)
+
+    @classmethod
+    def from_array(cls, key: str, image: np.ndarray, channel_names: Sequence[str], *, labels: np.ndarray | None = None,
+                   plate: str | None = None, well: str | None = None, site: int | None = None) -> FieldInput:
+        fld = Field(image=image, channel_names=list(channel_names), key=key, plate=plate, well=well, site=site)
+        return cls(key=key, load=lambda: fld, labels=labels)
+
+
 def build_store_from_fields(
-    sources: Sequence[FieldSource],
+    fields: Sequence[FieldInput | FieldSource],
     store_path: str | Path,
     *,
     input_config: InputConfig,
     segmentation: SegmentConfig,
     tiles: TileConfig,
+    metadata: pd.DataFrame | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
     seed: int = 0,
 ) -> TileStore:
-    """Segment every field, cut one tile per nucleus and write the store. Raises NoNucleiError if
-    no field has a nucleus; fields without nuclei are listed in the report, not fatal."""
-    if not sources:
+    """Segment every field (unless its labels are given), cut one tile per nucleus, write the store.
+
+    Raises NoNucleiError if no field has a nucleus; fields without nuclei are listed in the report,
+    not fatal (an empty well must not stop a plate). ``metadata`` is a per-field table (``key`` column)
+    of treatments to copy onto every cell; without it, ``input_config.metadata`` is joined to the files.
+    """
+    fields = [f if isinstance(f, FieldInput) else FieldInput.from_source(f) for f in fields]
+    if not fields:
         raise InputError("no fields to read")
     store_path = check_can_write(store_path, overwrite)  # fail before the long segmentation pass
-    report = BuildReport(fields=len(sources))
+    report = BuildReport(fields=len(fields))
     labels_dir = store_path.with_name(store_path.name + ".labels-tmp")
     labels_dir.mkdir(parents=True, exist_ok=True)
     tables: list[pd.DataFrame] = []
@@ -104,9 +134,9 @@ def build_store_from_fields(
     channel_names: list[str] | None = None
     size = tiles.size
     try:
-        for i, source in enumerate(sources):
+        for i, item in enumerate(fields):
             _check_cancel(cancel, "Segmentation")
-            fld = read_field(source)
+            fld = item.load()
             if channel_names is None:
                 channel_names = list(fld.channel_names)
                 sampler = PercentileSampler(len(channel_names), seed=seed)
@@ -115,11 +145,17 @@ def build_store_from_fields(
                     f"field {fld.key} has channels {fld.channel_names}, the first field had {channel_names}"
                 )
             sampler.add(fld.image)
-            try:
-                labels = segment_field(fld, input_config.nuclear_channel, segmentation)
-            except NoNucleiError:
+            labels = item.labels
+            if labels is None:
+                try:
+                    labels = segment_field(fld, input_config.nuclear_channel, segmentation)
+                except NoNucleiError:
+                    report.fields_without_nuclei.append(fld.key)
+                    labels = np.zeros(fld.image.shape[1:], dtype=np.int32)
+            elif labels.shape != fld.image.shape[1:]:
+                raise InputError(f"labels of field {fld.key} have shape {labels.shape}, its image {fld.image.shape[1:]}")
+            elif not labels.any():
                 report.fields_without_nuclei.append(fld.key)
-                labels = np.zeros(fld.image.shape[1:], dtype=np.int32)
             np.save(labels_dir / f"{i}.npy", labels)
             nuclei = nucleus_table(labels)
             report.nuclei_found += len(nuclei)
@@ -130,10 +166,10 @@ def build_store_from_fields(
             nuclei["image_height"], nuclei["image_width"] = fld.image.shape[1:]
             tables.append(nuclei)
             if progress:
-                progress("segmenting", i + 1, len(sources))
+                progress("segmenting", i + 1, len(fields))
         if report.nuclei_found == 0:
             raise NoNucleiError(
-                f"No nuclei were found in any of the {len(sources)} field(s) (e.g. {sources[0].key}). "
+                f"No nuclei were found in any of the {len(fields)} field(s) (e.g. {fields[0].key}). "
                 "Check that the nuclear channel is right "
                 f"({input_config.nuclear_channel!r} of {channel_names}) and the nucleus diameter "
                 f"({segmentation.diameter or 'estimated'}); try the other segmentation backend."
@@ -155,23 +191,23 @@ def build_store_from_fields(
         writer = TileStoreWriter(store_path, n_cells, channel_names, size, overwrite=overwrite)
         try:
             cells = []
-            for i, source in enumerate(sources):
+            for i, item in enumerate(fields):
                 _check_cancel(cancel, "Tiling")
                 nuclei = all_nuclei[all_nuclei["field_index"] == i]
-                labels = np.load(labels_dir / f"{i}.npy")
-                writer.save_labels(source.key, labels)
+                writer.save_labels(item.key, np.load(labels_dir / f"{i}.npy"))
                 if not len(nuclei):
                     continue
-                image = normalize_to_unit(read_field(source).image, lo_hi)
+                image = normalize_to_unit(item.load().image, lo_hi)
                 cut = cut_tiles(image, nuclei.reset_index(drop=True), size=size, border=tiles.border)
                 writer.append(cut.tiles)
                 cells.append(cut.cells)
                 if progress:
-                    progress("tiling", i + 1, len(sources))
+                    progress("tiling", i + 1, len(fields))
             table = pd.concat(cells, ignore_index=True)
             report.padded = int(table["padded"].sum())
             report.cells_kept = len(table)
-            table = _join_treatments(table, sources, input_config, report)
+            table = table.drop(columns=["field_index", "image_height", "image_width"])
+            table = _join_treatments(table, fields, input_config, metadata, report)
             return writer.finish(
                 table,
                 {
@@ -207,17 +243,31 @@ def _kept_by_border(nuclei: pd.DataFrame, size: int, border: str) -> np.ndarray:
 
 
 def _join_treatments(
-    cells: pd.DataFrame, sources: Sequence[FieldSource], input_config: InputConfig, report: BuildReport
+    cells: pd.DataFrame,
+    fields: Sequence[FieldInput],
+    input_config: InputConfig,
+    metadata: pd.DataFrame | None,
+    report: BuildReport,
 ) -> pd.DataFrame:
-    """Add the metadata's treatment columns to every cell through its field."""
-    cells = cells.drop(columns=["field_index", "image_height", "image_width"])
-    if input_config.metadata is None:
-        return cells
-    fields = field_table(sources)
-    joined = join_metadata(fields, load_metadata(input_config.metadata), on=input_config.metadata_join)
-    extra = [c for c in joined.columns if c not in fields.columns]
-    report.metadata_rows_joined = int(joined[extra].notna().any(axis=1).sum()) if extra else 0
-    per_field = joined[["key", *extra]].rename(columns={"key": "field"})
+    """Add treatment columns to every cell through its field: from a per-field ``metadata`` table
+    (``key`` column), or by joining ``input_config.metadata`` to the fields' files."""
+    if metadata is None:
+        if input_config.metadata is None:
+            return cells
+        sources = [f.source for f in fields]
+        if any(s is None for s in sources):
+            raise InputError("a metadata CSV can only be joined to fields read from files; pass a per-field table")
+        fields_table = field_table(sources)
+        metadata = join_metadata(fields_table, load_metadata(input_config.metadata), on=input_config.metadata_join)
+        # the metadata knows the plate better than a folder name does (join_metadata already merged it)
+        extra = ["plate"] + [c for c in metadata.columns if c not in fields_table.columns]
+        cells = cells.drop(columns=["plate"])
+    else:
+        if "key" not in metadata.columns:
+            raise InputError("the per-field metadata table needs a 'key' column naming each field")
+        extra = [c for c in metadata.columns if c not in ("key", *cells.columns)]
+    report.metadata_rows_joined = int(metadata[[c for c in extra if c != "plate"]].notna().any(axis=1).sum())
+    per_field = metadata[["key", *extra]].rename(columns={"key": "field"})
     return cells.merge(per_field, on="field", how="left", validate="many_to_one")
 
 
