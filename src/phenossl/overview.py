@@ -42,8 +42,10 @@ def plot_overview(
     has_umap = umap_xy is not None
     top_panels = len(fields) + int(has_umap)
 
-    fig = plt.figure(figsize=(max(12, 3.2 * max(top_panels, 1)), 3.4 + 1.1 * k), layout="constrained")
-    grid = fig.add_gridspec(2, 1, height_ratios=[3.2, 1.1 * k])
+    width = max(12.0, 3.2 * max(top_panels, 1))
+    tile_inches = min(2.0, 0.95 * width / max(n_nearest, 1))  # square gallery tiles, no wide gaps
+    fig = plt.figure(figsize=(width, 3.4 + tile_inches * k), layout="constrained")
+    grid = fig.add_gridspec(2, 1, height_ratios=[3.2, tile_inches * k])
     top = grid[0].subgridspec(1, max(top_panels, 1))
     for i, key in enumerate(fields):
         ax = fig.add_subplot(top[0, i])

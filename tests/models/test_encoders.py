@@ -107,7 +107,7 @@ def test_load_phenossl_checkpoint_and_encoder_state(tmp_path):
 
     torch.manual_seed(1)
     small = MethodParams(moco=MoCoParams(proj_hidden_dim=32, proj_output_dim=16, queue_size=8))
-    model = build_ssl_model("moco", "resnet18", 2, params=small)
+    model = build_ssl_model("mocov2", "resnet18", 2, params=small)
     torch.save({"model": model.state_dict(), "epoch": 3}, tmp_path / "checkpoint.pt")
     torch.save(model.encoder.state_dict(), tmp_path / "encoder.pt")
     with torch.no_grad():  # make the momentum encoder differ, so loading it by mistake would show

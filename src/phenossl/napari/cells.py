@@ -1,0 +1,185 @@
+"""Nuclei labels, per-cell tables and cluster colours as napari wants them. Pure: arrays and tables only.
+
+Label ids are unique across the whole plate (field 2's nuclei continue after field 1's), so one
+``DirectLabelColormap`` can colour every cell by its own cluster, and the ``label`` column of
+``layer.features`` names a cell without needing its field. The tile store keeps those same ids (the
+labels are given to the core as they are), so a store row and a layer row meet on ``label``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from phenossl.errors import InputError
+from phenossl.napari.plate import PlateInfo
+
+TRANSPARENT = (0.0, 0.0, 0.0, 0.0)
+UNTILED_COLOR = (0.55, 0.55, 0.55, 0.45)  # nuclei without a tile (border) or without a cluster yet
+FEATURE_COLUMNS = (
+    "label", "field", "field_index", "plate", "well", "site", "centroid_y", "centroid_x", "area", "cell_id",
+)
+
+
+def offset_labels(labels: np.ndarray, offset: int) -> np.ndarray:
+    """``labels`` with every nucleus id shifted by ``offset`` (background stays 0), as int32."""
+    labels = np.asarray(labels)
+    out = labels.astype(np.int32, copy=True)
+    out[labels > 0] += np.int32(offset)
+    return out
+
+
+def is_plate_unique(stack: np.ndarray) -> bool:
+    """True when no nucleus id is used in two fields of an (F, Y, X) label stack."""
+    seen: set[int] = set()
+    for plane in stack:
+        ids = set(np.unique(plane).tolist()) - {0}
+        if ids & seen:
+            return False
+        seen |= ids
+    return True
+
+
+def make_plate_unique(stack: np.ndarray) -> np.ndarray:
+    """Relabel an (F, Y, X) label stack so that ids never repeat between fields (field order kept)."""
+    out = np.zeros(stack.shape, dtype=np.int32)
+    offset = 0
+    for f, plane in enumerate(stack):
+        plane = np.asarray(plane)
+        if plane.any():
+            out[f] = offset_labels(plane, offset)
+            offset = int(out[f].max())
+    return out
+
+
+def nuclei_table(stack: np.ndarray, info: PlateInfo) -> pd.DataFrame:
+    """One row per nucleus of an (F, Y, X) plate-unique label stack: the ``features`` of the nuclei layers.
+
+    ``cell_id`` is the cell's row in the tile store (-1 until tiles are made, and for nuclei left out
+    at the border)."""
+    from phenossl.tiles.extract import nucleus_table
+
+    if stack.shape[0] != info.n_fields:
+        raise InputError(f"the labels have {stack.shape[0]} field(s), the images {info.n_fields}")
+    tables = []
+    for f, key in enumerate(info.keys):
+        height, width = info.shapes[f]
+        table = nucleus_table(np.asarray(stack[f, :height, :width]))
+        table.insert(1, "field", key)
+        table.insert(2, "field_index", f)
+        table.insert(3, "plate", info.plates[f])
+        table.insert(4, "well", info.wells[f])
+        table.insert(5, "site", info.sites[f])
+        tables.append(table)
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=FEATURE_COLUMNS)
+    table["cell_id"] = -1
+    return table[list(FEATURE_COLUMNS)]
+
+
+def point_coordinates(table: pd.DataFrame, ndim: int) -> np.ndarray:
+    """Centroids as Points data: (N, 3) [field, y, x] for stacks, (N, 2) [y, x] for a single 2-D field."""
+    yx = table[["centroid_y", "centroid_x"]].to_numpy(dtype=float)
+    if ndim == 2:
+        return yx
+    return np.column_stack([table["field_index"].to_numpy(dtype=float), yx])
+
+
+def with_cell_ids(features: pd.DataFrame, store_cells: pd.DataFrame) -> pd.DataFrame:
+    """A new features table whose ``cell_id`` is each nucleus' row in the tile store (-1 if not tiled)."""
+    row_of_label = pd.Series(np.arange(len(store_cells)), index=store_cells["label"].to_numpy())
+    cell_id = features["label"].map(row_of_label).fillna(-1).astype(np.int64)
+    return features.assign(cell_id=cell_id.to_numpy())
+
+
+def with_clusters(features: pd.DataFrame, cluster_of_cell: np.ndarray | None, k: int) -> pd.DataFrame:
+    """A new features table with ``cluster`` as a categorical column (0..k-1; missing for untiled nuclei).
+
+    ``cluster_of_cell[cell_id]`` is the cluster of each store row; None removes the column."""
+    if cluster_of_cell is None:
+        return features.drop(columns=["cluster"], errors="ignore")
+    cell_id = features["cell_id"].to_numpy()
+    tiled = (cell_id >= 0) & (cell_id < len(cluster_of_cell))
+    codes = np.full(len(features), -1, dtype=np.int64)
+    codes[tiled] = np.asarray(cluster_of_cell, dtype=np.int64)[cell_id[tiled]]
+    return features.assign(cluster=pd.Categorical.from_codes(codes, categories=list(range(k))))
+
+
+def label_color_dict(features: pd.DataFrame, colors: np.ndarray) -> dict:
+    """``DirectLabelColormap`` colours: each nucleus its cluster's colour, untiled nuclei grey,
+    background and unknown ids transparent."""
+    color_dict: dict = {None: TRANSPARENT, 0: TRANSPARENT}
+    clusters = features["cluster"] if "cluster" in features else None
+    for row, label in enumerate(features["label"].to_numpy()):
+        cluster = None if clusters is None else clusters.iloc[row]
+        color_dict[int(label)] = UNTILED_COLOR if pd.isna(cluster) else tuple(float(v) for v in colors[int(cluster)])
+    return color_dict
+
+
+def point_colors(features: pd.DataFrame, colors: np.ndarray) -> np.ndarray:
+    """(N, 4) RGBA per point: its cluster's colour, grey when it has none."""
+    out = np.tile(np.asarray(UNTILED_COLOR, dtype=np.float32), (len(features), 1))
+    if "cluster" in features:
+        codes = features["cluster"].cat.codes.to_numpy()
+        has = codes >= 0
+        out[has] = colors[codes[has]]
+    return out
+
+
+@dataclass(frozen=True)
+class CellLocation:
+    """Where a cell is in the layers' data coordinates."""
+
+    field_index: int
+    y: float
+    x: float
+    field: str
+
+
+def cell_location(cells: pd.DataFrame, cell_id: int, keys: Sequence[str]) -> CellLocation:
+    """The field and centroid of store row ``cell_id``, with the field's position in the layer stack."""
+    row = cells.iloc[int(cell_id)]
+    key = str(row["field"])
+    if key not in keys:
+        raise InputError(f"cell {cell_id} is in field {key}, which is not among the layers' fields")
+    return CellLocation(list(keys).index(key), float(row["centroid_y"]), float(row["centroid_x"]), key)
+
+
+def field_inputs(
+    images: Sequence[np.ndarray], channel_names: Sequence[str], labels: np.ndarray, info: PlateInfo
+) -> list:
+    """One ``FieldInput`` per field: its channels (C, h, w) and its labels exactly as in the Labels layer."""
+    from phenossl.tiles.build import FieldInput
+
+    inputs = []
+    for f, key in enumerate(info.keys):
+        height, width = info.shapes[f]
+        image = np.stack([np.asarray(stack[f, :height, :width]) for stack in images])
+        inputs.append(
+            FieldInput.from_array(
+                key,
+                image,
+                channel_names,
+                labels=np.asarray(labels[f, :height, :width]),
+                plate=info.plates[f],
+                well=info.wells[f],
+                site=info.sites[f],
+            )
+        )
+    return inputs
+
+
+def align_by_label(
+    cells_a: pd.DataFrame, labels_a: np.ndarray, cells_b: pd.DataFrame, labels_b: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cluster labels of the cells two runs share (matched on the plate-unique ``label``), and the store
+    rows of those cells in run A: ``(labels_a, labels_b, cell_ids_a)``. Runs of one session share
+    their tile store, so this is usually every cell; after re-tiling it is the common ones."""
+    a = pd.DataFrame({"label": cells_a["label"].to_numpy(), "cluster_a": labels_a, "row_a": np.arange(len(cells_a))})
+    b = pd.DataFrame({"label": cells_b["label"].to_numpy(), "cluster_b": labels_b})
+    both = a.merge(b, on="label", how="inner")
+    if both.empty:
+        raise InputError("the two runs share no cell: they were made from different tiles")
+    return both["cluster_a"].to_numpy(), both["cluster_b"].to_numpy(), both["row_a"].to_numpy()

@@ -1,0 +1,648 @@
+"""The one object per viewer that holds the workflow's state, runs its workers and paints the layers.
+
+Widgets are views: they read the controller, call its methods with what the user set, and redraw on its
+signals. Every long job is a ``tasks`` function run in a napari ``thread_worker``; the worker thread
+never touches a layer or a widget. Results come back through the worker's ``returned`` / ``yielded``
+signals, which Qt delivers on the main thread, and only then are layers and runs updated.
+
+Errors raised in a worker are shown by napari as a notification (the exception's message, with its
+traceback one click away); the controller's ``errored`` handlers only reset the state and say, in the
+widgets' status line, what failed, so one failure makes one notification.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qtpy.QtCore import QObject, Signal
+
+from phenossl.config import RunConfig, SegmentConfig, TileConfig
+from phenossl.errors import InputError, PhenosslError
+from phenossl.napari import cells as cellsmod
+from phenossl.napari import tasks
+from phenossl.napari.compositions import CompositionDraft
+from phenossl.napari.plate import PlateInfo, as_field_stack, field_stack_shape, treatment_columns
+from phenossl.napari.session import RunRecord, Session, default_session_folder, run_config, save_cluster_choice
+
+logger = logging.getLogger(__name__)
+
+NUCLEI_NAME = "nuclei"
+CENTROIDS_NAME = "nuclei centroids"
+TYPICAL_NAME = "typical cells (nearest centroid)"
+UMAP_FIRST_NOTE = "UMAP layout: the first one in a session compiles numba code (10-30 s)"
+
+
+class SessionController(QObject):
+    """State of the phenossl workflow in one viewer: plate layers, session folder, runs, selection."""
+
+    session_changed = Signal()  # the session folder (and so the runs) changed
+    nuclei_changed = Signal()  # nuclei layers made, replaced or removed
+    store_changed = Signal()  # new tiles
+    compositions_changed = Signal()
+    runs_changed = Signal()  # a run was added or changed status
+    active_run_changed = Signal()
+    clustering_changed = Signal()  # the shown run's clusters were (re)computed and painted
+    umap_changed = Signal()
+    selection_changed = Signal()  # selected cells (store rows of the shown run)
+    current_cell_changed = Signal(int)
+    preview_ready = Signal(object)  # tasks.Preview
+    train_event = Signal(object)  # StepProgress / EpochDone
+    training_finished = Signal(object)  # tasks.TrainOutcome
+    task_state = Signal(str, bool)  # task name, running
+    status = Signal(str)  # one line for the widgets' status labels
+
+    def __init__(self, viewer) -> None:
+        super().__init__()
+        self._viewer_ref = weakref.ref(viewer)
+        self.session = Session(default_session_folder())
+        self.plate: PlateInfo | None = None
+        self.labels_layer = None
+        self.points_layer = None
+        self.typical_layer = None
+        self.segmentation = SegmentConfig()
+        self.tiles = TileConfig()
+        self.input_section: dict[str, Any] = {}
+        self.drafts = {"a": CompositionDraft.from_preset("morphology"), "b": CompositionDraft.from_preset("context")}
+        self.weight_a = 1.0
+        self.k = 4
+        self.n_nearest = 8
+        self.active: RunRecord | None = None
+        self.selected = np.zeros(0, dtype=np.int64)
+        self.current_cell = 0
+        self.workers: dict[str, Any] = {}
+        self._cancel: threading.Event | None = None
+        self._preview_request = 0
+        self._syncing_selection = False
+        viewer.layers.events.removed.connect(self._on_layer_removed)
+
+    # ------------------------------------------------------------------------------------------
+    # helpers
+
+    @property
+    def viewer(self):
+        viewer = self._viewer_ref()
+        if viewer is None:
+            raise RuntimeError("the napari viewer of this phenossl session was closed")
+        return viewer
+
+    def running(self, task: str) -> bool:
+        worker = self.workers.get(task)
+        return worker is not None and worker.is_running
+
+    def _launch(self, task: str, func, *args, progress: dict | bool = True, on_returned=None, on_yielded=None,
+                on_errored=None, **kwargs):
+        """Start ``func`` in a napari thread worker; results and errors come back on the main thread."""
+        from napari.qt.threading import create_worker
+
+        connect = {"errored": partial(self._task_failed, task, on_errored)}
+        if on_returned is not None:
+            connect["returned"] = on_returned
+        if on_yielded is not None:
+            connect["yielded"] = on_yielded
+        worker = create_worker(func, *args, _connect=connect, _progress=progress, _start_thread=False, **kwargs)
+        worker.finished.connect(partial(self._task_done, task))
+        self.workers[task] = worker
+        self.task_state.emit(task, True)
+        worker.start()
+        return worker
+
+    def _task_done(self, task: str) -> None:
+        self.task_state.emit(task, False)
+
+    def _task_failed(self, task: str, handler, exc: BaseException) -> None:
+        # napari already shows the exception as a notification; say it in the widgets too.
+        self.status.emit(f"{task} failed: {exc}")
+        if handler is not None:
+            handler(exc)
+
+    # ------------------------------------------------------------------------------------------
+    # session folder
+
+    def set_session_folder(self, folder: str | Path) -> None:
+        """Use ``folder`` for the next tiles and runs; an existing session folder is reopened."""
+        folder = Path(folder)
+        if folder.is_dir() and any(folder.iterdir()):
+            session = Session.open(folder)
+        else:
+            session = Session(folder)
+        self.session = session
+        self.active = None
+        self.session_changed.emit()
+        self.runs_changed.emit()
+        self.active_run_changed.emit()
+        if session.store is not None:
+            self._nuclei_from_store(session.store)
+            self.store_changed.emit()
+        latest = [r for r in session.runs.values() if r.has_embeddings]
+        if latest:
+            self.activate_run(latest[-1].name)
+        self.status.emit(f"Session folder {session.folder}: {len(session.runs)} run(s)")
+
+    def _nuclei_from_store(self, store) -> None:
+        """Rebuild the nuclei layers from a reopened store's labels (in the open images' field order)."""
+        if self.labels_layer is not None:
+            self._mark_tiled(store)
+            return
+        keys = store.field_keys()
+        image_info = next((PlateInfo.from_metadata(layer.metadata) for layer in self.viewer.layers
+                           if PlateInfo.from_metadata(getattr(layer, "metadata", None)) is not None), None)
+        if image_info is not None and set(image_info.keys) >= set(keys):
+            info = image_info
+        else:
+            per_field = store.cells.drop_duplicates("field").set_index("field")
+            shapes = [store.labels(key).shape for key in keys]
+            info = PlateInfo(keys=keys, shapes=shapes,
+                             plates=[per_field["plate"].get(k) if "plate" in per_field else None for k in keys],
+                             wells=[per_field["well"].get(k) if "well" in per_field else None for k in keys],
+                             sites=[int(per_field["site"][k]) if "site" in per_field and k in per_field.index else None
+                                    for k in keys])
+        height = max(s[0] for s in info.shapes)
+        width = max(s[1] for s in info.shapes)
+        stack = np.zeros((info.n_fields, height, width), dtype=np.int32)
+        for f, key in enumerate(info.keys):
+            labels = store.labels(key)
+            if labels is not None:
+                stack[f, : labels.shape[0], : labels.shape[1]] = labels
+        self.plate = info
+        self._show_nuclei(stack, cellsmod.nuclei_table(stack, info), reference=None)
+        self._mark_tiled(store)
+
+    # ------------------------------------------------------------------------------------------
+    # 1. segment and tile
+
+    def segment(self, nuclear_layer, segmentation: SegmentConfig):
+        """Segment the nuclear layer's fields in a worker; adds the nuclei Labels and centroid Points."""
+        if self.running("segment"):
+            raise PhenosslError("segmentation is already running")
+        info = PlateInfo.from_metadata(nuclear_layer.metadata) or PlateInfo.for_array(nuclear_layer.data.shape, nuclear_layer.name)
+        stack = as_field_stack(nuclear_layer.data)
+        self.segmentation = segmentation
+        return self._launch(
+            "segment", tasks.segment_fields, stack, info, segmentation,
+            progress={"total": info.n_fields, "desc": f"Segmenting {info.n_fields} field(s)"},
+            on_returned=partial(self._segmented, info, nuclear_layer),
+        )
+
+    def _segmented(self, info: PlateInfo, reference, result: tasks.SegmentResult) -> None:
+        self.plate = info
+        self._show_nuclei(result.labels, result.table, reference)
+        message = f"{len(result.table)} nuclei in {info.n_fields} field(s)"
+        if result.empty_fields:
+            message += f"; no nucleus in {', '.join(result.empty_fields[:3])}"
+        self.status.emit(message + ". Check them (fix with the Labels tools if needed), then make tiles.")
+
+    def _show_nuclei(self, labels: np.ndarray, table, reference, *, replace_data: bool = True) -> None:
+        """Add (or refresh) the nuclei Labels layer and its centroid Points, both with the per-cell table.
+
+        ``replace_data=False`` keeps the Labels layer's data (and the user's undo history) untouched."""
+        viewer = self.viewer
+        two_d = reference is not None and reference.data.ndim == 2
+        data = labels[0] if two_d else labels
+        spatial = {} if reference is None else {"scale": reference.scale, "translate": reference.translate}
+        metadata = self.plate.to_metadata() if self.plate else {}
+        if self.labels_layer is not None and self.labels_layer in viewer.layers:
+            if replace_data:
+                self.labels_layer.data = data
+            self.labels_layer.features = table
+            self.labels_layer.metadata = metadata
+        else:
+            self.labels_layer = viewer.add_labels(data, name=NUCLEI_NAME, features=table, metadata=metadata,
+                                                  opacity=0.6, **spatial)
+        self.labels_layer.colormap = self._direct_colormap(cellsmod.label_color_dict(table, np.zeros((0, 4))))
+        coords = cellsmod.point_coordinates(table, data.ndim)
+        if self.points_layer is not None and self.points_layer in viewer.layers:
+            self.points_layer.data = coords
+            self.points_layer.features = table
+        else:
+            self.points_layer = viewer.add_points(
+                coords, name=CENTROIDS_NAME, features=table, size=7, symbol="disc",
+                face_color=list(cellsmod.UNTILED_COLOR), border_width=0, out_of_slice_display=False, **spatial,
+            )
+            self.points_layer.selected_data.events.items_changed.connect(self._points_selection_changed)
+        self.points_layer.face_color = cellsmod.point_colors(table, np.zeros((0, 4)))
+        self.nuclei_changed.emit()
+
+    @staticmethod
+    def _direct_colormap(color_dict: dict):
+        from napari.utils.colormaps import DirectLabelColormap
+
+        return DirectLabelColormap(color_dict=color_dict)
+
+    def make_tiles(self, image_layers: list, nuclear_layer, labels_layer, tiles: TileConfig):
+        """Tile every field from the labels as they are in ``labels_layer`` (user corrections included)."""
+        if self.running("tiles"):
+            raise PhenosslError("tiles are already being made")
+        if not image_layers:
+            raise InputError("tick at least one image layer (channel) to put in the tiles")
+        if labels_layer is None:
+            raise InputError("segment the nuclei first (or pick a Labels layer of nuclei)")
+        if nuclear_layer not in image_layers:
+            image_layers = [nuclear_layer, *image_layers]
+        shapes = {tuple(layer.data.shape) for layer in image_layers}
+        if len(shapes) != 1:
+            raise InputError(
+                "the channel layers must have the same shape (fields x height x width); got "
+                + ", ".join(f"{layer.name} {tuple(layer.data.shape)}" for layer in image_layers)
+            )
+        if tuple(labels_layer.data.shape) != shapes.pop():
+            raise InputError(f"the labels layer {labels_layer.name!r} has shape {tuple(labels_layer.data.shape)}, "
+                             f"the images {tuple(nuclear_layer.data.shape)}")
+        info = (PlateInfo.from_metadata(nuclear_layer.metadata)
+                or PlateInfo.for_array(nuclear_layer.data.shape, nuclear_layer.name))
+        labels = np.asarray(as_field_stack(labels_layer.data))
+        renumbered = not cellsmod.is_plate_unique(labels)
+        if renumbered:
+            from napari.utils.notifications import show_info
+
+            labels = cellsmod.make_plate_unique(labels)
+            show_info(f"Nucleus ids in {labels_layer.name!r} repeated between fields; they were renumbered "
+                      "so that every cell has its own id (and its own cluster colour).")
+        self.plate = info
+        self.labels_layer = labels_layer  # the user's own Labels layer is adopted as it is
+        # refresh the per-cell table: the user may have added, removed or redrawn nuclei
+        self._show_nuclei(labels, cellsmod.nuclei_table(labels, info), nuclear_layer, replace_data=renumbered)
+        names = [self._channel_name(layer) for layer in image_layers]
+        if len(set(names)) != len(names):
+            raise InputError(f"two channel layers have the same name ({names}); rename one")
+        images = [as_field_stack(layer.data) for layer in image_layers]
+        fields = cellsmod.field_inputs(images, names, labels, info)
+        self.tiles = tiles
+        nuclear_name = self._channel_name(nuclear_layer)
+        self.input_section = self._input_section(info, names, nuclear_name)
+        store_path = self.session.next_store_path()
+        store_path.parent.mkdir(parents=True, exist_ok=True)
+        input_config = RunConfig(input=self.input_section).input
+        return self._launch(
+            "tiles", tasks.build_tiles, fields, store_path, input_config=input_config,
+            segmentation=self.segmentation, tiles=tiles, metadata=info.field_metadata(),
+            progress={"desc": f"Making {tiles.size}px tiles"}, on_returned=self._tiled,
+        )
+
+    @staticmethod
+    def _channel_name(layer) -> str:
+        info = PlateInfo.from_metadata(layer.metadata)
+        return info.channel if info is not None and info.channel else layer.name
+
+    @staticmethod
+    def _input_section(info: PlateInfo, names: list[str], nuclear: str) -> dict[str, Any]:
+        """The run config's input section, so the CLI can redo a napari run from the files."""
+        tokens = {name: token for token, name in (info.channel_map or {}).items()}
+        section: dict[str, Any] = {
+            "kind": "plate",
+            "paths": list(info.source_paths),
+            "channel_names": {tokens.get(name, name): name for name in names},
+            "nuclear_channel": nuclear,
+        }
+        if info.metadata_path:
+            section["metadata"] = info.metadata_path
+        return section
+
+    def _tiled(self, store) -> None:
+        self.session.store = store
+        self._mark_tiled(store)
+        report = store.info.get("report", {})
+        skipped = report.get("skipped_border", 0)
+        self.status.emit(
+            f"{store.n_cells} cells tiled ({store.tile_size}px) into {store.path}"
+            + (f"; {skipped} nuclei too close to a border were left out (grey)" if skipped else "")
+        )
+        self.store_changed.emit()
+
+    def _mark_tiled(self, store) -> None:
+        if self.labels_layer is None:
+            return
+        features = cellsmod.with_cell_ids(self.labels_layer.features, store.cells)
+        self._set_features(features)
+
+    def _set_features(self, features, colors: np.ndarray | None = None) -> None:
+        """Give both nuclei layers the new table (reassigned, never edited in place) and its colours."""
+        colors = np.zeros((0, 4)) if colors is None else colors
+        self.labels_layer.features = features
+        self.labels_layer.colormap = self._direct_colormap(cellsmod.label_color_dict(features, colors))
+        if self.points_layer is not None:
+            self.points_layer.features = features
+            self.points_layer.face_color = cellsmod.point_colors(features, colors)
+
+    # ------------------------------------------------------------------------------------------
+    # 2. compositions
+
+    def set_draft(self, branch: str, draft: CompositionDraft) -> None:
+        self.drafts[branch] = draft
+        self.compositions_changed.emit()
+
+    def set_weight(self, weight_a: float) -> None:
+        self.weight_a = float(weight_a)
+        self.compositions_changed.emit()
+
+    def compositions(self) -> dict[str, Any]:
+        return {branch: draft.composition() for branch, draft in self.drafts.items()}
+
+    def request_preview(self, cell_id: int, n: int = 6, seed: int = 0, out_size: int = 64) -> None:
+        """Augmented views of one cell for A and B, in a worker; the newest request wins."""
+        store = self.session.store or (self.active.tile_store() if self.active else None)
+        if store is None or not 0 <= cell_id < store.n_cells:
+            return
+        self._preview_request += 1
+        request = self._preview_request
+        tile = np.array(store.tiles[cell_id], dtype=np.float32)
+        self._launch(
+            "preview", tasks.preview_compositions, tile, self.compositions(), cell_id=cell_id, n=n, seed=seed,
+            out_size=out_size, progress=False, on_returned=partial(self._preview_done, request),
+        )
+
+    def _preview_done(self, request: int, preview) -> None:
+        if request == self._preview_request:
+            self.preview_ready.emit(preview)
+
+    # ------------------------------------------------------------------------------------------
+    # 3. train
+
+    def start_training(self, train: dict[str, Any], *, seed: int = 0, init_from: str | None = None) -> RunRecord:
+        """Create the next run folder and train it in a worker; then embed, cluster and lay out (UMAP)."""
+        if self.running("train"):
+            raise PhenosslError("a training is already running: wait for it or cancel it")
+        store = self.session.store
+        if store is None:
+            raise InputError("make the tiles first (step 1): training needs single-cell tiles")
+        compositions = self.compositions()
+        settings = {**train, "composition_a": compositions["a"], "composition_b": compositions["b"],
+                    "weight_a": self.weight_a}
+        if init_from:
+            settings["init_from"] = str(self.session.runs[init_from].paths.checkpoint)
+        labels = [c for c in treatment_columns(self.plate) if c in store.cells.columns] if self.plate else []
+        config = run_config(
+            train=settings, segmentation=self.segmentation.model_dump(mode="json"),
+            tiles=self.tiles.model_dump(mode="json"), input_section=self.input_section or {"kind": "plate"},
+            cluster={"k": self.k, "n_nearest": self.n_nearest, "label_columns": labels or None}, seed=seed,
+        )
+        record = self.session.new_run(config)
+        record.status = "training"
+        self.runs_changed.emit()
+        self._cancel = threading.Event()
+        total = tasks.expected_events(store.n_cells, record.config)
+        self._launch(
+            "train", tasks.train_run, record, self._cancel,
+            progress={"total": total, "desc": f"Training {record.name}"},
+            on_yielded=self.train_event.emit, on_returned=partial(self._trained, record),
+            on_errored=partial(self._training_failed, record),
+        )
+        self.status.emit(f"Training {record.name}: {record.describe()}")
+        return record
+
+    def cancel_training(self) -> None:
+        """Stop the training before its next step; the last epoch's checkpoint is kept."""
+        if self._cancel is not None:
+            self._cancel.set()
+
+    def _trained(self, record: RunRecord, outcome: tasks.TrainOutcome) -> None:
+        from napari.utils.notifications import show_info
+
+        record.status = outcome.status
+        record.message = outcome.message
+        self.runs_changed.emit()
+        self.training_finished.emit(outcome)
+        if outcome.status == "cancelled":
+            show_info(outcome.message)
+            self.status.emit(outcome.message)
+            return
+        self.status.emit(f"{record.name}: {outcome.message}; embedding the cells...")
+        self.embed(record)
+
+    def _training_failed(self, record: RunRecord, exc: BaseException) -> None:
+        record.status = "failed"
+        record.message = str(exc)
+        self.runs_changed.emit()
+        self.training_finished.emit(tasks.TrainOutcome("failed", str(exc), None))
+
+    def embed(self, record: RunRecord):
+        """Embed every cell with the run's checkpoint (worker), then show the run and cluster it."""
+        if not record.has_checkpoint:
+            raise InputError(f"run {record.name} has no checkpoint yet: train it first")
+        return self._launch("embed", tasks.embed_run, record, progress={"desc": f"Embedding cells ({record.name})"},
+                            on_returned=lambda _: self._embedded(record))
+
+    def _embedded(self, record: RunRecord) -> None:
+        record.space = None
+        record.clustering = None
+        record.umap = None
+        self.runs_changed.emit()
+        self.activate_run(record.name)
+
+    # ------------------------------------------------------------------------------------------
+    # 4. clusters, UMAP, selection
+
+    def activate_run(self, name: str) -> None:
+        """Show run ``name``: its clusters on the plate, its UMAP and gallery (clustering if needed)."""
+        record = self.session.runs[name]
+        self.active = record
+        self.selected = np.zeros(0, dtype=np.int64)
+        self.active_run_changed.emit()
+        if record.clustering is not None:
+            self._paint_clusters()
+            self.clustering_changed.emit()
+            self.umap_changed.emit()
+        elif record.has_embeddings:
+            self.recluster(record.config.cluster.k)
+        elif record.has_checkpoint and record.status not in ("training",):
+            self.status.emit(f"{name} has a checkpoint but no embeddings: embed it to see its clusters")
+
+    def recluster(self, k: int, n_nearest: int | None = None):
+        """K-Means with ``k`` on the shown run's cached embeddings (instant: no re-embedding)."""
+        record = self.active
+        if record is None:
+            raise InputError("no run is shown: train one (step 3) or pick one in Runs")
+        if not record.has_embeddings:
+            raise InputError(f"run {record.name} has no embeddings yet")
+        self.k = int(k)
+        if n_nearest is not None:
+            self.n_nearest = int(n_nearest)
+        return self._launch(
+            "cluster", tasks.cluster_run, record, self.k, self.n_nearest, space=record.space,
+            progress={"desc": f"Clustering {record.name} (k={self.k})"},
+            on_returned=partial(self._clustered, record),
+        )
+
+    def _clustered(self, record: RunRecord, outcome: tasks.ClusterOutcome) -> None:
+        record.space, record.clustering, record.metrics = outcome.space, outcome.clustering, outcome.metrics
+        if outcome.umap is not None:
+            record.umap = outcome.umap
+        save_cluster_choice(record, outcome.clustering.k)
+        if record is not self.active:
+            return
+        self._paint_clusters()
+        sizes = ", ".join(str(s) for s in outcome.clustering.sizes.tolist())
+        self.status.emit(f"{record.name}: {outcome.clustering.k} clusters of {sizes} cells")
+        self.clustering_changed.emit()
+        if record.umap is None and not self.running("umap"):
+            self._launch("umap", tasks.umap_run, record, record.space, record.clustering,
+                         progress={"desc": UMAP_FIRST_NOTE}, on_returned=partial(self._umap_done, record))
+            self.status.emit(UMAP_FIRST_NOTE + "...")
+        else:
+            self.umap_changed.emit()
+
+    def _umap_done(self, record: RunRecord, layout: np.ndarray) -> None:
+        record.umap = layout
+        if record is self.active:
+            self.umap_changed.emit()
+            self.status.emit(f"{record.name}: UMAP layout ready")
+        elif self.active is not None and self.active.umap is None and self.active.space is not None:
+            active = self.active  # the user switched runs meanwhile: lay out the shown one too
+            self._launch("umap", tasks.umap_run, active, active.space, active.clustering,
+                         progress={"desc": UMAP_FIRST_NOTE}, on_returned=partial(self._umap_done, active))
+
+    def cluster_colors(self) -> np.ndarray:
+        from phenossl.render import cluster_colors
+
+        k = self.active.clustering.k if self.active is not None and self.active.clustering is not None else self.k
+        return cluster_colors(k)
+
+    def _paint_clusters(self) -> None:
+        """Colour every nucleus by its cluster, and mark the cells nearest each centroid."""
+        record = self.active
+        if self.labels_layer is None or record is None or record.clustering is None:
+            return
+        clustering = record.clustering
+        colors = self.cluster_colors()
+        store = record.tile_store()
+        features = cellsmod.with_cell_ids(self.labels_layer.features, store.cells)
+        features = cellsmod.with_clusters(features, clustering.labels, clustering.k)
+        self._set_features(features, colors)
+        self._show_typical(store, clustering, colors)
+
+    def _show_typical(self, store, clustering, colors: np.ndarray) -> None:
+        rows = np.concatenate([clustering.nearest[c] for c in range(clustering.k)]).astype(np.int64)
+        ndim = self.labels_layer.data.ndim
+        keys = self.plate.keys if self.plate else store.field_keys()
+        table = store.cells.iloc[rows]
+        known = table["field"].isin(keys).to_numpy()
+        rows, table = rows[known], table[known]
+        coords = np.column_stack([
+            table["field"].map({k: i for i, k in enumerate(keys)}).to_numpy(dtype=float),
+            table["centroid_y"].to_numpy(dtype=float), table["centroid_x"].to_numpy(dtype=float),
+        ])[:, -ndim:]
+        features = table[["label"]].assign(cell_id=rows, cluster=clustering.labels[rows],
+                                           rank=clustering.nearest_rank[rows]).reset_index(drop=True)
+        border = colors[clustering.labels[rows]] if len(rows) else np.zeros((0, 4))
+        viewer = self.viewer
+        spatial = {"scale": self.labels_layer.scale, "translate": self.labels_layer.translate}
+        if self.typical_layer is not None and self.typical_layer in viewer.layers:
+            self.typical_layer.data = coords
+            self.typical_layer.features = features
+        else:
+            self.typical_layer = viewer.add_points(
+                coords, name=TYPICAL_NAME, features=features, size=max(20, store.tile_size // 4), symbol="ring",
+                face_color="transparent", border_width=0.12, out_of_slice_display=False, **spatial,
+            )
+        self.typical_layer.border_color = border
+        self.typical_layer.face_color = np.c_[border[:, :3], np.full(len(border), 0.9)] if len(border) else border
+
+    def select_cells(self, rows: np.ndarray) -> None:
+        """Select cells (store rows of the shown run): highlighted in the UMAP and in the centroid Points."""
+        self.selected = np.unique(np.asarray(rows, dtype=np.int64))
+        self._select_points(self.selected)
+        self.selection_changed.emit()
+
+    def select_cluster(self, cluster: int) -> None:
+        record = self.active
+        if record is None or record.clustering is None:
+            return
+        self.select_cells(np.flatnonzero(record.clustering.labels == cluster))
+        self.status.emit(f"cluster {cluster}: {self.selected.size} cells selected")
+
+    def _select_points(self, rows: np.ndarray) -> None:
+        if self.points_layer is None:
+            return
+        cell_id = self.points_layer.features["cell_id"].to_numpy()
+        indices = set(np.flatnonzero(np.isin(cell_id, rows)).tolist())
+        self._syncing_selection = True
+        try:
+            self.points_layer.selected_data = indices
+        finally:
+            self._syncing_selection = False
+
+    def _points_selection_changed(self, *_: Any) -> None:
+        if self._syncing_selection or self.points_layer is None:
+            return
+        cell_id = self.points_layer.features["cell_id"].to_numpy()
+        picked = cell_id[sorted(self.points_layer.selected_data)] if len(self.points_layer.selected_data) else cell_id[:0]
+        self.selected = np.unique(picked[picked >= 0]).astype(np.int64)
+        self.selection_changed.emit()
+        if self.selected.size == 1:
+            self.set_current_cell(int(self.selected[0]))
+
+    def set_current_cell(self, row: int) -> None:
+        if row != self.current_cell:
+            self.current_cell = int(row)
+            self.current_cell_changed.emit(self.current_cell)
+
+    def go_to_cell(self, row: int) -> None:
+        """Centre the viewer on a cell (switching to its field), select it, and preview it."""
+        record = self.active
+        store = record.tile_store() if record is not None else self.session.store
+        if store is None:
+            return
+        keys = self.plate.keys if self.plate else store.field_keys()
+        where = cellsmod.cell_location(store.cells, row, keys)
+        reference = self.labels_layer
+        if reference is not None:
+            point = [where.field_index, where.y, where.x][-reference.data.ndim:]
+            world = np.asarray(reference.data_to_world(point), dtype=float)
+            viewer = self.viewer
+            if reference.data.ndim == 3:
+                viewer.dims.set_point(0, world[0])
+            viewer.camera.center = tuple(world[-2:])
+            span = 2.5 * store.tile_size * float(abs(reference.scale[-1]))
+            viewer.camera.zoom = max(viewer.camera.zoom, min(viewer.canvas.size) / span)
+        self.select_cells(np.array([row]))
+        self.set_current_cell(row)
+
+    # ------------------------------------------------------------------------------------------
+    # 5. runs and export
+
+    def compare(self, name_a: str, name_b: str) -> tasks.RunComparison:
+        return tasks.compare_runs(self.session.runs[name_a], self.session.runs[name_b])
+
+    def start_export(self, csv_path: str | Path, *, overwrite: bool = False):
+        """Export the shown run (worker). The worker returns the OutputExistsError instead of raising it,
+        so the widget can ask before overwriting."""
+        record = self.active
+        if record is None or record.clustering is None:
+            raise InputError("no clusters to export: train a run and cluster it first")
+        return self._launch("export", tasks.export_run, record, Path(csv_path), overwrite=overwrite,
+                            progress={"desc": "Exporting clusters"})
+
+    # ------------------------------------------------------------------------------------------
+
+    def _on_layer_removed(self, event) -> None:
+        layer = event.value
+        if layer is self.labels_layer:
+            self.labels_layer = None
+            self.nuclei_changed.emit()
+        elif layer is self.points_layer:
+            self.points_layer = None
+        elif layer is self.typical_layer:
+            self.typical_layer = None
+
+
+_CONTROLLERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def controller_for(viewer) -> SessionController:
+    """The viewer's controller, shared by all phenossl widgets docked in it (made on first use)."""
+    controller = _CONTROLLERS.get(viewer)
+    if controller is None:
+        controller = SessionController(viewer)
+        _CONTROLLERS[viewer] = controller
+    return controller
+
+
+def stack_shape_text(layer) -> str:
+    """'8 fields of 576 x 576' for a layer, for labels in the widgets."""
+    fields, height, width = field_stack_shape(layer.data.shape)
+    return f"{fields} field{'s' if fields != 1 else ''} of {height} x {width}"

@@ -1,0 +1,220 @@
+"""Plate fields as napari layers, and back: one Image layer per channel, fields stacked on a leading axis.
+
+A plate is many fields (sites) of C channels. napari shows it best as one (F, Y, X) Image layer per
+channel (additive blending, DNA blue), so the field slider walks the plate. What each field is (key,
+plate, well, site, its own size, its files, its treatment) travels in ``layer.metadata["phenossl"]``
+as plain data, so the widgets can cut each field back out exactly as the core read it. Pure: no Qt.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from phenossl.errors import InputError
+
+META_KEY = "phenossl"
+
+#: Colour by stain name first (what biologists expect), by position otherwise.
+STAIN_COLORMAPS: dict[str, str] = {
+    "dna": "blue",
+    "dapi": "blue",
+    "hoechst": "blue",
+    "nuclei": "blue",
+    "nucleus": "blue",
+    "tubulin": "green",
+    "microtubules": "green",
+    "actin": "red",
+    "phalloidin": "red",
+}
+POSITION_COLORMAPS: tuple[str, ...] = ("blue", "green", "red", "magenta", "cyan", "yellow", "gray")
+NUCLEAR_NAMES = ("dna", "dapi", "hoechst", "nuclei", "nucleus", "h33342")
+
+
+@dataclass
+class PlateInfo:
+    """What each field of an (F, Y, X) stack is. Stored as a plain dict in ``layer.metadata``."""
+
+    keys: list[str]
+    shapes: list[tuple[int, int]]  # each field's own (height, width): stacks are padded to the largest
+    plates: list[str | None] = field(default_factory=list)
+    wells: list[str | None] = field(default_factory=list)
+    sites: list[int | None] = field(default_factory=list)
+    channel: str | None = None
+    source_paths: list[str] = field(default_factory=list)  # what the reader was given (for the run config)
+    channel_map: dict[str, str] | None = None  # file-name channel token -> name, when names were mapped
+    metadata_path: str | None = None  # the treatment table joined to the fields, if any
+    field_table: list[dict[str, Any]] | None = None  # one row per field (key + treatment columns)
+
+    def __post_init__(self) -> None:
+        n = len(self.keys)
+        self.shapes = [tuple(int(v) for v in s) for s in self.shapes]
+        for name in ("plates", "wells", "sites"):
+            if not getattr(self, name):
+                setattr(self, name, [None] * n)
+
+    @property
+    def n_fields(self) -> int:
+        return len(self.keys)
+
+    @property
+    def padded(self) -> bool:
+        return len(set(self.shapes)) > 1
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {META_KEY: asdict(self)}
+
+    def field_metadata(self) -> pd.DataFrame | None:
+        """The per-field treatment table (``key`` column) for ``build_store_from_fields``, if known."""
+        return None if not self.field_table else pd.DataFrame(self.field_table)
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any] | None) -> PlateInfo | None:
+        data = (metadata or {}).get(META_KEY)
+        if not isinstance(data, Mapping) or "keys" not in data:
+            return None
+        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        return cls(**known)
+
+    @classmethod
+    def for_array(cls, shape: Sequence[int], name: str | None = None) -> PlateInfo:
+        """Plain arrays (no reader metadata): a 2-D image is one field, a 3-D one a stack of fields."""
+        fields, height, width = field_stack_shape(shape)
+        stem = name or "field"
+        keys = [stem] if fields == 1 else [f"{stem}_f{i + 1}" for i in range(fields)]
+        return cls(keys=keys, shapes=[(height, width)] * fields, channel=name)
+
+
+def treatment_columns(info: PlateInfo) -> list[str]:
+    """The per-field columns that describe a treatment (compound, dose, density...): what clusters are
+    scored against (AMI). File names and field coordinates are not treatments."""
+    if not info.field_table:
+        return []
+    skip = {"key", "field", "plate", "well", "site"}
+    columns = list(dict.fromkeys(c for row in info.field_table for c in row))
+    return [c for c in columns if c not in skip and not c.startswith("file")]
+
+
+def field_stack_shape(shape: Sequence[int]) -> tuple[int, int, int]:
+    """(fields, height, width) of an image layer's data: (Y, X) is one field, (F, Y, X) many."""
+    if len(shape) == 2:
+        return 1, int(shape[0]), int(shape[1])
+    if len(shape) == 3:
+        return int(shape[0]), int(shape[1]), int(shape[2])
+    raise InputError(
+        f"phenossl needs 2-D fields or a stack of fields (F, Y, X), one layer per channel; this layer has "
+        f"shape {tuple(shape)}. Split RGB or multi-channel layers into one layer per channel "
+        "(right-click the layer > Split Stack) and keep one plane per field."
+    )
+
+
+def as_field_stack(data: Any) -> Any:
+    """View (Y, X) data as (1, Y, X); (F, Y, X) data is returned as it is (numpy or dask, not loaded)."""
+    field_stack_shape(data.shape)
+    return data[None] if data.ndim == 2 else data
+
+
+def stain_colormap(name: str, position: int) -> str:
+    return STAIN_COLORMAPS.get(name.lower(), POSITION_COLORMAPS[position % len(POSITION_COLORMAPS)])
+
+
+def guess_nuclear_index(names: Sequence[str]) -> int:
+    """The channel most likely to be the nuclear stain (DNA, DAPI, Hoechst...), else the first."""
+    for index, name in enumerate(names):
+        if name.lower() in NUCLEAR_NAMES:
+            return index
+    return 0
+
+
+def display_limits(stack: np.ndarray, percentiles: tuple[float, float] = (0.5, 99.8)) -> tuple[float, float]:
+    """Contrast limits from robust percentiles of a subsample, so dim stains are visible at once."""
+    sample = np.asarray(stack).ravel()[:: max(1, stack.size // 2_000_000)]
+    low, high = np.percentile(sample, percentiles)
+    return float(low), float(high if high > low else low + 1)
+
+
+def stack_fields(images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Stack (Y, X) planes of possibly different sizes into (F, Ymax, Xmax), padding with zeros at the
+    bottom/right (each field keeps its pixel coordinates). Returns the stack and the original shapes."""
+    shapes = [tuple(int(v) for v in image.shape) for image in images]
+    height = max(s[0] for s in shapes)
+    width = max(s[1] for s in shapes)
+    dtype = np.result_type(*images)
+    stack = np.zeros((len(images), height, width), dtype=dtype)
+    for i, image in enumerate(images):
+        stack[i, : image.shape[0], : image.shape[1]] = image
+    return stack, shapes
+
+
+def plate_layer_data(
+    fields: Sequence[Any],
+    *,
+    source_paths: Sequence[str | os.PathLike] = (),
+    channel_map: Mapping[str, str] | None = None,
+    metadata_path: str | os.PathLike | None = None,
+    field_table: pd.DataFrame | None = None,
+) -> list[tuple[np.ndarray, dict[str, Any], str]]:
+    """napari layer data tuples, one Image layer per channel, for fields read by ``phenossl.io.read_field``."""
+    if not fields:
+        raise InputError("no fields to show")
+    names = list(fields[0].channel_names)
+    for fld in fields:
+        if list(fld.channel_names) != names:
+            raise InputError(f"field {fld.key} has channels {fld.channel_names}, the first field had {names}")
+    table = None
+    if field_table is not None:
+        table = [{k: _plain(v) for k, v in row.items()} for row in field_table.to_dict("records")]
+    layers = []
+    shapes: list[tuple[int, int]] = []
+    for c, name in enumerate(names):
+        stack, shapes = stack_fields([fld.image[c] for fld in fields])
+        info = PlateInfo(
+            keys=[fld.key for fld in fields],
+            shapes=shapes,
+            plates=[fld.plate for fld in fields],
+            wells=[fld.well for fld in fields],
+            sites=[None if fld.site is None else int(fld.site) for fld in fields],
+            channel=name,
+            source_paths=[str(Path(p).resolve()) for p in source_paths],
+            channel_map=dict(channel_map) if channel_map else None,
+            metadata_path=None if metadata_path is None else str(Path(metadata_path).resolve()),
+            field_table=table,
+        )
+        data = stack if len(fields) > 1 else stack[0]
+        kwargs = {
+            "name": name,
+            "colormap": stain_colormap(name, c),
+            "blending": "additive",
+            "contrast_limits": display_limits(stack),
+            "metadata": info.to_metadata(),
+        }
+        layers.append((data, kwargs, "image"))
+    return layers
+
+
+def padding_note(shapes: Sequence[tuple[int, int]]) -> str | None:
+    """A sentence for the user when fields of different sizes had to be padded to stack them."""
+    if len(set(shapes)) <= 1:
+        return None
+    sizes = sorted(set(shapes))
+    return (
+        f"The fields have different sizes ({', '.join(f'{h}x{w}' for h, w in sizes[:4])}"
+        f"{', ...' if len(sizes) > 4 else ''}); they are padded with zeros to stack them. "
+        "Segmentation and tiles use each field's own size."
+    )
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    if value is pd.NA or value is pd.NaT:
+        return None
+    return value

@@ -1,0 +1,193 @@
+"""A napari session on disk: one folder, its tile stores, and one run folder per training.
+
+::
+
+    <session>/                    default ~/phenossl-runs/<date_time>
+      tiles-1/                    a TileStore (a new one each time tiles are made: old runs keep theirs)
+      runs/run-001/               a phenossl run folder (docs/architecture.md), reopenable by the CLI:
+        config.yaml  store -> ../../tiles-1  checkpoint.pt  history.csv  embeddings.npy  umap.npy
+        clusters.csv  metrics.json
+
+Every run keeps its configuration, checkpoint and embeddings, so the user can switch between runs and
+compare them; ``phenossl cluster <session>/runs/run-001`` works on them as on any CLI run. Pure: no Qt.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from phenossl.config import RunConfig, config_from_dict, save_config
+from phenossl.errors import InputError
+from phenossl.pipeline import RunPaths, load_run_config, prepare_run_dir
+from phenossl.tiles.store import TileStore
+
+SESSIONS_HOME = Path.home() / "phenossl-runs"
+RUNS_DIR = "runs"
+STORE_PREFIX = "tiles-"
+RUN_PREFIX = "run-"
+
+
+def default_session_folder(now: _dt.datetime | None = None, home: Path | None = None) -> Path:
+    """``~/phenossl-runs/<YYYY-MM-DD_HHMMSS>``: a fresh folder per napari session, never reused silently."""
+    now = now or _dt.datetime.now()
+    return (home or SESSIONS_HOME) / now.strftime("%Y-%m-%d_%H%M%S")
+
+
+def _next_name(folder: Path, prefix: str, width: int) -> str:
+    numbers = [
+        int(m.group(1))
+        for p in (folder.iterdir() if folder.is_dir() else [])
+        if (m := re.fullmatch(re.escape(prefix) + r"(\d+)", p.name.removesuffix(".partial")))
+    ]
+    return f"{prefix}{max(numbers, default=0) + 1:0{width}d}"
+
+
+def link_store(run_root: Path, store_path: Path) -> Path:
+    """Make ``run_root/store`` point at the session's tile store (a relative symlink, so the session folder
+    can be moved; a copy where symlinks are not allowed)."""
+    link = RunPaths(run_root).store
+    if link.is_symlink() or link.exists():
+        return link
+    try:
+        os.symlink(os.path.relpath(store_path, run_root), link, target_is_directory=True)
+    except OSError:  # e.g. Windows without developer mode
+        shutil.copytree(store_path, link)
+    return link
+
+
+@dataclass
+class RunRecord:
+    """One training run and what has been computed from it (embeddings, clustering, UMAP layout)."""
+
+    paths: RunPaths
+    config: RunConfig
+    status: str = "new"  # new, training, trained, cancelled, failed
+    store: TileStore | None = None
+    space: Any = None  # EmbeddingSpace, once the embeddings are loaded
+    clustering: Any = None  # Clustering of the current k
+    umap: np.ndarray | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    message: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.paths.root.name
+
+    @property
+    def has_checkpoint(self) -> bool:
+        return self.paths.checkpoint.is_file()
+
+    @property
+    def has_embeddings(self) -> bool:
+        return self.paths.embeddings.is_file()
+
+    def tile_store(self) -> TileStore:
+        if self.store is None:
+            self.store = TileStore(self.paths.store)
+        return self.store
+
+    def describe(self) -> str:
+        """One line: method, encoder, the compositions and their weight, the training length."""
+        t = self.config.train
+        mix = (f"A={t.composition_a.name}" if t.weight_a >= 1 else f"B={t.composition_b.name}" if t.weight_a <= 0
+               else f"{t.weight_a:.2f}·A={t.composition_a.name} + {1 - t.weight_a:.2f}·B={t.composition_b.name}")
+        start = f", from {Path(t.init_from).parent.name}" if t.init_from else ""
+        return f"{t.method}/{t.encoder}, {mix}, {t.epochs} ep @ {t.resolution}px{start}"
+
+    def disk_status(self) -> str:
+        if self.status in ("training", "failed", "cancelled"):
+            return self.status
+        if self.has_embeddings:
+            return "embedded"
+        return "trained" if self.has_checkpoint else self.status
+
+
+class Session:
+    """The session folder: the current tile store and every run made in it."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder).expanduser().resolve()
+        self.store: TileStore | None = None
+        self.runs: dict[str, RunRecord] = {}
+
+    @property
+    def runs_folder(self) -> Path:
+        return self.folder / RUNS_DIR
+
+    def next_store_path(self) -> Path:
+        """A new tile store folder: earlier runs keep the tiles they were trained on."""
+        return self.folder / _next_name(self.folder, STORE_PREFIX, 1)
+
+    def new_run(self, config: RunConfig) -> RunRecord:
+        """Create the next run folder (``run-001``, ...) with its full config and a link to the tiles."""
+        if self.store is None:
+            raise InputError("make the tiles first (step 1): a run trains on a tile store")
+        name = _next_name(self.runs_folder, RUN_PREFIX, 3)
+        config = config.model_copy(deep=True)
+        config.name = name
+        config.output.dir = self.runs_folder / name
+        paths = prepare_run_dir(config)
+        link_store(paths.root, self.store.path)
+        record = RunRecord(paths, load_run_config(paths), status="new", store=self.store)
+        self.runs[name] = record
+        return record
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike) -> Session:
+        """Reopen a session folder: its newest tile store and every run in ``runs/``."""
+        session = cls(folder)
+        if not session.folder.is_dir():
+            raise InputError(f"{session.folder} does not exist: choose an existing phenossl session folder")
+        stores = sorted(
+            (p for p in session.folder.glob(f"{STORE_PREFIX}*") if p.is_dir() and not p.name.endswith(".partial")),
+            key=lambda p: int(p.name.removeprefix(STORE_PREFIX)) if p.name.removeprefix(STORE_PREFIX).isdigit() else 0,
+        )
+        if stores:
+            session.store = TileStore(stores[-1])
+        for config_file in sorted(session.runs_folder.glob(f"*/{RunPaths(Path()).config.name}")):
+            paths = RunPaths(config_file.parent)
+            record = RunRecord(paths, load_run_config(paths), status="trained" if paths.checkpoint.is_file() else "new")
+            session.runs[record.name] = record
+        if session.store is None and not session.runs:
+            raise InputError(
+                f"{session.folder} holds no tiles ({STORE_PREFIX}N folder) and no runs ({RUNS_DIR}/): "
+                "it is not a phenossl session folder"
+            )
+        return session
+
+
+def run_config(
+    *,
+    train: dict[str, Any],
+    segmentation: dict[str, Any],
+    tiles: dict[str, Any],
+    input_section: dict[str, Any],
+    cluster: dict[str, Any],
+    seed: int = 0,
+) -> RunConfig:
+    """A validated RunConfig from the widgets' settings (ConfigError names any bad value)."""
+    return config_from_dict(
+        {
+            "seed": seed,
+            "input": input_section,
+            "segmentation": segmentation,
+            "tiles": tiles,
+            "train": train,
+            "cluster": cluster,
+        }
+    )
+
+
+def save_cluster_choice(record: RunRecord, k: int) -> None:
+    """Keep the run's config.yaml in step with its clusters.csv when the user reclusters with another k."""
+    if record.config.cluster.k != k:
+        record.config.cluster.k = k
+        save_config(record.config, record.paths.config)

@@ -1,0 +1,314 @@
+"""The long jobs the widgets start, as plain functions and generators that call the core. No Qt.
+
+They run in napari ``thread_worker``s, so they must never touch a layer or a widget: they take arrays,
+tables and run records, and they yield progress and return results; the controller applies those on
+the main thread. User-fixable problems come out as ``PhenosslError`` (napari shows the message as a
+notification); anything else is re-raised as :class:`TaskError` with a short message, the original
+exception chained. A cancel is not an error: training returns a ``TrainOutcome`` saying so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from phenossl.config import InputConfig, RunConfig, SegmentConfig, TileConfig
+from phenossl.errors import Cancelled, NoNucleiError, OutputExistsError, PhenosslError
+from phenossl.napari.plate import PlateInfo
+from phenossl.napari.session import RunRecord
+
+
+class TaskError(PhenosslError):
+    """An unexpected failure in a task; the message is short, the cause is chained for the traceback."""
+
+
+@contextlib.contextmanager
+def reported_as(what: str) -> Iterator[None]:
+    """Let PhenosslError through; turn any other exception into a short TaskError naming the step."""
+    try:
+        yield
+    except PhenosslError:
+        raise
+    except Exception as exc:
+        raise TaskError(f"{what} failed unexpectedly ({type(exc).__name__}: {exc}).") from exc
+
+
+# --------------------------------------------------------------------------------------------------
+# 1. Segment and tile
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    labels: np.ndarray  # (F, Y, X) int32, ids unique over the plate
+    table: pd.DataFrame  # one row per nucleus (see cells.nuclei_table)
+    empty_fields: list[str]
+
+
+def segment_fields(
+    nuclear: Any, info: PlateInfo, segmentation: SegmentConfig
+) -> Generator[int, None, SegmentResult]:
+    """Segment the nuclear channel of every field (``nuclear`` is (F, Y, X)), one yield per field.
+
+    Each field keeps its own size; ids continue from field to field so they are unique on the plate."""
+    from phenossl.io.fields import Field
+    from phenossl.napari.cells import nuclei_table, offset_labels
+    from phenossl.tiles.build import segment_field
+
+    with reported_as("Segmentation"):
+        labels = np.zeros(nuclear.shape, dtype=np.int32)
+        empty: list[str] = []
+        offset = 0
+        for f, key in enumerate(info.keys):
+            height, width = info.shapes[f]
+            plane = np.asarray(nuclear[f, :height, :width])
+            fld = Field(image=plane[None], channel_names=["nuclear"], key=key)
+            try:
+                field_labels = segment_field(fld, 0, segmentation)
+            except NoNucleiError:
+                empty.append(key)
+                field_labels = np.zeros(plane.shape, dtype=np.int32)
+            labels[f, :height, :width] = offset_labels(field_labels, offset)
+            offset = max(offset, int(labels[f].max()))
+            yield f + 1
+        if offset == 0:
+            raise NoNucleiError(
+                f"No nuclei were found in any of the {info.n_fields} field(s). Check that the nuclear channel "
+                f"is right and the nucleus diameter ({segmentation.diameter or 'estimated'}); "
+                "try the other segmentation backend."
+            )
+        return SegmentResult(labels, nuclei_table(labels, info), empty)
+
+
+def build_tiles(
+    fields: Sequence[Any],
+    store_path: Path,
+    *,
+    input_config: InputConfig,
+    segmentation: SegmentConfig,
+    tiles: TileConfig,
+    metadata: pd.DataFrame | None,
+    seed: int = 0,
+):
+    """Tile every field from the labels given (the Labels layer as the user left it) into a new store."""
+    from phenossl.tiles.build import build_store_from_fields
+
+    with reported_as("Making tiles"):
+        return build_store_from_fields(
+            fields, store_path, input_config=input_config, segmentation=segmentation, tiles=tiles,
+            metadata=metadata, seed=seed,
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# 2. Preview of the compositions
+
+
+@dataclass(frozen=True)
+class Preview:
+    cell_id: int
+    original: np.ndarray  # (H, W, 3) uint8
+    views: dict[str, list[np.ndarray]]  # branch -> RGB uint8 views
+
+
+def to_rgb8(tile: np.ndarray) -> np.ndarray:
+    """A normalised (C, H, W) tile as an (H, W, 3) uint8 image, DNA blue (phenossl.render)."""
+    from phenossl.render import composite_rgb
+
+    return np.ascontiguousarray((composite_rgb(np.asarray(tile, dtype=np.float32)) * 255).astype(np.uint8))
+
+
+def preview_compositions(
+    tile: np.ndarray, compositions: dict[str, Any], *, cell_id: int, n: int = 6, seed: int = 0, out_size: int = 64
+) -> Preview:
+    """``n`` views of one tile per composition, drawn exactly as training draws them (``preview_views``)."""
+    from phenossl.augment.pipeline import preview_views
+
+    with reported_as("Preview"):
+        tile = np.asarray(tile, dtype=np.float32)
+        views = {
+            name: [to_rgb8(v) for v in preview_views(tile, composition, n, seed, out_size)]
+            for name, composition in compositions.items()
+        }
+        return Preview(cell_id, to_rgb8(tile), views)
+
+
+# --------------------------------------------------------------------------------------------------
+# 3. Train and embed
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    status: str  # "trained" or "cancelled"
+    message: str
+    checkpoint: Path | None
+
+
+def log_every(config: RunConfig) -> int:
+    """Steps between two progress reports (the trainer's rule: every step on CPU, every 10 on GPUs)."""
+    from phenossl.train import resolve_device
+
+    return config.train.log_every or (1 if resolve_device(config.train.device).type == "cpu" else 10)
+
+
+def expected_events(n_cells: int, config: RunConfig) -> int:
+    """How many events ``iter_training`` yields (reports + one per epoch): the progress bar's total."""
+    batch = min(config.train.batch_size, n_cells)
+    steps = n_cells // batch
+    every = log_every(config)
+    reports = steps // every + (1 if steps % every else 0)
+    return config.train.epochs * (reports + 1)
+
+
+def ui_thread_budget(cpu_count: int | None = None) -> int:
+    """Torch threads for training inside napari: all cores but one, so the viewer keeps a core."""
+    return max(1, (cpu_count or os.cpu_count() or 2) - 1)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def train_run(
+    record: RunRecord, cancel: threading.Event, *, threads: int | None = None
+) -> Generator[Any, None, TrainOutcome]:
+    """Train one run (``iter_training``), yielding its StepProgress / EpochDone events.
+
+    Setting ``cancel`` stops it before the next step; the last epoch's checkpoint is kept."""
+    from phenossl.train import iter_training
+
+    config = record.config
+    with reported_as("Training"), torch_threads(threads or ui_thread_budget()):
+        try:
+            result = yield from iter_training(
+                record.tile_store(), config.train, record.paths.root, seed=config.seed, cancel=cancel,
+                run_info=config.to_dict(),
+            )
+        except Cancelled as exc:
+            kept = record.paths.checkpoint if record.paths.checkpoint.is_file() else None
+            return TrainOutcome("cancelled", str(exc), kept)
+        return TrainOutcome("trained", f"trained {result.epochs_completed} epoch(s) on {result.device}", result.checkpoint)
+
+
+def embed_run(record: RunRecord, cancel: threading.Event | None = None, *, threads: int | None = None) -> Path:
+    """Embed every cell with the run's checkpoint into its embeddings.npy."""
+    from phenossl.pipeline import stage_embed
+
+    with reported_as("Embedding"), torch_threads(threads or ui_thread_budget()):
+        stage_embed(record.config, record.paths, record.tile_store(), cancel=cancel)
+        return record.paths.embeddings
+
+
+# --------------------------------------------------------------------------------------------------
+# 4. Cluster, UMAP, export, compare
+
+
+@dataclass(frozen=True)
+class ClusterOutcome:
+    space: Any  # EmbeddingSpace
+    clustering: Any  # Clustering
+    metrics: dict[str, float]
+    umap: np.ndarray | None  # the run's layout if it was already computed
+
+
+def cluster_run(record: RunRecord, k: int, n_nearest: int, space: Any = None) -> ClusterOutcome:
+    """K-Means with ``k`` on the run's cached embeddings; writes clusters.csv and metrics.json."""
+    from phenossl.atomic import atomic_write_text
+    from phenossl.cluster import EmbeddingSpace, clustering_metrics
+    from phenossl.export import export_clusters
+
+    with reported_as("Clustering"):
+        config, paths, store = record.config, record.paths, record.tile_store()
+        if space is None:
+            space = EmbeddingSpace(np.load(paths.embeddings, mmap_mode="r"), preprocessing=config.cluster.preprocessing)
+        clustering = space.cluster(k, seed=config.seed, n_nearest=n_nearest)
+        metrics = clustering_metrics(space, clustering.labels, store.cells, config.cluster.label_columns, seed=config.seed)
+        layout = space.cached_umap(**umap_params(config))
+        if layout is None and paths.umap.is_file():
+            saved = np.load(paths.umap)
+            layout = saved if saved.shape == (space.n_cells, 2) else None
+        export_clusters(paths.clusters, store.cells, clustering, umap_xy=layout, overwrite=True)
+        summary = {"k": k, "n_cells": store.n_cells, **metrics, "cluster_sizes": clustering.sizes.tolist()}
+        atomic_write_text(paths.metrics, json.dumps(summary, indent=2, default=float))
+        return ClusterOutcome(space, clustering, metrics, layout)
+
+
+def umap_params(config: RunConfig) -> dict[str, Any]:
+    return {"seed": config.seed, "n_neighbors": config.cluster.umap.n_neighbors, "min_dist": config.cluster.umap.min_dist}
+
+
+def umap_run(record: RunRecord, space: Any, clustering: Any = None) -> np.ndarray:
+    """The run's 2-D UMAP layout (computed once, saved as umap.npy; clusters.csv gets its columns)."""
+    from phenossl.atomic import atomic_write
+    from phenossl.export import export_clusters, save_npy
+
+    with reported_as("UMAP"):
+        layout = np.asarray(space.umap(**umap_params(record.config)))
+        atomic_write(record.paths.umap, lambda tmp: save_npy(tmp, layout))
+        if clustering is not None:
+            export_clusters(record.paths.clusters, record.tile_store().cells, clustering, umap_xy=layout, overwrite=True)
+        return layout
+
+
+def export_run(record: RunRecord, csv_path: Path, *, overwrite: bool) -> Any:
+    """Export the run's clustering as CSV with its embeddings and configuration beside it.
+
+    Returns the ExportPaths, or the OutputExistsError (not raised) so the widget can ask the user."""
+    from phenossl.export import export_clusters
+
+    with reported_as("Export"):
+        if record.clustering is None:
+            raise PhenosslError(f"run {record.name} has no clusters yet: cluster it before exporting")
+        try:
+            return export_clusters(
+                csv_path, record.tile_store().cells, record.clustering, umap_xy=record.umap,
+                embeddings=np.load(record.paths.embeddings), config=record.config.to_dict(), overwrite=overwrite,
+            )
+        except OutputExistsError as exc:
+            return exc
+
+
+@dataclass(frozen=True)
+class RunComparison:
+    name_a: str
+    name_b: str
+    ami: float
+    n_cells: int
+    changed_cells: np.ndarray  # store rows (of run A) whose cluster changed
+    matching: dict[int, int]
+
+    def text(self) -> str:
+        share = self.changed_cells.size / self.n_cells if self.n_cells else 0.0
+        return (f"{self.name_a} vs {self.name_b}: AMI {self.ami:.2f} (1 = same grouping, 0 = unrelated); "
+                f"{self.changed_cells.size} of {self.n_cells} cells ({share:.0%}) changed cluster.")
+
+
+def compare_runs(a: RunRecord, b: RunRecord) -> RunComparison:
+    """AMI between two runs' clusterings and the cells that changed cluster (clusters matched first)."""
+    from phenossl.cluster import compare_clusterings
+    from phenossl.napari.cells import align_by_label
+
+    for record in (a, b):
+        if record.clustering is None:
+            raise PhenosslError(f"run {record.name} has no clusters yet: show it (and cluster it) first")
+    labels_a, labels_b, rows_a = align_by_label(
+        a.tile_store().cells, a.clustering.labels, b.tile_store().cells, b.clustering.labels
+    )
+    comparison = compare_clusterings(labels_a, labels_b)
+    return RunComparison(a.name, b.name, comparison.ami, comparison.n_cells, rows_a[comparison.changed], comparison.matching)
