@@ -30,6 +30,9 @@ class _Printer:
             print(f"  epoch {payload.epoch + 1}/{payload.epochs}: mean loss {payload.mean_loss:.4f}, "
                   f"embedding spread {payload.spread:.3f}, checkpoint saved", flush=True)
             return
+        if isinstance(payload, str):
+            print(f"  {stage}: {payload}", flush=True)
+            return
         if now - self._last.get(stage, 0.0) < 1.0:
             return
         self._last[stage] = now

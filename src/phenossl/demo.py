@@ -6,7 +6,7 @@ from pathlib import Path
 
 from phenossl.config import RunConfig, config_from_dict
 
-DEMO_EPOCHS = 12
+DEMO_EPOCHS = 20
 
 
 def demo_config(out: Path | str = "phenossl-demo", *, epochs: int | None = None, overwrite: bool = False,

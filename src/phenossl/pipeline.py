@@ -218,7 +218,7 @@ def run_pipeline(config: RunConfig, *, resume: bool = False, on_event: EventHand
     stage_train(config, paths, store, resume=resume, on_event=on_event, cancel=cancel)
     embeddings = stage_embed(config, paths, store, cancel=cancel)
     if on_event:
-        on_event("cluster", (0, 1))
+        on_event("clustering", "K-Means, UMAP (its first run compiles for ~20 s), metrics, CSV and overview")
     return stage_cluster(config, paths, store, embeddings)
 
 

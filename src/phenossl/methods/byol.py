@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from phenossl.methods.params import BYOLParams
-from phenossl.models.heads import ConditionedProjector, mlp, project
+from phenossl.models.heads import make_projector, mlp, project
 
 
 def byol_loss(prediction: Tensor, target: Tensor) -> Tensor:
@@ -53,16 +53,13 @@ class BYOLBranch(nn.Module):
     ) -> None:
         super().__init__()
         self.params = params
-        if condition_dim is None:
-            self.projector = mlp(feature_dim, params.proj_hidden_dim, params.proj_output_dim)
-        else:
-            self.projector = ConditionedProjector(
-                feature_dim,
-                condition_dim,
-                params.proj_hidden_dim,
-                params.proj_output_dim,
-                condition_embed_dim=condition_embed_dim,
-            )
+        self.projector = make_projector(
+            feature_dim,
+            params.proj_hidden_dim,
+            params.proj_output_dim,
+            condition_dim=condition_dim,
+            condition_embed_dim=condition_embed_dim,
+        )
         self.predictor = mlp(params.proj_output_dim, params.pred_hidden_dim, params.proj_output_dim)
         self.momentum_projector = copy.deepcopy(self.projector).requires_grad_(False)
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from phenossl.methods.params import MoCoParams
-from phenossl.models.heads import ConditionedProjector, mlp, project
+from phenossl.models.heads import make_projector, project
 
 
 def info_nce_loss(
@@ -78,20 +78,14 @@ class MoCoBranch(nn.Module):
     ) -> None:
         super().__init__()
         self.params = params
-        if condition_dim is None:
-            # MoCo v2's head has no BatchNorm
-            self.projector = mlp(
-                feature_dim, params.proj_hidden_dim, params.proj_output_dim, batch_norm=False
-            )
-        else:
-            self.projector = ConditionedProjector(
-                feature_dim,
-                condition_dim,
-                params.proj_hidden_dim,
-                params.proj_output_dim,
-                batch_norm=False,
-                condition_embed_dim=condition_embed_dim,
-            )
+        self.projector = make_projector(
+            feature_dim,
+            params.proj_hidden_dim,
+            params.proj_output_dim,
+            condition_dim=condition_dim,
+            condition_embed_dim=condition_embed_dim,
+            batch_norm=False,  # MoCo v2's head has no BatchNorm
+        )
         self.momentum_projector = copy.deepcopy(self.projector).requires_grad_(False)
         queue = F.normalize(torch.randn(params.queue_size, params.proj_output_dim), dim=1)
         self.register_buffer("queue", queue)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from phenossl.methods.params import SimCLRParams
-from phenossl.models.heads import ConditionedProjector, mlp, project
+from phenossl.models.heads import make_projector, project
 
 
 def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float = 0.2) -> Tensor:
@@ -44,16 +44,13 @@ class SimCLRBranch(nn.Module):
     ) -> None:
         super().__init__()
         self.params = params
-        if condition_dim is None:
-            self.projector = mlp(feature_dim, params.proj_hidden_dim, params.proj_output_dim)
-        else:
-            self.projector = ConditionedProjector(
-                feature_dim,
-                condition_dim,
-                params.proj_hidden_dim,
-                params.proj_output_dim,
-                condition_embed_dim=condition_embed_dim,
-            )
+        self.projector = make_projector(
+            feature_dim,
+            params.proj_hidden_dim,
+            params.proj_output_dim,
+            condition_dim=condition_dim,
+            condition_embed_dim=condition_embed_dim,
+        )
 
     def momentum_at(self, progress: float) -> None:
         return None

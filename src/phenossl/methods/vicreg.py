@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from phenossl.methods.params import VICRegParams
-from phenossl.models.heads import ConditionedProjector, mlp, project
+from phenossl.models.heads import make_projector, project
 
 
 def invariance_loss(z1: Tensor, z2: Tensor) -> Tensor:
@@ -65,19 +65,14 @@ class VICRegBranch(nn.Module):
     ) -> None:
         super().__init__()
         self.params = params
-        if condition_dim is None:
-            self.projector = mlp(
-                feature_dim, params.proj_hidden_dim, params.proj_output_dim, num_layers=params.proj_num_layers
-            )
-        else:
-            self.projector = ConditionedProjector(
-                feature_dim,
-                condition_dim,
-                params.proj_hidden_dim,
-                params.proj_output_dim,
-                num_layers=params.proj_num_layers,
-                condition_embed_dim=condition_embed_dim,
-            )
+        self.projector = make_projector(
+            feature_dim,
+            params.proj_hidden_dim,
+            params.proj_output_dim,
+            condition_dim=condition_dim,
+            condition_embed_dim=condition_embed_dim,
+            num_layers=params.proj_num_layers,
+        )
 
     def momentum_at(self, progress: float) -> None:
         return None

@@ -83,6 +83,30 @@ class ConditionedProjector(nn.Module):
         return self.projector(torch.cat([features, embedded.to(features.dtype)], dim=1))
 
 
+def make_projector(
+    feature_dim: int,
+    hidden_dim: int,
+    out_dim: int,
+    *,
+    condition_dim: int | None = None,
+    condition_embed_dim: int = 64,
+    num_layers: int = 2,
+    batch_norm: bool = True,
+) -> nn.Module:
+    """A method's projector: a plain MLP, or the CASSLE conditioned one when ``condition_dim`` is given."""
+    if condition_dim is None:
+        return mlp(feature_dim, hidden_dim, out_dim, num_layers=num_layers, batch_norm=batch_norm)
+    return ConditionedProjector(
+        feature_dim,
+        condition_dim,
+        hidden_dim,
+        out_dim,
+        num_layers=num_layers,
+        batch_norm=batch_norm,
+        condition_embed_dim=condition_embed_dim,
+    )
+
+
 def project(head: nn.Module, features: Tensor, condition: Tensor | None = None) -> Tensor:
     """Apply a projector, passing the augmentation parameters only to a conditioned (CASSLE) one."""
     if isinstance(head, ConditionedProjector):
