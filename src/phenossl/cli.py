@@ -84,6 +84,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    from phenossl.config import RunConfig, apply_overrides
+
+    config = _load(args.config, args.set) if args.config else apply_overrides(RunConfig(), args.set or [])
+    print(config.to_yaml(), end="")
+    return 0
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from phenossl.io import discover_fields, read_field
 
@@ -193,6 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing demo folder")
     p.set_defaults(func=cmd_demo)
 
+    p = sub.add_parser("config", help="print the full configuration (every key and default) as YAML")
+    p.add_argument("config", nargs="?", help="a configuration to complete with defaults (default: none)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)")
+    p.set_defaults(func=cmd_config)
+
     p = sub.add_parser("inspect", help="list the fields and channels phenossl finds in images")
     p.add_argument("paths", nargs="+")
     p.add_argument("--pattern", default="auto", help="auto, bbbc021, imagexpress or a regex")
@@ -205,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nuclear-channel", default="0", help="name or index of the nuclear stain")
     p.add_argument("--backend", choices=["classical", "cellpose"], default="classical")
     p.add_argument("--diameter", type=float, default=None)
-    p.add_argument("--model", default="cpsam")
+    p.add_argument("--model", default="cpsam_v2")
     p.add_argument("--weights", default=None, help="local cellpose weights file")
     p.add_argument("--pattern", default="auto")
     p.add_argument("--overwrite", action="store_true")

@@ -48,7 +48,7 @@ class SegmentConfig(_Section):
 
     backend: Literal["classical", "cellpose"] = "classical"
     diameter: float | None = Field(None, gt=0, description="expected nucleus diameter in px; None = estimate")
-    model: str = Field("cpsam", description="cellpose model name (must be in the local cellpose cache)")
+    model: str = Field("cpsam_v2", description="cellpose model name (must be in the local cellpose models folder)")
     weights: Path | None = Field(None, description="a local cellpose weights file (overrides model)")
     device: str = "auto"
     options: dict[str, Any] = Field(default_factory=dict, description="extra backend options")

@@ -117,3 +117,14 @@ def test_unreadable_image_is_named_in_the_error(tmp_path, capsys):
     config_path.write_text(_config(tmp_path, plate).to_yaml())
     assert main(["run", str(config_path)]) == 2
     assert "P1_B02_s1_w2.tif" in capsys.readouterr().err
+
+
+def test_config_command_prints_a_complete_valid_configuration(tmp_path, capsys):
+    from phenossl.config import load_config
+
+    assert main(["config", "--set", "train.weight_a=0.5", "--set", "cluster.k=7"]) == 0
+    path = tmp_path / "full.yaml"
+    path.write_text(capsys.readouterr().out)
+    config = load_config(path)
+    assert config.train.weight_a == 0.5 and config.cluster.k == 7
+    assert config.train.composition_a.name == "morphology"
