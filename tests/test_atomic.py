@@ -17,10 +17,9 @@ def test_written_file_gets_normal_permissions(tmp_path):
 def test_failure_leaves_the_old_file_and_no_temporary(tmp_path):
     target = tmp_path / "result.csv"
     target.write_text("old")
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("disk full")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("disk full")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["result.csv"]
 

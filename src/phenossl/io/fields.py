@@ -16,13 +16,13 @@ import logging
 import os
 import re
 import threading
-import xml.etree.ElementTree as ElementTree
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+from xml.etree import ElementTree
 
 import numpy as np
 import pandas as pd

@@ -20,7 +20,16 @@ from phenossl.napari.plate import PlateInfo
 TRANSPARENT = (0.0, 0.0, 0.0, 0.0)
 UNTILED_COLOR = (0.55, 0.55, 0.55, 0.45)  # nuclei without a tile (border) or without a cluster yet
 FEATURE_COLUMNS = (
-    "label", "field", "field_index", "plate", "well", "site", "centroid_y", "centroid_x", "area", "cell_id",
+    "label",
+    "field",
+    "field_index",
+    "plate",
+    "well",
+    "site",
+    "centroid_y",
+    "centroid_x",
+    "area",
+    "cell_id",
 )
 
 
@@ -114,7 +123,9 @@ def label_color_dict(features: pd.DataFrame, colors: np.ndarray) -> dict:
     clusters = features["cluster"] if "cluster" in features else None
     for row, label in enumerate(features["label"].to_numpy()):
         cluster = None if clusters is None else clusters.iloc[row]
-        color_dict[int(label)] = UNTILED_COLOR if pd.isna(cluster) else tuple(float(v) for v in colors[int(cluster)])
+        color_dict[int(label)] = (
+            UNTILED_COLOR if pd.isna(cluster) else tuple(float(v) for v in colors[int(cluster)])
+        )
     return color_dict
 
 
@@ -177,7 +188,9 @@ def align_by_label(
     """Cluster labels of the cells two runs share (matched on the plate-unique ``label``), and the store
     rows of those cells in run A: ``(labels_a, labels_b, cell_ids_a)``. Runs of one session share
     their tile store, so this is usually every cell; after re-tiling it is the common ones."""
-    a = pd.DataFrame({"label": cells_a["label"].to_numpy(), "cluster_a": labels_a, "row_a": np.arange(len(cells_a))})
+    a = pd.DataFrame(
+        {"label": cells_a["label"].to_numpy(), "cluster_a": labels_a, "row_a": np.arange(len(cells_a))}
+    )
     b = pd.DataFrame({"label": cells_b["label"].to_numpy(), "cluster_b": labels_b})
     both = a.merge(b, on="label", how="inner")
     if both.empty:

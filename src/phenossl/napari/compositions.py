@@ -45,22 +45,88 @@ class Knob:
 KNOBS: dict[str, Knob] = {
     knob.kind: knob
     for knob in (
-        Knob("rotation", "Rotation", "degrees", None, 1, 180, 5, 0, "°",
-             "Largest rotation angle either way; 180° = any orientation (the cell's orientation is hidden).",
-             option="multiples_of_90", option_label="90° steps"),
-        Knob("center_crop", "Centre crop", "fraction", None, 0.1, 1.0, 0.05, 2, " of side",
-             "Keep this fraction of the tile's side around the nucleus: the central cell, not its neighbours."),
-        Knob("random_crop", "Random crop", "scale", 0, 0.05, 1.0, 0.05, 2, " min area",
-             "Smallest crop area (fraction of the tile), anywhere in the tile: neighbours and density count."),
-        Knob("flip", "Flips", None, None,
-             help="Mirror left-right and top-bottom (each drawn with the probability)."),
-        Knob("affine", "Affine", "translate", None, 0.0, 0.5, 0.02, 2, " shift",
-             "Largest shift as a fraction of the side (zoom and shear keep the preset's values)."),
-        Knob("intensity", "Intensity", "contrast", None, 0.0, 0.95, 0.05, 2, " contrast",
-             "Per-stain contrast jitter (brightness and gamma keep the preset's values)."),
-        Knob("blur", "Blur", "sigma", 1, 0.1, 5.0, 0.1, 1, " px σ max", "Largest Gaussian blur sigma."),
-        Knob("erasing", "Erasing", "scale", 1, 0.02, 0.9, 0.02, 2, " max area",
-             "Largest erased box, as a fraction of the view's area."),
+        Knob(
+            "rotation",
+            "Rotation",
+            "degrees",
+            None,
+            1,
+            180,
+            5,
+            0,
+            "° max",
+            "Largest rotation angle either way; 180° = any orientation (the cell's orientation is hidden).",
+            option="multiples_of_90",
+            option_label="90° only",
+        ),
+        Knob(
+            "center_crop",
+            "Centre crop",
+            "fraction",
+            None,
+            0.1,
+            1.0,
+            0.05,
+            2,
+            " of side",
+            "Keep this fraction of the tile's side around the nucleus: the central cell, not its neighbours.",
+        ),
+        Knob(
+            "random_crop",
+            "Random crop",
+            "scale",
+            0,
+            0.05,
+            1.0,
+            0.05,
+            2,
+            " min area",
+            "Smallest crop area (fraction of the tile), anywhere in the tile: neighbours and density count.",
+        ),
+        Knob(
+            "flip",
+            "Flips",
+            None,
+            None,
+            help="Mirror left-right and top-bottom (each drawn with the probability).",
+        ),
+        Knob(
+            "affine",
+            "Affine",
+            "translate",
+            None,
+            0.0,
+            0.5,
+            0.02,
+            2,
+            " shift",
+            "Largest shift as a fraction of the side (zoom and shear keep the preset's values).",
+        ),
+        Knob(
+            "intensity",
+            "Intensity",
+            "contrast",
+            None,
+            0.0,
+            0.95,
+            0.05,
+            2,
+            " contrast",
+            "Per-stain contrast jitter (brightness and gamma keep the preset's values).",
+        ),
+        Knob("blur", "Blur", "sigma", 1, 0.1, 5.0, 0.1, 1, " px σ", "Largest Gaussian blur sigma (pixels)."),
+        Knob(
+            "erasing",
+            "Erasing",
+            "scale",
+            1,
+            0.02,
+            0.9,
+            0.02,
+            2,
+            " max area",
+            "Largest erased box, as a fraction of the view's area.",
+        ),
     )
 }
 assert set(KNOBS) == set(TRANSFORM_TYPES), "every transform kind needs a knob"
@@ -176,7 +242,11 @@ class CompositionDraft:
 def preset_names() -> tuple[str, ...]:
     """Built-in presets, the paper's two first (``morphology``, ``context``), then ``none``."""
     ordered = [name for name in ("morphology", "context") if name in PRESETS]
-    return (*ordered, *[name for name in PRESETS if name not in ordered and name != IDENTITY_NAME], IDENTITY_NAME)
+    return (
+        *ordered,
+        *[name for name in PRESETS if name not in ordered and name != IDENTITY_NAME],
+        IDENTITY_NAME,
+    )
 
 
 def weight_text(weight_a: float, name_a: str, name_b: str) -> str:

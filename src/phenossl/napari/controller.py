@@ -5,9 +5,10 @@ signals. Every long job is a ``tasks`` function run in a napari ``thread_worker`
 never touches a layer or a widget. Results come back through the worker's ``returned`` / ``yielded``
 signals, which Qt delivers on the main thread, and only then are layers and runs updated.
 
-Errors raised in a worker are shown by napari as a notification (the exception's message, with its
-traceback one click away); the controller's ``errored`` handlers only reset the state and say, in the
-widgets' status line, what failed, so one failure makes one notification.
+Errors raised in a worker reach the controller's ``errored`` handler, which shows one napari
+notification (a PhenosslError's own message; a short "<step> failed" line otherwise, the traceback in
+the log), resets the state and says in the widgets' status line what failed. The workers are superqt's
+plain worker classes, which do not relay errors themselves, so one failure makes one notification.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
+from collections import Counter
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -27,15 +29,39 @@ from phenossl.errors import InputError, PhenosslError
 from phenossl.napari import cells as cellsmod
 from phenossl.napari import tasks
 from phenossl.napari.compositions import CompositionDraft
-from phenossl.napari.plate import PlateInfo, as_field_stack, field_stack_shape, treatment_columns
-from phenossl.napari.session import RunRecord, Session, default_session_folder, run_config, save_cluster_choice
+from phenossl.napari.plate import (
+    PlateInfo,
+    as_field_stack,
+    channel_name,
+    field_stack_shape,
+    treatment_columns,
+)
+from phenossl.napari.session import (
+    RunRecord,
+    Session,
+    default_session_folder,
+    run_config,
+    save_cluster_choice,
+)
 
 logger = logging.getLogger(__name__)
 
 NUCLEI_NAME = "nuclei"
 CENTROIDS_NAME = "nuclei centroids"
-TYPICAL_NAME = "typical cells (nearest centroid)"
+TYPICAL_NAME = "typical cells"
+SELECTED_NAME = "selected cells"
 UMAP_FIRST_NOTE = "UMAP layout: the first one in a session compiles numba code (10-30 s)"
+TASK_NAMES = {
+    "segment": "Segmentation",
+    "tiles": "Making tiles",
+    "preview": "The preview",
+    "train": "Training",
+    "embed": "Embedding",
+    "cluster": "Clustering",
+    "umap": "The UMAP layout",
+    "export": "The export",
+    "warm-up": "Loading the training code",
+}
 
 
 class SessionController(QObject):
@@ -65,10 +91,14 @@ class SessionController(QObject):
         self.labels_layer = None
         self.points_layer = None
         self.typical_layer = None
+        self.selection_layer = None
         self.segmentation = SegmentConfig()
         self.tiles = TileConfig()
         self.input_section: dict[str, Any] = {}
-        self.drafts = {"a": CompositionDraft.from_preset("morphology"), "b": CompositionDraft.from_preset("context")}
+        self.drafts = {
+            "a": CompositionDraft.from_preset("morphology"),
+            "b": CompositionDraft.from_preset("context"),
+        }
         self.weight_a = 1.0
         self.k = 4
         self.n_nearest = 8
@@ -76,10 +106,14 @@ class SessionController(QObject):
         self.selected = np.zeros(0, dtype=np.int64)
         self.current_cell = 0
         self.workers: dict[str, Any] = {}
+        self._running: Counter[str] = Counter()  # tasks in flight (previews may overlap)
+        #: after training: embed, cluster and lay out (UMAP) the new run. Scripts and tests may turn it off.
+        self.explore_after_training = True
         self._cancel: threading.Event | None = None
         self._preview_request = 0
         self._syncing_selection = False
         viewer.layers.events.removed.connect(self._on_layer_removed)
+        self._launch("warm-up", tasks.warm_up, progress=False)
 
     # ------------------------------------------------------------------------------------------
     # helpers
@@ -92,32 +126,65 @@ class SessionController(QObject):
         return viewer
 
     def running(self, task: str) -> bool:
-        worker = self.workers.get(task)
-        return worker is not None and worker.is_running
+        return task in self._running
 
-    def _launch(self, task: str, func, *args, progress: dict | bool = True, on_returned=None, on_yielded=None,
-                on_errored=None, **kwargs):
+    def _launch(
+        self,
+        task: str,
+        func,
+        *args,
+        progress: dict | bool = True,
+        on_returned=None,
+        on_yielded=None,
+        on_errored=None,
+        **kwargs,
+    ):
         """Start ``func`` in a napari thread worker; results and errors come back on the main thread."""
+        import inspect
+
         from napari.qt.threading import create_worker
+        from superqt.utils import FunctionWorker, GeneratorWorker
 
         connect = {"errored": partial(self._task_failed, task, on_errored)}
         if on_returned is not None:
             connect["returned"] = on_returned
         if on_yielded is not None:
             connect["yielded"] = on_yielded
-        worker = create_worker(func, *args, _connect=connect, _progress=progress, _start_thread=False, **kwargs)
+        worker_class = GeneratorWorker if inspect.isgeneratorfunction(func) else FunctionWorker
+        worker = create_worker(
+            func,
+            *args,
+            _connect=connect,
+            _progress=progress,
+            _start_thread=False,
+            _worker_class=worker_class,
+            **kwargs,
+        )
         worker.finished.connect(partial(self._task_done, task))
         self.workers[task] = worker
+        self._running[task] += 1
         self.task_state.emit(task, True)
         worker.start()
         return worker
 
     def _task_done(self, task: str) -> None:
+        self._running[task] -= 1
+        if self._running[task] <= 0:
+            del self._running[task]
         self.task_state.emit(task, False)
 
+    @property
+    def busy(self) -> bool:
+        """True while any worker runs, including a chain (train -> embed -> cluster -> UMAP) in progress:
+        the next task starts in the previous one's result handler, before it reports finished."""
+        return bool(self._running)
+
     def _task_failed(self, task: str, handler, exc: BaseException) -> None:
-        # napari already shows the exception as a notification; say it in the widgets too.
-        self.status.emit(f"{task} failed: {exc}")
+        from phenossl.napari.qt_helpers import notify_exception
+
+        what = TASK_NAMES.get(task, task)
+        notify_exception(exc, what)
+        self.status.emit(f"{what} failed: {exc}")
         if handler is not None:
             handler(exc)
 
@@ -150,18 +217,29 @@ class SessionController(QObject):
             self._mark_tiled(store)
             return
         keys = store.field_keys()
-        image_info = next((PlateInfo.from_metadata(layer.metadata) for layer in self.viewer.layers
-                           if PlateInfo.from_metadata(getattr(layer, "metadata", None)) is not None), None)
+        image_info = next(
+            (
+                PlateInfo.from_metadata(layer.metadata)
+                for layer in self.viewer.layers
+                if PlateInfo.from_metadata(getattr(layer, "metadata", None)) is not None
+            ),
+            None,
+        )
         if image_info is not None and set(image_info.keys) >= set(keys):
             info = image_info
         else:
             per_field = store.cells.drop_duplicates("field").set_index("field")
             shapes = [store.labels(key).shape for key in keys]
-            info = PlateInfo(keys=keys, shapes=shapes,
-                             plates=[per_field["plate"].get(k) if "plate" in per_field else None for k in keys],
-                             wells=[per_field["well"].get(k) if "well" in per_field else None for k in keys],
-                             sites=[int(per_field["site"][k]) if "site" in per_field and k in per_field.index else None
-                                    for k in keys])
+            info = PlateInfo(
+                keys=keys,
+                shapes=shapes,
+                plates=[per_field["plate"].get(k) if "plate" in per_field else None for k in keys],
+                wells=[per_field["well"].get(k) if "well" in per_field else None for k in keys],
+                sites=[
+                    int(per_field["site"][k]) if "site" in per_field and k in per_field.index else None
+                    for k in keys
+                ],
+            )
         height = max(s[0] for s in info.shapes)
         width = max(s[1] for s in info.shapes)
         stack = np.zeros((info.n_fields, height, width), dtype=np.int32)
@@ -180,11 +258,17 @@ class SessionController(QObject):
         """Segment the nuclear layer's fields in a worker; adds the nuclei Labels and centroid Points."""
         if self.running("segment"):
             raise PhenosslError("segmentation is already running")
-        info = PlateInfo.from_metadata(nuclear_layer.metadata) or PlateInfo.for_array(nuclear_layer.data.shape, nuclear_layer.name)
+        info = PlateInfo.from_metadata(nuclear_layer.metadata) or PlateInfo.for_array(
+            nuclear_layer.data.shape, nuclear_layer.name
+        )
         stack = as_field_stack(nuclear_layer.data)
         self.segmentation = segmentation
         return self._launch(
-            "segment", tasks.segment_fields, stack, info, segmentation,
+            "segment",
+            tasks.segment_fields,
+            stack,
+            info,
+            segmentation,
             progress={"total": info.n_fields, "desc": f"Segmenting {info.n_fields} field(s)"},
             on_returned=partial(self._segmented, info, nuclear_layer),
         )
@@ -212,27 +296,39 @@ class SessionController(QObject):
             self.labels_layer.features = table
             self.labels_layer.metadata = metadata
         else:
-            self.labels_layer = viewer.add_labels(data, name=NUCLEI_NAME, features=table, metadata=metadata,
-                                                  opacity=0.6, **spatial)
-        self.labels_layer.colormap = self._direct_colormap(cellsmod.label_color_dict(table, np.zeros((0, 4))))
+            self.labels_layer = viewer.add_labels(
+                data, name=NUCLEI_NAME, features=table, metadata=metadata, opacity=0.55, **spatial
+            )
+        self.labels_layer.colormap = self._nuclei_colormap(table, None)
         coords = cellsmod.point_coordinates(table, data.ndim)
         if self.points_layer is not None and self.points_layer in viewer.layers:
             self.points_layer.data = coords
             self.points_layer.features = table
         else:
             self.points_layer = viewer.add_points(
-                coords, name=CENTROIDS_NAME, features=table, size=7, symbol="disc",
-                face_color=list(cellsmod.UNTILED_COLOR), border_width=0, out_of_slice_display=False, **spatial,
+                coords,
+                name=CENTROIDS_NAME,
+                features=table,
+                size=6,
+                symbol="disc",
+                face_color=list(cellsmod.UNTILED_COLOR),
+                border_width=0,
+                out_of_slice_display=False,
+                **spatial,
             )
             self.points_layer.selected_data.events.items_changed.connect(self._points_selection_changed)
         self.points_layer.face_color = cellsmod.point_colors(table, np.zeros((0, 4)))
         self.nuclei_changed.emit()
 
     @staticmethod
-    def _direct_colormap(color_dict: dict):
-        from napari.utils.colormaps import DirectLabelColormap
+    def _nuclei_colormap(features, colors: np.ndarray | None):
+        """Each nucleus in its cluster's colour once there are clusters; before, napari's random label
+        colours, so that touching nuclei stay distinguishable while the user checks the segmentation."""
+        from napari.utils.colormaps import DirectLabelColormap, label_colormap
 
-        return DirectLabelColormap(color_dict=color_dict)
+        if colors is None or "cluster" not in features:
+            return label_colormap()
+        return DirectLabelColormap(color_dict=cellsmod.label_color_dict(features, colors))
 
     def make_tiles(self, image_layers: list, nuclear_layer, labels_layer, tiles: TileConfig):
         """Tile every field from the labels as they are in ``labels_layer`` (user corrections included)."""
@@ -251,43 +347,50 @@ class SessionController(QObject):
                 + ", ".join(f"{layer.name} {tuple(layer.data.shape)}" for layer in image_layers)
             )
         if tuple(labels_layer.data.shape) != shapes.pop():
-            raise InputError(f"the labels layer {labels_layer.name!r} has shape {tuple(labels_layer.data.shape)}, "
-                             f"the images {tuple(nuclear_layer.data.shape)}")
-        info = (PlateInfo.from_metadata(nuclear_layer.metadata)
-                or PlateInfo.for_array(nuclear_layer.data.shape, nuclear_layer.name))
+            raise InputError(
+                f"the labels layer {labels_layer.name!r} has shape {tuple(labels_layer.data.shape)}, "
+                f"the images {tuple(nuclear_layer.data.shape)}"
+            )
+        info = PlateInfo.from_metadata(nuclear_layer.metadata) or PlateInfo.for_array(
+            nuclear_layer.data.shape, nuclear_layer.name
+        )
         labels = np.asarray(as_field_stack(labels_layer.data))
         renumbered = not cellsmod.is_plate_unique(labels)
         if renumbered:
             from napari.utils.notifications import show_info
 
             labels = cellsmod.make_plate_unique(labels)
-            show_info(f"Nucleus ids in {labels_layer.name!r} repeated between fields; they were renumbered "
-                      "so that every cell has its own id (and its own cluster colour).")
+            show_info(
+                f"Nucleus ids in {labels_layer.name!r} repeated between fields; they were renumbered "
+                "so that every cell has its own id (and its own cluster colour)."
+            )
         self.plate = info
         self.labels_layer = labels_layer  # the user's own Labels layer is adopted as it is
         # refresh the per-cell table: the user may have added, removed or redrawn nuclei
         self._show_nuclei(labels, cellsmod.nuclei_table(labels, info), nuclear_layer, replace_data=renumbered)
-        names = [self._channel_name(layer) for layer in image_layers]
+        names = [channel_name(layer) for layer in image_layers]
         if len(set(names)) != len(names):
             raise InputError(f"two channel layers have the same name ({names}); rename one")
         images = [as_field_stack(layer.data) for layer in image_layers]
         fields = cellsmod.field_inputs(images, names, labels, info)
         self.tiles = tiles
-        nuclear_name = self._channel_name(nuclear_layer)
+        nuclear_name = channel_name(nuclear_layer)
         self.input_section = self._input_section(info, names, nuclear_name)
         store_path = self.session.next_store_path()
         store_path.parent.mkdir(parents=True, exist_ok=True)
         input_config = RunConfig(input=self.input_section).input
         return self._launch(
-            "tiles", tasks.build_tiles, fields, store_path, input_config=input_config,
-            segmentation=self.segmentation, tiles=tiles, metadata=info.field_metadata(),
-            progress={"desc": f"Making {tiles.size}px tiles"}, on_returned=self._tiled,
+            "tiles",
+            tasks.build_tiles,
+            fields,
+            store_path,
+            input_config=input_config,
+            segmentation=self.segmentation,
+            tiles=tiles,
+            metadata=info.field_metadata(),
+            progress={"desc": f"Making {tiles.size}px tiles"},
+            on_returned=self._tiled,
         )
-
-    @staticmethod
-    def _channel_name(layer) -> str:
-        info = PlateInfo.from_metadata(layer.metadata)
-        return info.channel if info is not None and info.channel else layer.name
 
     @staticmethod
     def _input_section(info: PlateInfo, names: list[str], nuclear: str) -> dict[str, Any]:
@@ -322,12 +425,13 @@ class SessionController(QObject):
 
     def _set_features(self, features, colors: np.ndarray | None = None) -> None:
         """Give both nuclei layers the new table (reassigned, never edited in place) and its colours."""
-        colors = np.zeros((0, 4)) if colors is None else colors
         self.labels_layer.features = features
-        self.labels_layer.colormap = self._direct_colormap(cellsmod.label_color_dict(features, colors))
+        self.labels_layer.colormap = self._nuclei_colormap(features, colors)
         if self.points_layer is not None:
             self.points_layer.features = features
-            self.points_layer.face_color = cellsmod.point_colors(features, colors)
+            self.points_layer.face_color = cellsmod.point_colors(
+                features, np.zeros((0, 4)) if colors is None else colors
+            )
 
     # ------------------------------------------------------------------------------------------
     # 2. compositions
@@ -352,8 +456,16 @@ class SessionController(QObject):
         request = self._preview_request
         tile = np.array(store.tiles[cell_id], dtype=np.float32)
         self._launch(
-            "preview", tasks.preview_compositions, tile, self.compositions(), cell_id=cell_id, n=n, seed=seed,
-            out_size=out_size, progress=False, on_returned=partial(self._preview_done, request),
+            "preview",
+            tasks.preview_compositions,
+            tile,
+            self.compositions(),
+            cell_id=cell_id,
+            n=n,
+            seed=seed,
+            out_size=out_size,
+            progress=False,
+            on_returned=partial(self._preview_done, request),
         )
 
     def _preview_done(self, request: int, preview) -> None:
@@ -363,7 +475,9 @@ class SessionController(QObject):
     # ------------------------------------------------------------------------------------------
     # 3. train
 
-    def start_training(self, train: dict[str, Any], *, seed: int = 0, init_from: str | None = None) -> RunRecord:
+    def start_training(
+        self, train: dict[str, Any], *, seed: int = 0, init_from: str | None = None
+    ) -> RunRecord:
         """Create the next run folder and train it in a worker; then embed, cluster and lay out (UMAP)."""
         if self.running("train"):
             raise PhenosslError("a training is already running: wait for it or cancel it")
@@ -371,15 +485,22 @@ class SessionController(QObject):
         if store is None:
             raise InputError("make the tiles first (step 1): training needs single-cell tiles")
         compositions = self.compositions()
-        settings = {**train, "composition_a": compositions["a"], "composition_b": compositions["b"],
-                    "weight_a": self.weight_a}
+        settings = {
+            **train,
+            "composition_a": compositions["a"],
+            "composition_b": compositions["b"],
+            "weight_a": self.weight_a,
+        }
         if init_from:
             settings["init_from"] = str(self.session.runs[init_from].paths.checkpoint)
         labels = [c for c in treatment_columns(self.plate) if c in store.cells.columns] if self.plate else []
         config = run_config(
-            train=settings, segmentation=self.segmentation.model_dump(mode="json"),
-            tiles=self.tiles.model_dump(mode="json"), input_section=self.input_section or {"kind": "plate"},
-            cluster={"k": self.k, "n_nearest": self.n_nearest, "label_columns": labels or None}, seed=seed,
+            train=settings,
+            segmentation=self.segmentation.model_dump(mode="json"),
+            tiles=self.tiles.model_dump(mode="json"),
+            input_section=self.input_section or {"kind": "plate"},
+            cluster={"k": self.k, "n_nearest": self.n_nearest, "label_columns": labels or None},
+            seed=seed,
         )
         record = self.session.new_run(config)
         record.status = "training"
@@ -387,9 +508,13 @@ class SessionController(QObject):
         self._cancel = threading.Event()
         total = tasks.expected_events(store.n_cells, record.config)
         self._launch(
-            "train", tasks.train_run, record, self._cancel,
+            "train",
+            tasks.train_run,
+            record,
+            self._cancel,
             progress={"total": total, "desc": f"Training {record.name}"},
-            on_yielded=self.train_event.emit, on_returned=partial(self._trained, record),
+            on_yielded=self.train_event.emit,
+            on_returned=partial(self._trained, record),
             on_errored=partial(self._training_failed, record),
         )
         self.status.emit(f"Training {record.name}: {record.describe()}")
@@ -411,8 +536,11 @@ class SessionController(QObject):
             show_info(outcome.message)
             self.status.emit(outcome.message)
             return
-        self.status.emit(f"{record.name}: {outcome.message}; embedding the cells...")
-        self.embed(record)
+        if self.explore_after_training:
+            self.status.emit(f"{record.name}: {outcome.message}; embedding the cells...")
+            self.embed(record)
+        else:
+            self.status.emit(f"{record.name}: {outcome.message}")
 
     def _training_failed(self, record: RunRecord, exc: BaseException) -> None:
         record.status = "failed"
@@ -424,8 +552,13 @@ class SessionController(QObject):
         """Embed every cell with the run's checkpoint (worker), then show the run and cluster it."""
         if not record.has_checkpoint:
             raise InputError(f"run {record.name} has no checkpoint yet: train it first")
-        return self._launch("embed", tasks.embed_run, record, progress={"desc": f"Embedding cells ({record.name})"},
-                            on_returned=lambda _: self._embedded(record))
+        return self._launch(
+            "embed",
+            tasks.embed_run,
+            record,
+            progress={"desc": f"Embedding cells ({record.name})"},
+            on_returned=lambda _: self._embedded(record),
+        )
 
     def _embedded(self, record: RunRecord) -> None:
         record.space = None
@@ -442,6 +575,7 @@ class SessionController(QObject):
         record = self.session.runs[name]
         self.active = record
         self.selected = np.zeros(0, dtype=np.int64)
+        self._show_selection()
         self.active_run_changed.emit()
         if record.clustering is not None:
             self._paint_clusters()
@@ -463,7 +597,12 @@ class SessionController(QObject):
         if n_nearest is not None:
             self.n_nearest = int(n_nearest)
         return self._launch(
-            "cluster", tasks.cluster_run, record, self.k, self.n_nearest, space=record.space,
+            "cluster",
+            tasks.cluster_run,
+            record,
+            self.k,
+            self.n_nearest,
+            space=record.space,
             progress={"desc": f"Clustering {record.name} (k={self.k})"},
             on_returned=partial(self._clustered, record),
         )
@@ -480,8 +619,15 @@ class SessionController(QObject):
         self.status.emit(f"{record.name}: {outcome.clustering.k} clusters of {sizes} cells")
         self.clustering_changed.emit()
         if record.umap is None and not self.running("umap"):
-            self._launch("umap", tasks.umap_run, record, record.space, record.clustering,
-                         progress={"desc": UMAP_FIRST_NOTE}, on_returned=partial(self._umap_done, record))
+            self._launch(
+                "umap",
+                tasks.umap_run,
+                record,
+                record.space,
+                record.clustering,
+                progress={"desc": UMAP_FIRST_NOTE},
+                on_returned=partial(self._umap_done, record),
+            )
             self.status.emit(UMAP_FIRST_NOTE + "...")
         else:
             self.umap_changed.emit()
@@ -493,13 +639,24 @@ class SessionController(QObject):
             self.status.emit(f"{record.name}: UMAP layout ready")
         elif self.active is not None and self.active.umap is None and self.active.space is not None:
             active = self.active  # the user switched runs meanwhile: lay out the shown one too
-            self._launch("umap", tasks.umap_run, active, active.space, active.clustering,
-                         progress={"desc": UMAP_FIRST_NOTE}, on_returned=partial(self._umap_done, active))
+            self._launch(
+                "umap",
+                tasks.umap_run,
+                active,
+                active.space,
+                active.clustering,
+                progress={"desc": UMAP_FIRST_NOTE},
+                on_returned=partial(self._umap_done, active),
+            )
 
     def cluster_colors(self) -> np.ndarray:
         from phenossl.render import cluster_colors
 
-        k = self.active.clustering.k if self.active is not None and self.active.clustering is not None else self.k
+        k = (
+            self.active.clustering.k
+            if self.active is not None and self.active.clustering is not None
+            else self.k
+        )
         return cluster_colors(k)
 
     def _paint_clusters(self) -> None:
@@ -522,12 +679,18 @@ class SessionController(QObject):
         table = store.cells.iloc[rows]
         known = table["field"].isin(keys).to_numpy()
         rows, table = rows[known], table[known]
-        coords = np.column_stack([
-            table["field"].map({k: i for i, k in enumerate(keys)}).to_numpy(dtype=float),
-            table["centroid_y"].to_numpy(dtype=float), table["centroid_x"].to_numpy(dtype=float),
-        ])[:, -ndim:]
-        features = table[["label"]].assign(cell_id=rows, cluster=clustering.labels[rows],
-                                           rank=clustering.nearest_rank[rows]).reset_index(drop=True)
+        coords = np.column_stack(
+            [
+                table["field"].map({k: i for i, k in enumerate(keys)}).to_numpy(dtype=float),
+                table["centroid_y"].to_numpy(dtype=float),
+                table["centroid_x"].to_numpy(dtype=float),
+            ]
+        )[:, -ndim:]
+        features = (
+            table[["label"]]
+            .assign(cell_id=rows, cluster=clustering.labels[rows], rank=clustering.nearest_rank[rows])
+            .reset_index(drop=True)
+        )
         border = colors[clustering.labels[rows]] if len(rows) else np.zeros((0, 4))
         viewer = self.viewer
         spatial = {"scale": self.labels_layer.scale, "translate": self.labels_layer.translate}
@@ -536,16 +699,70 @@ class SessionController(QObject):
             self.typical_layer.features = features
         else:
             self.typical_layer = viewer.add_points(
-                coords, name=TYPICAL_NAME, features=features, size=max(20, store.tile_size // 4), symbol="ring",
-                face_color="transparent", border_width=0.12, out_of_slice_display=False, **spatial,
+                coords,
+                name=TYPICAL_NAME,
+                features=features,
+                size=self._marker_size(store),
+                symbol="disc",
+                face_color="transparent",
+                border_width=0.14,
+                border_width_is_relative=True,
+                out_of_slice_display=False,
+                **spatial,
             )
         self.typical_layer.border_color = border
-        self.typical_layer.face_color = np.c_[border[:, :3], np.full(len(border), 0.9)] if len(border) else border
+
+    def _marker_size(self, store) -> float:
+        """Rings a little larger than a nucleus: from the nuclei's median area when known."""
+        if (
+            self.labels_layer is not None
+            and "area" in self.labels_layer.features
+            and len(self.labels_layer.features)
+        ):
+            return float(2.6 * np.sqrt(np.median(self.labels_layer.features["area"]) / np.pi))
+        return float(max(12, store.tile_size // 4))
+
+    def _show_selection(self) -> None:
+        """White rings around the selected cells, on every field (the viewer shows the current one)."""
+        record = self.active
+        store = record.tile_store() if record is not None else self.session.store
+        if store is None or self.labels_layer is None:
+            return
+        keys = self.plate.keys if self.plate else store.field_keys()
+        rows = self.selected[self.selected < store.n_cells]
+        table = store.cells.iloc[rows]
+        field_index = table["field"].map({k: i for i, k in enumerate(keys)})
+        known = field_index.notna().to_numpy()
+        coords = np.column_stack(
+            [
+                field_index.to_numpy(dtype=float),
+                table["centroid_y"].to_numpy(dtype=float),
+                table["centroid_x"].to_numpy(dtype=float),
+            ]
+        )[known][:, -self.labels_layer.data.ndim :]
+        viewer = self.viewer
+        if self.selection_layer is not None and self.selection_layer in viewer.layers:
+            self.selection_layer.data = coords
+        elif len(coords):
+            self.selection_layer = viewer.add_points(
+                coords,
+                name=SELECTED_NAME,
+                size=self._marker_size(store) * 0.8,
+                symbol="disc",
+                face_color="transparent",
+                border_color="white",
+                border_width=0.12,
+                border_width_is_relative=True,
+                out_of_slice_display=False,
+                scale=self.labels_layer.scale,
+                translate=self.labels_layer.translate,
+            )
 
     def select_cells(self, rows: np.ndarray) -> None:
         """Select cells (store rows of the shown run): highlighted in the UMAP and in the centroid Points."""
         self.selected = np.unique(np.asarray(rows, dtype=np.int64))
         self._select_points(self.selected)
+        self._show_selection()
         self.selection_changed.emit()
 
     def select_cluster(self, cluster: int) -> None:
@@ -570,8 +787,13 @@ class SessionController(QObject):
         if self._syncing_selection or self.points_layer is None:
             return
         cell_id = self.points_layer.features["cell_id"].to_numpy()
-        picked = cell_id[sorted(self.points_layer.selected_data)] if len(self.points_layer.selected_data) else cell_id[:0]
+        picked = (
+            cell_id[sorted(self.points_layer.selected_data)]
+            if len(self.points_layer.selected_data)
+            else cell_id[:0]
+        )
         self.selected = np.unique(picked[picked >= 0]).astype(np.int64)
+        self._show_selection()
         self.selection_changed.emit()
         if self.selected.size == 1:
             self.set_current_cell(int(self.selected[0]))
@@ -591,14 +813,15 @@ class SessionController(QObject):
         where = cellsmod.cell_location(store.cells, row, keys)
         reference = self.labels_layer
         if reference is not None:
-            point = [where.field_index, where.y, where.x][-reference.data.ndim:]
+            point = [where.field_index, where.y, where.x][-reference.data.ndim :]
             world = np.asarray(reference.data_to_world(point), dtype=float)
             viewer = self.viewer
             if reference.data.ndim == 3:
                 viewer.dims.set_point(0, world[0])
-            viewer.camera.center = tuple(world[-2:])
+            camera = viewer.scene.camera
+            camera.center = tuple(world[-2:])
             span = 2.5 * store.tile_size * float(abs(reference.scale[-1]))
-            viewer.camera.zoom = max(viewer.camera.zoom, min(viewer.canvas.size) / span)
+            camera.zoom = max(camera.zoom, min(viewer.canvas.size) / span)
         self.select_cells(np.array([row]))
         self.set_current_cell(row)
 
@@ -614,8 +837,14 @@ class SessionController(QObject):
         record = self.active
         if record is None or record.clustering is None:
             raise InputError("no clusters to export: train a run and cluster it first")
-        return self._launch("export", tasks.export_run, record, Path(csv_path), overwrite=overwrite,
-                            progress={"desc": "Exporting clusters"})
+        return self._launch(
+            "export",
+            tasks.export_run,
+            record,
+            Path(csv_path),
+            overwrite=overwrite,
+            progress={"desc": "Exporting clusters"},
+        )
 
     # ------------------------------------------------------------------------------------------
 
@@ -628,6 +857,8 @@ class SessionController(QObject):
             self.points_layer = None
         elif layer is self.typical_layer:
             self.typical_layer = None
+        elif layer is self.selection_layer:
+            self.selection_layer = None
 
 
 _CONTROLLERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -120,6 +120,12 @@ def as_field_stack(data: Any) -> Any:
     return data[None] if data.ndim == 2 else data
 
 
+def channel_name(layer: Any) -> str:
+    """A channel layer's stain name: the reader's channel name, else the layer's name."""
+    info = PlateInfo.from_metadata(getattr(layer, "metadata", None))
+    return info.channel if info is not None and info.channel else str(layer.name)
+
+
 def stain_colormap(name: str, position: int) -> str:
     return STAIN_COLORMAPS.get(name.lower(), POSITION_COLORMAPS[position % len(POSITION_COLORMAPS)])
 
@@ -160,7 +166,7 @@ def plate_layer_data(
     metadata_path: str | os.PathLike | None = None,
     field_table: pd.DataFrame | None = None,
 ) -> list[tuple[np.ndarray, dict[str, Any], str]]:
-    """napari layer data tuples, one Image layer per channel, for fields read by ``phenossl.io.read_field``."""
+    """napari layer data tuples, one Image layer per channel, for fields read by ``io.read_field``."""
     if not fields:
         raise InputError("no fields to show")
     names = list(fields[0].channel_names)

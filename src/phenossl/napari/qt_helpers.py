@@ -56,9 +56,26 @@ def reports_errors(what: str) -> Callable:
     return decorate
 
 
+def connect_while_alive(widget: QWidget, emitter: Any, callback: Callable) -> None:
+    """Connect a napari/psygnal event to a widget's method, and disconnect it when the widget is destroyed
+    (a closed dock widget must not be called by the viewer's layer list afterwards)."""
+    emitter.connect(callback)
+    widget.destroyed.connect(functools.partial(_disconnect_quietly, emitter, callback))
+
+
+def _disconnect_quietly(emitter: Any, callback: Callable, *_: Any) -> None:
+    try:
+        emitter.disconnect(callback)
+    except (RuntimeError, TypeError, ValueError):
+        pass
+
+
 def ask_yes_no(parent: QWidget | None, title: str, text: str) -> bool:
     answer = QMessageBox.question(
-        parent, title, text, QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+        parent,
+        title,
+        text,
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
         QMessageBox.StandardButton.No,
     )
     return answer == QMessageBox.StandardButton.Yes
@@ -71,8 +88,9 @@ def rgb_pixmap(rgb: np.ndarray, size: int | None = None) -> QPixmap:
     image = QImage(rgb.data, width, height, 3 * width, QImage.Format.Format_RGB888).copy()
     pixmap = QPixmap.fromImage(image)
     if size is not None:
-        pixmap = pixmap.scaled(size, size, Qt.AspectRatioMode.KeepAspectRatio,
-                               Qt.TransformationMode.SmoothTransformation)
+        pixmap = pixmap.scaled(
+            size, size, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
+        )
     return pixmap
 
 
@@ -116,11 +134,15 @@ class LayerCombo(QComboBox):
         self._viewer = viewer
         self._type = layer_type
         self._allow_none = allow_none
+        self._watched_names: set[int] = set()
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.setMinimumContentsLength(10)
-        viewer.layers.events.inserted.connect(self.refresh)
-        viewer.layers.events.removed.connect(self.refresh)
-        viewer.layers.events.changed.connect(self.refresh)
+        for emitter in (
+            viewer.layers.events.inserted,
+            viewer.layers.events.removed,
+            viewer.layers.events.changed,
+        ):
+            connect_while_alive(self, emitter, self.refresh)
         self.currentIndexChanged.connect(lambda _: self.layer_changed.emit(self.layer()))
         self.refresh()
 
@@ -135,7 +157,9 @@ class LayerCombo(QComboBox):
             self.addItem("(none)", None)
         for layer in self.layers():
             self.addItem(layer.name, layer)
-            layer.events.name.connect(self.refresh)
+            if id(layer) not in self._watched_names:  # follow renames, connecting once per layer
+                connect_while_alive(self, layer.events.name, self.refresh)
+                self._watched_names.add(id(layer))
         self.blockSignals(False)
         self.set_layer(current)
 
@@ -162,8 +186,8 @@ class LayerChecklist(QListWidget):
         self._viewer = viewer
         self._type = layer_type
         self._unticked: set[int] = set()  # ids of layers the user unticked (new layers start ticked)
-        viewer.layers.events.inserted.connect(self.refresh)
-        viewer.layers.events.removed.connect(self.refresh)
+        connect_while_alive(self, viewer.layers.events.inserted, self.refresh)
+        connect_while_alive(self, viewer.layers.events.removed, self.refresh)
         self.itemChanged.connect(self._remember)
         self.refresh()
 
@@ -180,7 +204,8 @@ class LayerChecklist(QListWidget):
                 self.addItem(item)
         self.blockSignals(False)
         rows = max(1, min(self.count(), 5))
-        self.setFixedHeight(rows * (self.sizeHintForRow(0) if self.count() else 18) + 2 * self.frameWidth() + 2)
+        row_height = max(self.sizeHintForRow(0) if self.count() else 0, self.fontMetrics().height() + 6)
+        self.setFixedHeight(rows * row_height + 2 * self.frameWidth() + 4)
         self.selection_changed.emit()
 
     def _remember(self, item: QListWidgetItem) -> None:
@@ -203,5 +228,7 @@ class LayerChecklist(QListWidget):
         for i in range(self.count()):
             item = self.item(i)
             item.setCheckState(
-                Qt.CheckState.Checked if id(item.data(Qt.ItemDataRole.UserRole)) in wanted else Qt.CheckState.Unchecked
+                Qt.CheckState.Checked
+                if id(item.data(Qt.ItemDataRole.UserRole)) in wanted
+                else Qt.CheckState.Unchecked
             )

@@ -46,7 +46,9 @@ def read_plate(path: str | Sequence[str]) -> LayerData:
     return plate_layers(paths)
 
 
-def plate_layers(paths: Sequence[str | os.PathLike], channel_names: Mapping[str, str] | None = None) -> LayerData:
+def plate_layers(
+    paths: Sequence[str | os.PathLike], channel_names: Mapping[str, str] | None = None
+) -> LayerData:
     from phenossl.io import discover_fields, field_table, read_field
 
     sources = discover_fields(paths, channel_names=channel_names)

@@ -97,8 +97,13 @@ class RunRecord:
     def describe(self) -> str:
         """One line: method, encoder, the compositions and their weight, the training length."""
         t = self.config.train
-        mix = (f"A={t.composition_a.name}" if t.weight_a >= 1 else f"B={t.composition_b.name}" if t.weight_a <= 0
-               else f"{t.weight_a:.2f}·A={t.composition_a.name} + {1 - t.weight_a:.2f}·B={t.composition_b.name}")
+        mix = (
+            f"A={t.composition_a.name}"
+            if t.weight_a >= 1
+            else f"B={t.composition_b.name}"
+            if t.weight_a <= 0
+            else f"{t.weight_a:.2f}·A={t.composition_a.name} + {1 - t.weight_a:.2f}·B={t.composition_b.name}"
+        )
         start = f", from {Path(t.init_from).parent.name}" if t.init_from else ""
         return f"{t.method}/{t.encoder}, {mix}, {t.epochs} ep @ {t.resolution}px{start}"
 
@@ -147,14 +152,22 @@ class Session:
         if not session.folder.is_dir():
             raise InputError(f"{session.folder} does not exist: choose an existing phenossl session folder")
         stores = sorted(
-            (p for p in session.folder.glob(f"{STORE_PREFIX}*") if p.is_dir() and not p.name.endswith(".partial")),
-            key=lambda p: int(p.name.removeprefix(STORE_PREFIX)) if p.name.removeprefix(STORE_PREFIX).isdigit() else 0,
+            (
+                p
+                for p in session.folder.glob(f"{STORE_PREFIX}*")
+                if p.is_dir() and not p.name.endswith(".partial")
+            ),
+            key=lambda p: (
+                int(p.name.removeprefix(STORE_PREFIX)) if p.name.removeprefix(STORE_PREFIX).isdigit() else 0
+            ),
         )
         if stores:
             session.store = TileStore(stores[-1])
         for config_file in sorted(session.runs_folder.glob(f"*/{RunPaths(Path()).config.name}")):
             paths = RunPaths(config_file.parent)
-            record = RunRecord(paths, load_run_config(paths), status="trained" if paths.checkpoint.is_file() else "new")
+            record = RunRecord(
+                paths, load_run_config(paths), status="trained" if paths.checkpoint.is_file() else "new"
+            )
             session.runs[record.name] = record
         if session.store is None and not session.runs:
             raise InputError(

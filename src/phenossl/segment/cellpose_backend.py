@@ -43,7 +43,8 @@ def segment_cellpose(
     image: np.ndarray,
     *,
     diameter: float | None = None,
-    weights: str | os.PathLike = DEFAULT_MODEL,
+    model: str | os.PathLike = DEFAULT_MODEL,
+    weights: str | os.PathLike | None = None,
     device: str = "auto",
     use_bfloat16: bool | None = None,
     flow_threshold: float = 0.4,
@@ -53,15 +54,16 @@ def segment_cellpose(
 ) -> np.ndarray:
     """Label nuclei with a Cellpose 4 model; returns int32 labels 1..n (0 = background).
 
-    weights: a built-in model name ("cpsam_v2", "cpsam", ...) looked up in the Cellpose models folder
+    model: a built-in model name ("cpsam_v2", "cpsam", ...) looked up in the Cellpose models folder
         (``$CELLPOSE_LOCAL_MODELS_PATH``, else ``~/.cellpose/models``), or the path of a weights file.
+    weights: the path of a weights file (e.g. one you trained); when given it overrides ``model``.
     diameter: typical nucleus diameter in pixels; the image is rescaled so that it becomes 30 px
         (None: no rescaling, Cellpose-SAM copes with a wide range of sizes).
     device: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:N" or "mps".
     use_bfloat16: half-size weights and activations; None = on CUDA only (on CPU float32 is the safe
         and usually faster choice).
     """
-    path = resolve_weights(weights)
+    path = resolve_weights(model if weights is None else weights)
     torch_device = resolve_device(device)
     bfloat16 = torch_device.type == "cuda" if use_bfloat16 is None else bool(use_bfloat16)
     model = load_model(path, torch_device, bfloat16)

@@ -1,0 +1,394 @@
+"""Render docs/benchmarks.md from benchmarks/results/*.json and the hand-written template.
+
+Every number in the page comes from a result file: tables are generated here, and the hand-written reading
+in ``report_template.md`` quotes numbers only through placeholders that this script fills:
+
+- ``{{table:NAME}}``: a generated table (see TABLES);
+- ``{{meta:RESULT}}``: the rerun command, machine, load average and date of one result file;
+- ``{{value:RESULT:path.to.value|FORMAT}}``: one number (``FORMAT`` as in ``format()``, e.g. ``.2f``, ``.0%``);
+  path parts may be dict keys or list indices.
+
+A result file that is missing (e.g. a GPU run nobody made yet) renders as a line saying how to produce it.
+
+    .venv/bin/python benchmarks/report.py            # writes docs/benchmarks.md
+    .venv/bin/python benchmarks/report.py --check    # renders to stdout-less temp output; fails on errors
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench_common import BENCH_DIR, REPO_ROOT, RESULTS_DIR
+
+TEMPLATE = BENCH_DIR / "report_template.md"
+OUTPUT = REPO_ROOT / "docs" / "benchmarks.md"
+PLACEHOLDER = re.compile(r"\{\{(table|meta|value):([^}]+)\}\}")
+RERUN = {
+    "quality_bbbc021": ".venv/bin/python benchmarks/quality_bbbc021.py --threads 1",
+    "quality_bbbc021_full": ".venv/bin/python benchmarks/quality_bbbc021.py --grid full --device cuda",
+    "segmentation": ".venv/bin/python benchmarks/segmentation.py",
+    "speed_training": ".venv/bin/python benchmarks/speed_training.py --device cpu",
+    "speed_training_gpu": ".venv/bin/python benchmarks/speed_training.py --device cuda",
+    "speed_pipeline": ".venv/bin/python benchmarks/speed_pipeline.py",
+    "memory_100k": ".venv/bin/python benchmarks/memory_100k.py",
+}
+
+
+class MissingResult(Exception):
+    """A placeholder refers to a result file that does not exist (yet)."""
+
+
+def load_results(folder: Path) -> dict[str, dict]:
+    return {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))}
+
+
+# --- formatting -------------------------------------------------------------------------------------------------
+
+
+def fmt(value: Any, spec: str = ".3f") -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "–"
+    if isinstance(value, (int, float)):
+        return format(value, spec)
+    return str(value)
+
+
+def pm(stat: dict | None, spec: str = ".3f") -> str:
+    """'mean ± sd' of a mean_sd dict ('mean' alone for one seed)."""
+    if not stat or stat.get("mean") is None:
+        return "–"
+    if stat.get("sd") is None or stat.get("n", 0) < 2:
+        return fmt(stat["mean"], spec)
+    return f"{fmt(stat['mean'], spec)} ± {fmt(stat['sd'], spec)}"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def need(results: dict, name: str) -> dict:
+    if name not in results:
+        raise MissingResult(name)
+    return results[name]
+
+
+# --- quality -------------------------------------------------------------------------------------------------------
+
+QUALITY_COLUMNS = ["AMI compound", "AMI plate", "AMI compound within plate", "1-NN accuracy", "1-NN balanced acc."]
+QUALITY_KEYS = ["ami_compound", "ami_plate", "ami_compound_within_plate_mean", "knn_accuracy", "knn_balanced_accuracy"]
+
+
+def quality_row(label: str, row: dict, view: str = "auto") -> list[str]:
+    seeds = f"{len(row['seeds'])}" + (f" (+{len(row['failed'])} failed)" if row.get("failed") else "")
+    if view not in row["views"]:
+        status = ", ".join(f["status"] for f in row.get("failed", [])) or "–"
+        return [label, "–", *(["–"] * len(QUALITY_KEYS)), seeds + f" {status}"]
+    metrics = row["views"][view]
+    return [label, metrics["view"], *(pm(metrics[k]) for k in QUALITY_KEYS), seeds]
+
+
+def quality_table(results: dict, name: str, rows: list[tuple[str, str]], view: str = "auto") -> str:
+    summary = need(results, name)["results"]["summary"]
+    body = [quality_row(label, summary[key], view) for key, label in rows if key in summary]
+    return table(["row", "embedded view", *QUALITY_COLUMNS, "seeds"], body)
+
+
+def quality_main(results: dict, name: str = "quality_bbbc021") -> str:
+    summary = need(results, name)["results"]["summary"]
+    rows = [(k, k) for k, v in summary.items() if v["group"] == "compositions"]
+    rows += [(k, f"*baseline:* {k}") for k, v in summary.items() if v["group"] == "baselines"]
+    return quality_table(results, name, rows)
+
+
+def quality_group(group: str, extra: list[tuple[str, str]] = (), name: str = "quality_bbbc021"):
+    def render(results: dict) -> str:
+        summary = need(results, name)["results"]["summary"]
+        rows = [(k, k) for k, v in summary.items() if v["group"] == group]
+        return quality_table(results, name, list(extra) + rows)
+
+    return render
+
+
+def quality_ablation(results: dict, name: str = "quality_bbbc021") -> str:
+    rows = [("none", "none (two identical views)"), ("+rotation", "+ rotation 360°"),
+            ("+centre crop 0.7", "+ centre crop 0.7"), ("+intensity", "+ intensity jitter"),
+            ("morphology-crop0.7", "+ flips (= morphology-crop0.7)"),
+            ("context without random crop", "context without random crop"),
+            ("context", "+ random crop (= context)")]
+    return quality_table(results, name, rows)
+
+
+def quality_per_plate(results: dict, name: str = "quality_bbbc021") -> str:
+    summary = need(results, name)["results"]["summary"]
+    plates = need(results, name)["settings"]["mixed_plates"]
+    header = ["row", *(f"AMI compound {p}" for p in plates), *(f"1-NN bal. acc. {p}" for p in plates)]
+    body = []
+    for key, row in summary.items():
+        if row["group"] not in ("compositions", "baselines") or "auto" not in row["views"]:
+            continue
+        metrics = row["views"]["auto"]
+        body.append([key, *(pm(metrics["ami_compound_per_plate"].get(p)) for p in plates),
+                     *(pm(metrics["knn_balanced_accuracy_per_plate"].get(p)) for p in plates)])
+    return table(header, body)
+
+
+def quality_views(results: dict, name: str = "quality_bbbc021") -> str:
+    summary = need(results, name)["results"]["summary"]
+    header = ["row", "view", "AMI compound", "AMI compound within plate", "1-NN balanced acc."]
+    body = []
+    for key, row in summary.items():
+        if row["group"] == "baselines" and "full" not in row["views"]:
+            continue
+        for view in ("auto", "full"):
+            if view in row["views"]:
+                m = row["views"][view]
+                body.append([key, m["view"], pm(m["ami_compound"]), pm(m["ami_compound_within_plate_mean"]),
+                             pm(m["knn_balanced_accuracy"])])
+    return table(header, body)
+
+
+def quality_cells(results: dict, name: str = "quality_bbbc021") -> str:
+    counts = need(results, name)["settings"]["cells_per_plate_compound"]
+    return table(["plate / compound", "cells"], [[k, str(v)] for k, v in counts.items()])
+
+
+def quality_skipped(results: dict, name: str = "quality_bbbc021") -> str:
+    skipped = need(results, name)["results"]["skipped"]
+    return "\n".join(f"- {line}" for line in skipped) if skipped else "- nothing skipped"
+
+
+# --- segmentation --------------------------------------------------------------------------------------------------
+
+
+def segmentation_table(results: dict) -> str:
+    data = need(results, "segmentation")["results"]
+    body = []
+    for backend, sets in data["backends"].items():
+        for set_name, scores in sets.items():
+            half, strict = scores["pooled"]["0.5"], scores["pooled"]["0.75"]
+            body.append([backend, set_name, str(half["n_images"]), str(half["n_true"]), str(half["n_pred"]),
+                         fmt(half["precision"]), fmt(half["recall"]), fmt(half["f1"]), fmt(half["average_precision"]),
+                         fmt(strict["f1"]), fmt(strict["average_precision"]), fmt(half["seconds_per_image"], ".2f")])
+    for backend, why in data["skipped"].items():
+        body.append([backend, "all", *(["–"] * 9), "–"])
+    return table(["backend", "image set", "images", "nuclei (GT)", "predicted", "precision@0.5", "recall@0.5",
+                  "F1@0.5", "AP@0.5", "F1@0.75", "AP@0.75", "s / image"], body)
+
+
+def segmentation_per_image(results: dict) -> str:
+    data = need(results, "segmentation")["results"]
+    body = []
+    for backend, sets in data["backends"].items():
+        for set_name, scores in sets.items():
+            for image, item in scores["images"].items():
+                s = item["scores"]["0.5"]
+                body.append([backend, set_name, image, str(s["n_true"]), str(s["n_pred"]), fmt(s["f1"]),
+                             fmt(s["average_precision"])])
+    return table(["backend", "image set", "image", "nuclei (GT)", "predicted", "F1@0.5", "AP@0.5"], body)
+
+
+def skipped_lines(results: dict, name: str, key: str = "skipped") -> str:
+    data = need(results, name)["results"]
+    skipped = data.get(key, {})
+    return "\n".join(f"- {k}: {v}" for k, v in skipped.items()) if skipped else "- nothing skipped"
+
+
+# --- speed -----------------------------------------------------------------------------------------------------------
+
+
+def case_label(case: dict) -> str:
+    label = f"{case['method']} / {case['encoder']} / {case['resolution']} px"
+    if case["weight_a"] != 1.0:
+        label += f" / dual w={case['weight_a']:g}"
+    if case["cache_on_device"] != "auto":
+        label += f" / device cache {case['cache_on_device']}"
+    return label
+
+
+def speed_ratio_table(results: dict) -> str:
+    """Pipeline / ceiling per case, CPU columns from speed_training.json and GPU columns from
+    speed_training_gpu.json (when someone ran it on a GPU)."""
+    cpu = need(results, "speed_training")["results"]["cases"]
+    gpu_record = results.get("speed_training_gpu")
+    gpu = {case_label(c): c for c in gpu_record["results"]["cases"]} if gpu_record else {}
+    gpu_name = gpu_record["machine"]["gpu"]["name"] if gpu_record else "no GPU here"
+    labels = list(dict.fromkeys([case_label(c) for c in cpu] + list(gpu)))
+    by_label = {case_label(c): c for c in cpu}
+    body = []
+    for label in labels:
+        c, g = by_label.get(label), gpu.get(label)
+        cpu_cells = ([fmt(c["pipeline_cells_per_s"], ".1f"), fmt(c["ceiling_cells_per_s"], ".1f"), fmt(c["ratio"], ".0%"),
+                      fmt(c.get("paired_ratio_median"), ".0%"), fmt(c.get("cpu_time_ratio"), ".0%")]
+                     if c else ["–"] * 5)
+        gpu_cells = ([fmt(g["pipeline_cells_per_s"], ".0f"), fmt(g["ceiling_cells_per_s"], ".0f"),
+                      fmt(g["ratio"], ".0%"), fmt(g.get("paired_ratio_median"), ".0%")]
+                     if g else ["needs a GPU"] * 4)
+        body.append([label, *cpu_cells, *gpu_cells])
+    return table(["method / encoder / resolution", "CPU pipeline cells/s", "CPU ceiling cells/s", "CPU ratio",
+                  "CPU ratio, paired windows", "CPU ratio, process CPU time",
+                  f"GPU pipeline cells/s ({gpu_name})", "GPU ceiling cells/s", "GPU ratio (target ≥ 90 %)",
+                  "GPU ratio, paired windows"], body)
+
+
+def speed_profile_table(results: dict, name: str = "speed_training") -> str:
+    cases = need(results, name)["results"]["cases"]
+    body = []
+    for case in cases:
+        p = case["profile"]
+        shares = p["shares_of_parts"]
+        body.append([case_label(case), fmt(p["load_s_per_step"], ".3f"), fmt(p["augment_s_per_step"], ".3f"),
+                     fmt(p["model_s_per_step"], ".3f"), fmt(p["pipeline_s_per_step"], ".3f"),
+                     f"{shares['load']:.0%} / {shares['augment']:.0%} / {shares['model']:.0%}"])
+    return table(["case", "load s/step", "augment s/step", "model s/step (ceiling)", "pipeline s/step",
+                  "load / augment / model share"], body)
+
+
+def speed_gpu_profile(results: dict) -> str:
+    if "speed_training_gpu" not in results:
+        return f"*Not run: no GPU was available. Run `{RERUN['speed_training_gpu']}` on a CUDA machine.*"
+    return speed_profile_table(results, "speed_training_gpu")
+
+
+def pipeline_segmentation(results: dict) -> str:
+    data = need(results, "speed_pipeline")["results"]["segmentation"]["backends"]
+    body = []
+    for backend, item in data.items():
+        if "skipped" in item:
+            body.append([backend, "–", "–", "–", item["skipped"][:120]])
+        else:
+            body.append([backend, fmt(min(item["seconds"]), ".2f") + " – " + fmt(max(item["seconds"]), ".2f"),
+                         fmt(item["fields_per_s"], ".2f"), str(item["nuclei"]), item.get("device", "cpu")])
+    return table(["backend", "s / field (min – max)", "fields / s (median)", "nuclei found", "device / note"], body)
+
+
+def pipeline_tiling(results: dict) -> str:
+    data = need(results, "speed_pipeline")["results"]["tiling"]
+    cut, build = data["cut_tiles"], data["build_store_given_labels"]
+    return table(["step", "cells", "median s", "cells / s"], [
+        [f"cut_tiles ({data['tile_size']} px, {data['channels']} channels, one field)", str(cut["cells"]),
+         fmt(sorted(cut["seconds"])[len(cut["seconds"]) // 2], ".3f"), fmt(cut["cells_per_s"], ".0f")],
+        [f"build_store_from_fields, labels given ({build['fields']} fields)", str(build["cells"]),
+         fmt(sorted(build["seconds"])[len(build["seconds"]) // 2], ".2f"), fmt(build["cells_per_s"], ".0f")],
+    ])
+
+
+def pipeline_recluster(results: dict) -> str:
+    data = need(results, "speed_pipeline")["results"]["recluster"]
+    body = []
+    for n_cells, item in data.items():
+        for k, timing in item["k"].items():
+            body.append([f"{int(n_cells):,}", str(item["dims"]), k, fmt(timing["median_s"], ".2f"),
+                         fmt(min(timing["seconds"]), ".2f") + " – " + fmt(max(timing["seconds"]), ".2f"),
+                         fmt(item["prepare_s"], ".2f")])
+    return table(["cells", "dims", "k", "recluster median s", "min – max s", "EmbeddingSpace prepare s (once)"],
+                 body)
+
+
+def memory_table(results: dict) -> str:
+    record = need(results, "memory_100k")
+    stages = record["results"]["stages"]
+    body = []
+    for stage, s in stages.items():
+        body.append([stage, fmt(s["seconds"], ".0f"), fmt(s["peak_rss_anon_mib"], ".0f"),
+                     fmt(s["peak_data_file_rss_mib"], ".0f"), fmt(s["peak_rss_file_mib"], ".0f"),
+                     fmt(s["ru_maxrss_mib"], ".0f")])
+    return table(["stage (own process)", "s", "peak RssAnon MiB", "peak resident store/embeddings pages MiB",
+                  "peak RssFile MiB (incl. libraries)", "ru_maxrss MiB"], body)
+
+
+TABLES: dict[str, Callable[[dict], str]] = {
+    "quality_main": quality_main,
+    "quality_per_plate": quality_per_plate,
+    "quality_ablation": quality_ablation,
+    "quality_methods": quality_group("methods", [("morphology-crop0.7", "mocov2 morphology-crop0.7")]),
+    "quality_encoders": quality_group("encoders", [("morphology-crop0.7", "resnet18 morphology-crop0.7")]),
+    "quality_views": quality_views,
+    "quality_cells": quality_cells,
+    "quality_skipped": quality_skipped,
+    "quality_full_main": lambda r: quality_main(r, "quality_bbbc021_full"),
+    "segmentation": segmentation_table,
+    "segmentation_per_image": segmentation_per_image,
+    "segmentation_skipped": lambda r: skipped_lines(r, "segmentation"),
+    "speed_ratio": speed_ratio_table,
+    "speed_profile": speed_profile_table,
+    "speed_gpu_profile": speed_gpu_profile,
+    "pipeline_segmentation": pipeline_segmentation,
+    "pipeline_tiling": pipeline_tiling,
+    "pipeline_recluster": pipeline_recluster,
+    "memory": memory_table,
+}
+
+
+# --- placeholders ----------------------------------------------------------------------------------------------------
+
+
+def meta(results: dict, name: str) -> str:
+    record = need(results, name)
+    machine = record["machine"]
+    gpu = machine["gpu"]["name"] if machine.get("gpu") else "no GPU"
+    load = "/".join(str(x) for x in record["load_average_start"])
+    load_end = "/".join(str(x) for x in record["load_average_end"])
+    commit = (record["git"]["commit"] or "?")[:10] + (" + local changes" if record["git"]["dirty"] else "")
+    return (f"*Rerun:* `{record['command']}` · *machine:* {machine['cpu_model']}, {machine['logical_cores']} cores, "
+            f"{machine['memory_gib']} GiB, torch {machine['torch']} ({machine['torch_threads']} threads), {gpu} · "
+            f"*load average (1/5/15 min) at start* {load}, *at end* {load_end} · *date:* {record['date']} · "
+            f"*took* {record['wall_seconds'] / 60:.0f} min · *code:* {commit}")
+
+
+def value(results: dict, spec: str) -> str:
+    path, _, number_format = spec.partition("|")
+    name, _, dotted = path.partition(":")
+    node: Any = need(results, name)
+    for part in _split_path(dotted):
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    return fmt(node, number_format or ".3f")
+
+
+def _split_path(dotted: str) -> list[str]:
+    """'a.b.[x.y].c' -> ['a', 'b', 'x.y', 'c'] (brackets protect keys that contain dots or spaces)."""
+    return [p.strip("[]") for p in re.findall(r"\[[^\]]*\]|[^.]+", dotted)]
+
+
+def missing_note(name: str) -> str:
+    command = RERUN.get(name, f".venv/bin/python benchmarks/{name}.py")
+    return f"*No result yet ({name}.json): run `{command}`.*"
+
+
+def render(template: str, results: dict) -> str:
+    def replace(match: re.Match) -> str:
+        kind, spec = match.group(1), match.group(2).strip()
+        try:
+            if kind == "table":
+                return TABLES[spec](results)
+            if kind == "meta":
+                return meta(results, spec)
+            return value(results, spec)
+        except MissingResult as missing:
+            return missing_note(str(missing)) if kind != "value" else "(not measured)"
+
+    return PLACEHOLDER.sub(replace, template)
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(prog="benchmarks/report.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--template", type=Path, default=TEMPLATE)
+    parser.add_argument("--out", type=Path, default=OUTPUT)
+    parser.add_argument("--check", action="store_true", help="render without writing (the smoke test)")
+    args = parser.parse_args(argv)
+    text = render(args.template.read_text(), load_results(args.results))
+    if not args.check:
+        args.out.write_text(text)
+        print(f"wrote {args.out}")
+    return text
+
+
+if __name__ == "__main__":
+    main()

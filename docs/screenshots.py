@@ -1,0 +1,190 @@
+"""Take the user guide's screenshots from the real napari window, running the workflow on the sample plate.
+
+    xvfb-run -a .venv/bin/python docs/screenshots.py          # writes docs/images/*.png
+
+Every picture is the whole napari window (``viewer.screenshot(canvas_only=False)``) or, for dialogs,
+the dialog itself (``QWidget.grab``). Training is kept short (CPU), so loss curves and clusters are
+those of a quick run, not of a finished one. The session folder is a temporary one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+IMAGES = Path(__file__).resolve().parent / "images"
+WINDOW = (1680, 1050)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=IMAGES, help="folder for the PNG files")
+    parser.add_argument("--epochs", type=int, default=3, help="training epochs of the first run")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    import numpy as np
+    from qtpy.QtCore import QEventLoop, QPoint, QTimer
+    from qtpy.QtWidgets import QApplication, QMessageBox
+
+    import napari
+
+    viewer = napari.Viewer(show=True, title="napari + phenossl")
+    viewer.window.resize(*WINDOW)
+    app = QApplication.instance()
+
+    def settle(ms: int = 400) -> None:
+        """Let Qt lay out and paint (a short real event loop, not a sleep)."""
+        loop = QEventLoop()
+        QTimer.singleShot(ms, loop.quit)
+        loop.exec()
+
+    def shot(name: str) -> None:
+        settle()
+        path = args.out / f"{name}.png"
+        viewer.screenshot(str(path), canvas_only=False)
+        print("wrote", path, flush=True)
+
+    def wait_until(condition, timeout: float = 600.0) -> None:
+        deadline = time.monotonic() + timeout
+        loop = QEventLoop()
+        timer = QTimer()
+        timer.timeout.connect(lambda: loop.quit() if condition() or time.monotonic() > deadline else None)
+        timer.start(50)
+        loop.exec()
+        timer.stop()
+        if not condition():
+            raise TimeoutError("the workflow step did not finish in time")
+
+    # 0. the sample plate, as File > Open Sample > phenossl shows it
+    viewer.open_sample("phenossl", "synthetic_plate")
+    viewer.dims.set_point(0, 0)
+    shot("01-sample-plate")
+
+    # the workflow dock, as Plugins > phenossl > Phenotype discovery opens it
+    _, widget = viewer.window.add_plugin_dock_widget("phenossl", "Phenotype discovery (all steps)")
+    controller = widget.controller
+    session = Path(tempfile.mkdtemp(prefix="phenossl-screens-")) / "session"
+    controller.set_session_folder(session)
+    wait_until(lambda: not controller.busy)
+
+    # 1. segment
+    widget.segment._segment()
+    wait_until(lambda: not controller.busy)
+    viewer.layers.selection.active = controller.labels_layer
+    viewer.scene.camera.center = (200, 250)
+    viewer.scene.camera.zoom = 1.6
+    shot("02-segmented")
+
+    # 1b. tiles (64 px keep the CPU training of the screenshots short; the default is 196 px)
+    widget.segment.tile_size.setValue(96)
+    widget.segment._make_tiles()
+    wait_until(lambda: not controller.busy)
+    widget.tabs.setCurrentIndex(0)
+    shot("03-tiles-made")
+
+    # 2. compositions A (morphology) and B (context) with the live preview
+    widget.tabs.setCurrentIndex(1)
+    widget.augment.weight.setValue(70)
+    widget.augment.cell.setValue(12)
+    wait_until(lambda: not controller.busy)
+    shot("04-augmentations")
+
+    # 3. training with the live loss curve
+    widget.augment.weight.setValue(100)
+    widget.tabs.setCurrentIndex(2)
+    widget.train.epochs.setValue(args.epochs)
+    widget.train.batch.setValue(64)
+    widget.train.resolution.setValue(48)
+    controller.explore_after_training = True
+    widget.train._train()
+    wait_until(lambda: len(widget.train.loss_plot.steps) >= 12)
+    shot("05-training")
+    wait_until(lambda: not controller.busy)
+
+    # 4. clusters on the plate, UMAP and the gallery of typical cells
+    widget.clusters.k.setValue(4)
+    widget.clusters._recluster()
+    wait_until(lambda: not controller.busy)
+    widget.tabs.setCurrentIndex(3)
+    viewer.layers.selection.active = controller.labels_layer
+    viewer.reset_view()
+    shot("06-explore")
+
+    # clicking a typical cell in the gallery goes to it on the plate
+    record = controller.active
+    widget.clusters.gallery.buttons[1][0].click()
+    viewer.scene.camera.zoom = max(viewer.scene.camera.zoom, 2.5)
+    shot("07-gallery-go-to-cell")
+
+    # the UMAP lasso selects cells in the layers
+    xy = record.umap
+    centre = xy[record.clustering.labels == 2].mean(axis=0)
+    spread = xy.std(axis=0) * 0.35
+    lasso = [tuple(centre + spread * np.array(p)) for p in ((-1, -1), (1, -1), (1, 1), (-1, 1))]
+    widget.umap._lasso_done(lasso)
+    viewer.layers.selection.active = controller.points_layer
+    viewer.reset_view()
+    shot("08-umap-lasso")
+
+    # 5. a second run with other augmentations, from the first run's encoder; then compare
+    widget.augment.panel_a.preset.setCurrentText("context")
+    widget.train.init_from.setCurrentIndex(widget.train.init_from.findData(record.name))
+    widget.train.epochs.setValue(1)
+    widget.train._train()
+    wait_until(lambda: not controller.busy)
+    widget.runs.run_a.setCurrentText("run-001")
+    widget.runs.run_b.setCurrentText("run-002")
+    widget.runs._compare()
+    widget.tabs.setCurrentIndex(4)
+    shot("09-runs-compare")
+    widget.runs._select_changed()
+    viewer.layers.selection.active = controller.points_layer
+    widget.tabs.setCurrentIndex(3)
+    shot("10-changed-cells")
+
+    # 6. export, and the question asked before anything is replaced
+    widget.tabs.setCurrentIndex(3)
+    target = session.parent / "exports" / "clusters.csv"
+    target.parent.mkdir()
+    widget.clusters.export_to(target)
+    wait_until(lambda: not controller.busy)
+    shot("11-exported")
+    box = QMessageBox(
+        QMessageBox.Icon.Question,
+        "Replace files?",
+        f"Export would replace 3 existing file(s): {target}, ...\n\nReplace them?",
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+        widget,
+    )
+    box.show()
+    settle()
+    box.grab().save(str(args.out / "12-replace-question.png"))
+    print("wrote", args.out / "12-replace-question.png", flush=True)
+    box.close()
+
+    # where the plugin is in napari's menus
+    try:
+        menu = viewer.window.plugins_menu
+        submenu = next(a.menu() for a in menu.actions() if a.text().replace("&", "") == "phenossl")
+        submenu.popup(QPoint(300, 60))
+        settle()
+        submenu.grab().save(str(args.out / "00-plugins-menu.png"))
+        submenu.close()
+        print("wrote", args.out / "00-plugins-menu.png", flush=True)
+    except Exception as exc:  # the menu's layout is napari's: the guide's text still says where
+        print("no plugins menu picture:", exc, file=sys.stderr)
+
+    viewer.close()
+    app.processEvents()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

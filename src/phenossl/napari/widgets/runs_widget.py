@@ -1,0 +1,188 @@
+"""Step 5: every run of the session (configuration, checkpoint, embeddings kept), switching between them,
+and comparing two: how much their clusterings agree (AMI) and which cells changed cluster."""
+
+from __future__ import annotations
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QFileDialog,
+    QGroupBox,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from phenossl.napari.controller import controller_for
+from phenossl.napari.qt_helpers import note_label, reports_errors, row
+
+COLUMNS = ("run", "training", "status")
+
+
+class RunsWidget(QWidget):
+    """The session's runs; show one; compare two."""
+
+    def __init__(self, napari_viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.controller = controller_for(napari_viewer)
+        self.comparison = None
+        layout = QVBoxLayout(self)
+
+        self.folder_label = note_label()
+        self.open_button = QPushButton("Open session folder…")
+        self.open_button.setToolTip(
+            "Reopen the tiles and runs of an earlier session (its folder under "
+            "~/phenossl-runs, or wherever you saved it)"
+        )
+        layout.addWidget(self.folder_label)
+        layout.addWidget(row(self.open_button))
+
+        runs_box = QGroupBox("Runs")
+        runs_layout = QVBoxLayout(runs_box)
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(list(COLUMNS))
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
+        self.table.setWordWrap(True)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideNone)
+        self.table.setMinimumHeight(120)
+        header.sectionResized.connect(self._fit_rows)
+        runs_layout.addWidget(self.table)
+        self.show_button = QPushButton("Show this run")
+        self.show_button.setToolTip("Colour the plate, the UMAP and the gallery by this run's clusters")
+        self.embed_button = QPushButton("Embed cells")
+        self.embed_button.setToolTip(
+            "Compute this run's embeddings from its checkpoint (e.g. after a cancel)"
+        )
+        runs_layout.addWidget(row(self.show_button, self.embed_button))
+        runs_layout.addWidget(
+            note_label(
+                "To retrain with other compositions: change them in step 2, pick "
+                "'Start from' in step 3 if you want, and train: a new run is added."
+            )
+        )
+        layout.addWidget(runs_box)
+
+        compare_box = QGroupBox("Compare two runs")
+        compare_layout = QVBoxLayout(compare_box)
+        self.run_a = QComboBox()
+        self.run_b = QComboBox()
+        self.compare_button = QPushButton("Compare")
+        compare_layout.addWidget(row(self.run_a, QLabel("vs"), self.run_b, self.compare_button))
+        self.compare_label = note_label("Both runs need clusters (show each once).")
+        compare_layout.addWidget(self.compare_label)
+        self.changed_button = QPushButton("Select the cells that changed cluster")
+        self.changed_button.setEnabled(False)
+        compare_layout.addWidget(row(self.changed_button))
+        layout.addWidget(compare_box)
+        self.status = note_label()
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+        self.open_button.clicked.connect(self._choose_session)
+        self.show_button.clicked.connect(self._show_run)
+        self.table.cellDoubleClicked.connect(lambda *_: self._show_run())
+        self.embed_button.clicked.connect(self._embed)
+        self.compare_button.clicked.connect(self._compare)
+        self.changed_button.clicked.connect(self._select_changed)
+        self.controller.runs_changed.connect(self.refresh)
+        self.controller.session_changed.connect(self.refresh)
+        self.controller.active_run_changed.connect(self.refresh)
+        self.controller.clustering_changed.connect(self.refresh)
+        self.refresh()
+
+    def refresh(self) -> None:
+        session = self.controller.session
+        self.folder_label.setText(f"Session folder: {session.folder}")
+        runs = list(session.runs.values())
+        selected = self.selected_run()
+        self.table.setRowCount(len(runs))
+        active = self.controller.active
+        for r, record in enumerate(runs):
+            k = f", k={record.clustering.k}" if record.clustering is not None else ""
+            shown = " (shown)" if record is active else ""
+            for c, text in enumerate((record.name, record.describe(), f"{record.disk_status()}{k}{shown}")):
+                item = QTableWidgetItem(text)
+                item.setToolTip(record.message or text)
+                self.table.setItem(r, c, item)
+        self.table.resizeRowsToContents()
+        if selected in session.runs:
+            self.table.selectRow(list(session.runs).index(selected))
+        elif runs:
+            self.table.selectRow(len(runs) - 1)
+        for combo, fallback in ((self.run_a, -2), (self.run_b, -1)):
+            current = combo.currentText()
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems(list(session.runs))
+            if current in session.runs:
+                combo.setCurrentText(current)
+            elif len(runs) >= 2:
+                combo.setCurrentIndex(len(runs) + fallback)
+            combo.blockSignals(False)
+
+    def _fit_rows(self, *_) -> None:
+        self.table.resizeRowsToContents()
+
+    def showEvent(self, event) -> None:  # column widths are known once shown: wrap the descriptions then
+        super().showEvent(event)
+        self._fit_rows()
+
+    def selected_run(self) -> str | None:
+        items = self.table.selectedItems()
+        if not items:
+            return None
+        return self.table.item(items[0].row(), 0).text()
+
+    @reports_errors("Showing the run")
+    def _show_run(self, *_):
+        name = self.selected_run()
+        if name is not None:
+            self.controller.activate_run(name)
+
+    @reports_errors("Embedding")
+    def _embed(self, *_):
+        name = self.selected_run()
+        if name is not None:
+            self.controller.embed(self.controller.session.runs[name])
+
+    @reports_errors("Comparing runs")
+    def _compare(self, *_):
+        self.comparison = self.controller.compare(self.run_a.currentText(), self.run_b.currentText())
+        self.compare_label.setText(self.comparison.text())
+        self.changed_button.setEnabled(self.comparison.changed_cells.size > 0)
+        return self.comparison
+
+    def _select_changed(self, *_):
+        if self.comparison is None:
+            return
+        if self.controller.active is None or self.controller.active.name != self.comparison.name_a:
+            self.controller.activate_run(self.comparison.name_a)
+        self.controller.select_cells(self.comparison.changed_cells)
+        self.status.setText(
+            f"{self.comparison.changed_cells.size} cells selected: they changed cluster between "
+            f"{self.comparison.name_a} and {self.comparison.name_b} (shown: {self.comparison.name_a})"
+        )
+
+    def _choose_session(self, *_):
+        folder = QFileDialog.getExistingDirectory(
+            self, "Open a phenossl session folder", str(self.controller.session.folder.parent)
+        )
+        if folder:
+            self.open_session(folder)
+
+    @reports_errors("Opening the session folder")
+    def open_session(self, folder: str) -> None:
+        self.controller.set_session_folder(folder)

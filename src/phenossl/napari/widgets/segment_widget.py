@@ -1,0 +1,241 @@
+"""Step 1: segment nuclei and cut one tile per cell, from the labels as the user left them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from phenossl.config import SegmentConfig, TileConfig
+from phenossl.errors import InputError
+from phenossl.napari.controller import controller_for, stack_shape_text
+from phenossl.napari.plate import NUCLEAR_NAMES, PlateInfo, channel_name, guess_nuclear_index
+from phenossl.napari.qt_helpers import (
+    LayerChecklist,
+    LayerCombo,
+    connect_while_alive,
+    note_label,
+    reports_errors,
+    row,
+)
+
+
+class SegmentWidget(QWidget):
+    """Pick the channels and the nuclear stain, segment, check the nuclei, make the tiles."""
+
+    def __init__(self, napari_viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        from napari.layers import Image, Labels
+
+        self.viewer = napari_viewer
+        self.controller = controller_for(napari_viewer)
+        layout = QVBoxLayout(self)
+
+        session_box = QGroupBox("Session folder (tiles and runs are saved here)")
+        session_layout = QVBoxLayout(session_box)
+        self.session_label = note_label()
+        self.change_session = QPushButton("Change…")
+        self.change_session.setToolTip(
+            "Choose another folder; choosing an existing session folder reopens it."
+        )
+        self.change_session.clicked.connect(self._choose_session)
+        session_layout.addWidget(self.session_label)
+        session_layout.addWidget(row(self.change_session))
+        layout.addWidget(session_box)
+
+        images_box = QGroupBox("Images")
+        images_form = QFormLayout(images_box)
+        self.channels = LayerChecklist(napari_viewer, Image)
+        self.channels.setToolTip("The channel layers that go into the tiles (one layer per stain).")
+        self.nuclear = LayerCombo(napari_viewer, Image)
+        self.nuclear.setToolTip("The nuclear stain (DNA, DAPI, Hoechst): nuclei are segmented in it.")
+        self.shape_label = note_label()
+        images_form.addRow("Channels", self.channels)
+        images_form.addRow("Nuclear stain", self.nuclear)
+        images_form.addRow("", self.shape_label)
+        layout.addWidget(images_box)
+
+        segment_box = QGroupBox("Segment nuclei")
+        segment_form = QFormLayout(segment_box)
+        self.backend = QComboBox()
+        self.backend.addItems(["classical", "cellpose"])
+        self.backend.setToolTip(
+            "classical: thresholds and watershed, no model needed. "
+            "cellpose: a deep model, needs its weights on this computer."
+        )
+        self.model = QLineEdit(SegmentConfig().model)
+        self.model.setToolTip(
+            "A cellpose model name from the local cellpose models folder (e.g. cpsam, nuclei)."
+        )
+        self.weights = QLineEdit()
+        self.weights.setPlaceholderText("or a weights file…")
+        self.weights_button = QPushButton("Browse…")
+        self.weights_button.clicked.connect(self._choose_weights)
+        self.diameter = QDoubleSpinBox()
+        self.diameter.setRange(0, 500)
+        self.diameter.setDecimals(0)
+        self.diameter.setSpecialValueText("estimate")
+        self.diameter.setSuffix(" px")
+        self.diameter.setToolTip(
+            "Typical nucleus diameter in pixels; 'estimate' lets the backend measure it."
+        )
+        segment_form.addRow("Backend", self.backend)
+        self.model_row = row(QLabel("model"), self.model, stretch_last=True)
+        self.weights_row = row(self.weights, self.weights_button, stretch_last=True)
+        segment_form.addRow("", self.model_row)
+        segment_form.addRow("", self.weights_row)
+        segment_form.addRow("Nucleus diameter", self.diameter)
+        self.segment_button = QPushButton("Segment nuclei")
+        self.segment_button.clicked.connect(self._segment)
+        segment_form.addRow(self.segment_button)
+        segment_form.addRow(
+            note_label(
+                "Then check the nuclei layer; fix mistakes with the Labels tools "
+                "(paint, erase, fill) before making tiles."
+            )
+        )
+        layout.addWidget(segment_box)
+
+        tiles_box = QGroupBox("Make tiles (one per nucleus)")
+        tiles_form = QFormLayout(tiles_box)
+        self.labels = LayerCombo(napari_viewer, Labels)
+        self.labels.setToolTip(
+            "The nuclei to tile, as they are now in this Labels layer (your corrections count)."
+        )
+        self.tile_size = QSpinBox()
+        self.tile_size.setRange(16, 1024)
+        self.tile_size.setSingleStep(4)
+        self.tile_size.setValue(TileConfig().size)
+        self.tile_size.setSuffix(" px")
+        self.tile_size.setToolTip(
+            "Side of each single-cell tile, centred on the nucleus (the paper: 196 px)."
+        )
+        self.border = QComboBox()
+        self.border.addItem("pad (keep every cell)", "pad")
+        self.border.addItem("skip cells at the border", "skip")
+        self.border.setToolTip(
+            "Tiles of cells near the image border leave the image: pad them with "
+            "background, or leave those cells out."
+        )
+        tiles_form.addRow("Nuclei", self.labels)
+        tiles_form.addRow("Tile size", self.tile_size)
+        tiles_form.addRow("At the border", self.border)
+        self.tile_button = QPushButton("Make tiles")
+        self.tile_button.clicked.connect(self._make_tiles)
+        tiles_form.addRow(self.tile_button)
+        layout.addWidget(tiles_box)
+
+        self.status = note_label()
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+        self.backend.currentTextChanged.connect(self._backend_changed)
+        self.nuclear.layer_changed.connect(self._nuclear_changed)
+        self.controller.session_changed.connect(self._show_session)
+        self.controller.nuclei_changed.connect(self._nuclei_changed)
+        self.controller.task_state.connect(self._task_state)
+        self.controller.status.connect(self.status.setText)
+        self._backend_changed(self.backend.currentText())
+        self._show_session()
+        self._pick_nuclear_default()
+        self._nuclear_changed(self.nuclear.layer())
+        connect_while_alive(self, napari_viewer.layers.events.inserted, self._pick_nuclear_default)
+
+    # ------------------------------------------------------------------------------------------
+
+    def segmentation_config(self) -> SegmentConfig:
+        weights = self.weights.text().strip() or None
+        return SegmentConfig(
+            backend=self.backend.currentText(),
+            diameter=self.diameter.value() or None,
+            model=self.model.text().strip() or SegmentConfig().model,
+            weights=Path(weights) if weights else None,
+        )
+
+    def tile_config(self) -> TileConfig:
+        return TileConfig(size=self.tile_size.value(), border=self.border.currentData())
+
+    @reports_errors("Segmentation")
+    def _segment(self, *_):
+        layer = self.nuclear.layer()
+        if layer is None:
+            raise InputError("open the images first (File > Open, or File > Open Sample > phenossl)")
+        return self.controller.segment(layer, self.segmentation_config())
+
+    @reports_errors("Making tiles")
+    def _make_tiles(self, *_):
+        return self.controller.make_tiles(
+            self.channels.checked_layers(), self.nuclear.layer(), self.labels.layer(), self.tile_config()
+        )
+
+    def _choose_session(self, *_):
+        folder = QFileDialog.getExistingDirectory(
+            self, "Session folder", str(self.controller.session.folder.parent)
+        )
+        if folder:
+            self._open_session(folder)
+
+    @reports_errors("Opening the session folder")
+    def _open_session(self, folder: str) -> None:
+        self.controller.set_session_folder(folder)
+
+    def _choose_weights(self, *_):
+        path, _filter = QFileDialog.getOpenFileName(self, "Cellpose weights file")
+        if path:
+            self.weights.setText(path)
+
+    def _backend_changed(self, backend: str) -> None:
+        cellpose = backend == "cellpose"
+        self.model_row.setVisible(cellpose)
+        self.weights_row.setVisible(cellpose)
+
+    def _show_session(self) -> None:
+        folder = self.controller.session.folder
+        exists = "" if folder.exists() else " (made when the tiles are)"
+        self.session_label.setText(f"{folder}{exists}")
+
+    def _pick_nuclear_default(self, *_) -> None:
+        """Preselect the nuclear stain (DNA, DAPI, Hoechst...) unless the user already picked one."""
+        layers = self.nuclear.layers()
+        current = self.nuclear.layer()
+        names = [channel_name(layer) for layer in layers]
+        if layers and (current is None or channel_name(current).lower() not in NUCLEAR_NAMES):
+            self.nuclear.set_layer(layers[guess_nuclear_index(names)])
+
+    def _nuclear_changed(self, layer) -> None:
+        if layer is None:
+            self.shape_label.setText("Open a plate: File > Open (a folder of TIFFs) or File > Open Sample.")
+            return
+        try:
+            text = stack_shape_text(layer)
+        except Exception as exc:  # a layer phenossl cannot use: say why right here
+            self.shape_label.setText(str(exc))
+            return
+        info = PlateInfo.from_metadata(layer.metadata)
+        if info is not None and info.padded:
+            text += " (fields of different sizes, padded)"
+        self.shape_label.setText(text)
+
+    def _nuclei_changed(self) -> None:
+        if self.controller.labels_layer is not None:
+            self.labels.set_layer(self.controller.labels_layer)
+
+    def _task_state(self, task: str, running: bool) -> None:
+        if task == "segment":
+            self.segment_button.setEnabled(not running)
+            self.segment_button.setText("Segmenting…" if running else "Segment nuclei")
+        elif task == "tiles":
+            self.tile_button.setEnabled(not running)
+            self.tile_button.setText("Making tiles…" if running else "Make tiles")

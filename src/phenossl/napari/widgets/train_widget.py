@@ -1,0 +1,268 @@
+"""Step 3: train a self-supervised encoder on the tiles, with a live loss curve, speed, and Cancel."""
+
+from __future__ import annotations
+
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from phenossl.config import ENCODERS, METHODS, TrainConfig
+from phenossl.napari.controller import controller_for
+from phenossl.napari.qt_helpers import note_label, reports_errors, row
+from phenossl.napari.widgets.plots import theme_colors, themed_canvas
+
+METHOD_HELP = {
+    "mocov2": "MoCo v2: contrastive with a queue of negatives; robust, the paper's default",
+    "simclr": "SimCLR: contrastive within the batch; likes large batches",
+    "byol": "BYOL: no negatives, momentum target network",
+    "vicreg": "VICReg: variance-invariance-covariance; no negatives",
+}
+REDRAW_MS = 500  # the loss curve is redrawn at most this often (a redraw costs the UI thread tens of ms)
+
+
+class LossPlot(QWidget):
+    """Loss against training step, redrawn on a timer so a fast trainer cannot flood the UI thread."""
+
+    def __init__(self, viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.colors = theme_colors(viewer)
+        self.figure, self.axes, self.canvas = themed_canvas(self.colors, height=180)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.canvas)
+        self.steps: list[int] = []
+        self.losses: list[float] = []
+        self.epoch_marks: list = []
+        self.axes.set_xlabel("step", fontsize=8)
+        self.axes.set_ylabel("loss", fontsize=8)
+        (self._line,) = self.axes.plot([], [], color="#5fb0ff", linewidth=1.2)
+        self._dirty = False
+        self._timer = QTimer(self)
+        self._timer.setInterval(REDRAW_MS)
+        self._timer.timeout.connect(self._redraw)
+        self._timer.start()
+        self.reset("")
+
+    def reset(self, title: str) -> None:
+        self.steps, self.losses = [], []
+        for mark in self.epoch_marks:
+            mark.remove()
+        self.epoch_marks = []
+        self.axes.set_title(title, fontsize=9)
+        self._line.set_data([], [])
+        self._dirty = True
+        self._redraw()
+
+    def add(self, step: int, loss: float) -> None:
+        self.steps.append(step)
+        self.losses.append(loss)
+        self._dirty = True
+
+    def mark_epoch(self, step: int) -> None:
+        self.epoch_marks.append(self.axes.axvline(step, color=self.colors.grid, linewidth=0.8))
+        self._dirty = True
+
+    def _redraw(self) -> None:
+        """Move the line's data and rescale: much cheaper than redrawing the axes from scratch."""
+        if not self._dirty:
+            return
+        self._dirty = False
+        self._line.set_data(self.steps, self.losses)
+        self.axes.relim()
+        self.axes.autoscale_view()
+        self.canvas.draw_idle()
+
+
+class TrainWidget(QWidget):
+    """Method, encoder and length of training; device; train / cancel; live loss and speed."""
+
+    def __init__(self, napari_viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        from phenossl.train import available_devices
+
+        self.viewer = napari_viewer
+        self.controller = controller_for(napari_viewer)
+        defaults = TrainConfig()
+        layout = QVBoxLayout(self)
+
+        settings = QGroupBox("Training")
+        form = QFormLayout(settings)
+        self.method = QComboBox()
+        for method in METHODS:
+            self.method.addItem(method, method)
+            self.method.setItemData(self.method.count() - 1, METHOD_HELP[method], Qt.ItemDataRole.ToolTipRole)
+        self.encoder = QComboBox()
+        self.encoder.addItems(list(ENCODERS))
+        self.encoder.setToolTip("resnet18: fast, a good default. vgg13: the paper's trunk, slower.")
+        self.epochs = _spin(1, 10_000, 10, "passes over all cells")
+        self.batch = _spin(
+            2, 4096, 64, "cells per step; larger is better for contrastive methods, if memory allows"
+        )
+        self.resolution = _spin(
+            16, 512, 64, "the views are resized to this many pixels before the network", " px"
+        )
+        self.resolution.setSingleStep(16)
+        self.seed = _spin(0, 2**31 - 1, 0, "the same seed gives the same training and clusters")
+        self.device = QComboBox()
+        for option in available_devices():
+            self.device.addItem(option.label, option)
+        self.device.setToolTip("Only the devices this computer has are listed.")
+        self.cpu_note = note_label(
+            "Training on the CPU: much slower than on a GPU (minutes for a few hundred cells at 64 px; "
+            "hours for large screens). Keep the resolution and epochs small, or use a computer with a GPU.",
+            warning=True,
+        )
+        self.init_from = QComboBox()
+        self.init_from.setToolTip(
+            "Start from the encoder of an earlier run (its heads are rebuilt), e.g. to "
+            "refine a model with other compositions."
+        )
+        form.addRow("Method", self.method)
+        form.addRow("Encoder", self.encoder)
+        form.addRow("Epochs", self.epochs)
+        form.addRow("Batch size", self.batch)
+        form.addRow("Resolution", self.resolution)
+        form.addRow("Seed", self.seed)
+        form.addRow("Device", self.device)
+        form.addRow(self.cpu_note)
+        form.addRow("Start from", self.init_from)
+        layout.addWidget(settings)
+        self.summary = note_label()
+        layout.addWidget(self.summary)
+
+        self.train_button = QPushButton("Train")
+        self.train_button.setToolTip(
+            "Train a new run with these settings and the compositions of step 2; "
+            "then the cells are embedded and clustered."
+        )
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop before the next step; the last finished epoch is kept.")
+        self.cancel_button.setEnabled(False)
+        layout.addWidget(row(self.train_button, self.cancel_button))
+        self.progress_label = QLabel("")
+        layout.addWidget(self.progress_label)
+        self.loss_plot = LossPlot(napari_viewer)
+        layout.addWidget(self.loss_plot)
+        self.status = note_label()
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+        self.method.setCurrentText(defaults.method)
+        self.train_button.clicked.connect(self._train)
+        self.cancel_button.clicked.connect(self._cancel)
+        self.device.currentIndexChanged.connect(self._device_changed)
+        self.controller.train_event.connect(self._on_event)
+        self.controller.training_finished.connect(self._finished)
+        self.controller.runs_changed.connect(self._refresh_runs)
+        self.controller.store_changed.connect(self._refresh_summary)
+        self.controller.compositions_changed.connect(self._refresh_summary)
+        self.controller.task_state.connect(self._task_state)
+        self.controller.status.connect(self.status.setText)
+        self._device_changed()
+        self._refresh_runs()
+        self._refresh_summary()
+        self._last = None
+
+    def settings(self) -> dict:
+        """The training section of the run configuration (compositions come from step 2)."""
+        return {
+            "method": self.method.currentData(),
+            "encoder": self.encoder.currentText(),
+            "epochs": self.epochs.value(),
+            "batch_size": self.batch.value(),
+            "resolution": self.resolution.value(),
+            "device": self.device.currentData().name,
+        }
+
+    @reports_errors("Training")
+    def _train(self, *_):
+        record = self.controller.start_training(
+            self.settings(), seed=self.seed.value(), init_from=self.init_from.currentData()
+        )
+        self.loss_plot.reset(f"{record.name}: {record.config.train.method}/{record.config.train.encoder}")
+        self.progress_label.setText("starting…")
+        self._last = None
+        return record
+
+    def _cancel(self, *_):
+        self.controller.cancel_training()
+        self.cancel_button.setEnabled(False)
+        self.progress_label.setText("cancelling: stops before the next step…")
+
+    def _on_event(self, event) -> None:
+        from phenossl.train import EpochDone, StepProgress
+
+        if isinstance(event, StepProgress):
+            self.loss_plot.add(event.global_step, event.loss)
+            self.progress_label.setText(
+                f"epoch {event.epoch + 1}/{event.epochs}, step {event.step}/{event.steps_per_epoch}: "
+                f"loss {event.loss:.3f}, {event.images_per_s:.0f} images/s"
+            )
+            self._last = event
+        elif isinstance(event, EpochDone):
+            step = self._last.global_step if self._last is not None else 0
+            self.loss_plot.mark_epoch(step)
+            self.status.setText(
+                f"epoch {event.epoch + 1}/{event.epochs} done: mean loss {event.mean_loss:.3f}, "
+                f"checkpoint saved"
+            )
+
+    def _finished(self, outcome) -> None:
+        self.progress_label.setText(
+            {
+                "trained": "training finished",
+                "cancelled": "training cancelled",
+                "failed": "training failed",
+            }.get(outcome.status, outcome.status)
+        )
+
+    def _task_state(self, task: str, running: bool) -> None:
+        if task == "train":
+            self.train_button.setEnabled(not running)
+            self.train_button.setText("Training…" if running else "Train")
+            self.cancel_button.setEnabled(running)
+
+    def _device_changed(self, *_):
+        option = self.device.currentData()
+        self.cpu_note.setVisible(option is not None and option.kind == "cpu")
+
+    def _refresh_runs(self) -> None:
+        current = self.init_from.currentData()
+        self.init_from.clear()
+        self.init_from.addItem("a fresh encoder", None)
+        for name, record in self.controller.session.runs.items():
+            if record.has_checkpoint:
+                self.init_from.addItem(f"{name} ({record.config.train.encoder})", name)
+        index = self.init_from.findData(current)
+        self.init_from.setCurrentIndex(max(0, index))
+
+    def _refresh_summary(self) -> None:
+        store = self.controller.session.store
+        cells = f"{store.n_cells} cells" if store is not None else "no tiles yet (step 1)"
+        comps = self.controller.compositions()
+        w = self.controller.weight_a
+        mix = (
+            f"A = {comps['a'].name}"
+            if w >= 1
+            else f"B = {comps['b'].name}"
+            if w <= 0
+            else f"{w:.2f}·A ({comps['a'].name}) + {1 - w:.2f}·B ({comps['b'].name})"
+        )
+        self.summary.setText(f"Trains on {cells} with {mix}.")
+
+
+def _spin(low: int, high: int, value: int, tip: str, suffix: str = "") -> QSpinBox:
+    spin = QSpinBox()
+    spin.setRange(low, high)
+    spin.setValue(value)
+    spin.setToolTip(tip)
+    spin.setSuffix(suffix)
+    return spin

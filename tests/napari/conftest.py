@@ -1,0 +1,45 @@
+"""Fixtures for the napari plugin's tests (helpers live in plugin_helpers.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from plugin_helpers import add_layers, small_plate_layers
+
+
+@pytest.fixture
+def notifications():
+    """Every napari notification shown during the test (message, severity)."""
+    from napari.utils.notifications import notification_manager
+
+    seen: list = []
+
+    def record(notification):
+        seen.append(notification)
+
+    notification_manager.notification_ready.connect(record)
+    yield seen
+    notification_manager.notification_ready.disconnect(record)
+
+
+@pytest.fixture
+def workflow(make_napari_viewer, qtbot, tmp_path: Path):
+    """A shown viewer with 2 fields of the sample plate and the workflow widget docked, its session folder
+    in tmp_path."""
+    from phenossl.napari.widgets.workflow_widget import WorkflowWidget
+
+    viewer = make_napari_viewer(show=True)
+    add_layers(viewer, small_plate_layers(2))
+    widget = WorkflowWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="phenossl", area="right")
+    widget.controller.set_session_folder(tmp_path / "session")
+    yield viewer, widget
+    qtbot.waitUntil(lambda: not widget.controller.busy, timeout=180_000)  # no worker may outlive the test
+
+
+@pytest.fixture
+def phenossl_plugin(npe2pm):
+    """The installed phenossl manifest, registered in napari's test plugin manager (it discovers none)."""
+    with npe2pm.tmp_plugin(package="phenossl") as plugin:
+        yield plugin

@@ -1,0 +1,170 @@
+"""The workers' bodies and the session folder, run without any viewer: what they compute, what they write,
+and that a run made for napari is a normal run folder the CLI can reopen."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from plugin_helpers import small_plate_layers
+
+from phenossl.config import SegmentConfig, TileConfig
+from phenossl.errors import NoNucleiError
+from phenossl.napari import tasks
+from phenossl.napari.plate import PlateInfo
+from phenossl.napari.session import Session, default_session_folder, run_config
+
+
+def _consume(generator):
+    events = []
+    while True:
+        try:
+            events.append(next(generator))
+        except StopIteration as done:
+            return events, done.value
+
+
+@pytest.fixture(scope="module")
+def session_with_tiles(tmp_path_factory) -> tuple[Session, PlateInfo]:
+    """Two sample fields segmented and tiled (48 px) into a fresh session folder, as the widgets do."""
+    from phenossl.napari import cells
+
+    layers = small_plate_layers(2)
+    info = PlateInfo.from_metadata(layers[0][1]["metadata"])
+    _, result = _consume(tasks.segment_fields(layers[0][0], info, SegmentConfig()))
+    session = Session(tmp_path_factory.mktemp("napari") / "session")
+    fields = cells.field_inputs([d for d, _, _ in layers], ["DNA", "tubulin", "actin"], result.labels, info)
+    from phenossl.config import InputConfig
+
+    session.store = tasks.build_tiles(
+        fields,
+        session.next_store_path(),
+        input_config=InputConfig(nuclear_channel="DNA"),
+        segmentation=SegmentConfig(),
+        tiles=TileConfig(size=48, border="pad"),
+        metadata=info.field_metadata(),
+    )
+    return session, info
+
+
+def _config(info: PlateInfo, **train):
+    from phenossl.synthetic import sample_data_path
+
+    return run_config(
+        train={"epochs": 1, "batch_size": 32, "resolution": 32, "device": "cpu", **train},
+        segmentation={"backend": "classical"},
+        tiles={"size": 48, "border": "pad"},
+        input_section={
+            "kind": "plate",
+            "paths": [str(sample_data_path())],
+            "channel_names": {"w1": "DNA", "w2": "tubulin", "w3": "actin"},
+            "nuclear_channel": "DNA",
+        },
+        cluster={"k": 3, "label_columns": ["compound"]},
+    )
+
+
+def test_segmentation_keeps_ids_unique_across_fields_and_lists_empty_ones():
+    layers = small_plate_layers(2)
+    info = PlateInfo.from_metadata(layers[0][1]["metadata"])
+    nuclear = np.array(layers[0][0])
+    nuclear[1] = nuclear[1].min()  # field 2 blank
+    progress, result = _consume(tasks.segment_fields(nuclear, info, SegmentConfig()))
+    assert progress == [1, 2]
+    assert result.empty_fields == [info.keys[1]] and result.labels[1].max() == 0
+    assert result.table["label"].is_unique and len(result.table) == result.labels.max()
+    with pytest.raises(NoNucleiError, match="No nuclei"):
+        _consume(tasks.segment_fields(np.zeros_like(nuclear), info, SegmentConfig()))
+
+
+def test_store_rows_carry_the_layer_label_ids_and_the_treatments(session_with_tiles):
+    session, _ = session_with_tiles
+    table = session.store.cells
+    assert table["label"].is_unique  # the plate-unique ids of the Labels layer
+    assert {"compound", "density_condition"} <= set(table.columns)
+    assert session.store.path.name == "tiles-1"
+
+
+def test_progress_total_matches_the_events_and_threads_are_restored(session_with_tiles):
+    import torch
+
+    session, info = session_with_tiles
+    record = session.new_run(_config(info))
+    before = torch.get_num_threads()
+    events, outcome = _consume(tasks.train_run(record, threading.Event(), threads=1))
+    assert len(events) == tasks.expected_events(session.store.n_cells, record.config)
+    assert outcome.status == "trained" and outcome.checkpoint == record.paths.checkpoint
+    assert torch.get_num_threads() == before
+    assert (
+        tasks.ui_thread_budget(2) == 1 and tasks.ui_thread_budget(16) == 15 and tasks.ui_thread_budget(1) == 1
+    )
+
+
+def test_a_cancelled_training_returns_instead_of_raising(session_with_tiles):
+    session, info = session_with_tiles
+    record = session.new_run(_config(info))
+    cancel = threading.Event()
+    cancel.set()
+    events, outcome = _consume(tasks.train_run(record, cancel, threads=1))
+    assert events == [] and outcome.status == "cancelled" and "cancelled" in outcome.message
+    assert outcome.checkpoint is None  # no epoch had finished
+
+
+def test_unexpected_errors_get_a_short_message_naming_the_step():
+    with pytest.raises(tasks.TaskError, match=r"UMAP failed unexpectedly \(ValueError: boom\)") as info:
+        with tasks.reported_as("UMAP"):
+            raise ValueError("boom")
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_run_folder_layout_is_the_cli_layout_and_reopens(session_with_tiles, capsys):
+    from phenossl.cli import main
+
+    session, info = session_with_tiles
+    record = session.new_run(_config(info))
+    _consume(tasks.train_run(record, threading.Event(), threads=1))
+    tasks.embed_run(record, threads=1)
+    outcome = tasks.cluster_run(record, k=3, n_nearest=4)
+    assert outcome.clustering.k == 3 and "ami_compound" in outcome.metrics
+    for path in (
+        record.paths.config,
+        record.paths.checkpoint,
+        record.paths.embeddings,
+        record.paths.clusters,
+        record.paths.metrics,
+        Path(record.paths.root, "history.csv"),
+    ):
+        assert path.is_file(), path
+    assert record.paths.store.is_symlink() and record.paths.store.resolve() == session.store.path.resolve()
+
+    reopened = Session.open(session.folder)
+    assert record.name in reopened.runs and reopened.store.path == session.store.path
+    assert reopened.runs[record.name].config.train.composition_a == record.config.train.composition_a
+
+    assert main(["cluster", str(record.paths.root), "--k", "2"]) == 0  # the CLI reopens a napari run
+    assert "2 clusters" in capsys.readouterr().out
+
+
+def test_preview_and_comparison(session_with_tiles):
+    from phenossl.augment.specs import load_composition
+
+    session, info = session_with_tiles
+    tile = np.array(session.store.tiles[0], dtype=np.float32)
+    preview = tasks.preview_compositions(
+        tile, {"a": load_composition("morphology")}, cell_id=0, n=3, out_size=24
+    )
+    assert preview.original.shape == (48, 48, 3) and preview.original.dtype == np.uint8
+    assert len(preview.views["a"]) == 3 and preview.views["a"][0].shape == (24, 24, 3)
+    again = tasks.preview_compositions(
+        tile, {"a": load_composition("morphology")}, cell_id=0, n=3, out_size=24
+    )
+    assert np.array_equal(preview.views["a"][1], again.views["a"][1])  # seeded: the same views again
+
+
+def test_default_session_folder_is_dated_under_home(tmp_path):
+    import datetime as dt
+
+    folder = default_session_folder(dt.datetime(2026, 3, 4, 5, 6, 7), home=tmp_path)
+    assert folder == tmp_path / "2026-03-04_050607"
