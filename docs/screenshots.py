@@ -156,18 +156,21 @@ def main(argv: list[str] | None = None) -> int:
     widget.clusters.export_to(target)
     wait_until(lambda: not controller.busy)
     shot("11-exported")
-    box = QMessageBox(
-        QMessageBox.Icon.Question,
-        "Replace files?",
-        f"Export would replace 3 existing file(s): {target}, ...\n\nReplace them?",
-        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-        widget,
-    )
-    box.show()
-    settle()
-    box.grab().save(str(args.out / "12-replace-question.png"))
-    print("wrote", args.out / "12-replace-question.png", flush=True)
-    box.close()
+
+    # exporting again to the same file: the real question the widget asks, grabbed, then answered "No"
+    def answer_no_when_asked() -> None:
+        box = QApplication.activeModalWidget()
+        if isinstance(box, QMessageBox):
+            asker.stop()
+            box.grab().save(str(args.out / "12-replace-question.png"))
+            print("wrote", args.out / "12-replace-question.png", flush=True)
+            box.button(QMessageBox.StandardButton.No).click()
+
+    asker = QTimer()
+    asker.timeout.connect(answer_no_when_asked)
+    asker.start(100)
+    widget.clusters.export_to(target)
+    wait_until(lambda: not asker.isActive() and not controller.busy, timeout=120)
 
     # where the plugin is in napari's menus
     try:

@@ -133,3 +133,11 @@ def test_field_inputs_cut_each_field_to_its_own_size():
     second = inputs[1].load()
     assert second.image.shape == (2, 4, 5) and second.channel_names == ["DNA", "actin"]
     assert inputs[1].labels.shape == (4, 5) and inputs[1].labels.max() == 4
+
+
+def test_cell_counts_read_as_words():
+    from phenossl.napari.cells import cell_count
+
+    assert cell_count(1, "selected") == "1 cell selected"
+    assert cell_count(27, "selected") == "27 cells selected"
+    assert cell_count(0) == "0 cells"

@@ -36,6 +36,8 @@ def test_segment_then_tile_from_the_labels_as_the_user_corrected_them(workflow, 
     assert removed not in set(store.cells["label"]) and store.n_cells == len(features) - 1
     assert set(store.cells["label"]) == set(labels_layer.features["label"])
     assert (labels_layer.features["cell_id"] >= 0).all()  # padded border: every nucleus has a tile
+    padded = int(store.cells["padded"].sum())
+    assert padded > 0 and f"{padded} tiles reach past the image edge" in segment.status.text()
     key = store.cells["field"].iloc[0]
     assert np.array_equal(store.labels(key), labels_layer.data[0])  # the store keeps the layer's labels
     assert widget.tabs.currentIndex() == 1  # on to the next step

@@ -196,3 +196,9 @@ def align_by_label(
     if both.empty:
         raise InputError("the two runs share no cell: they were made from different tiles")
     return both["cluster_a"].to_numpy(), both["cluster_b"].to_numpy(), both["row_a"].to_numpy()
+
+
+def cell_count(n: int, what: str = "") -> str:
+    """'1 cell selected', '27 cells selected': counts read as words in the widgets."""
+    text = f"{n} cell" + ("" if n == 1 else "s")
+    return f"{text} {what}" if what else text

@@ -411,8 +411,10 @@ class SessionController(QObject):
         self._mark_tiled(store)
         report = store.info.get("report", {})
         skipped = report.get("skipped_border", 0)
+        padded = report.get("padded", 0)
         self.status.emit(
             f"{store.n_cells} cells tiled ({store.tile_size}px) into {store.path}"
+            + (f"; {padded} tiles reach past the image edge and were padded with black" if padded else "")
             + (f"; {skipped} nuclei too close to a border were left out (grey)" if skipped else "")
         )
         self.store_changed.emit()
@@ -770,7 +772,7 @@ class SessionController(QObject):
         if record is None or record.clustering is None:
             return
         self.select_cells(np.flatnonzero(record.clustering.labels == cluster))
-        self.status.emit(f"cluster {cluster}: {self.selected.size} cells selected")
+        self.status.emit(f"cluster {cluster}: {cellsmod.cell_count(self.selected.size, 'selected')}")
 
     def _select_points(self, rows: np.ndarray) -> None:
         if self.points_layer is None:

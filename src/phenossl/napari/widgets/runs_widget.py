@@ -18,6 +18,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from phenossl.napari.cells import cell_count
 from phenossl.napari.controller import controller_for
 from phenossl.napari.qt_helpers import note_label, reports_errors, row
 
@@ -172,7 +173,7 @@ class RunsWidget(QWidget):
             self.controller.activate_run(self.comparison.name_a)
         self.controller.select_cells(self.comparison.changed_cells)
         self.status.setText(
-            f"{self.comparison.changed_cells.size} cells selected: they changed cluster between "
+            f"{cell_count(self.comparison.changed_cells.size, 'selected')}: they changed cluster between "
             f"{self.comparison.name_a} and {self.comparison.name_b} (shown: {self.comparison.name_a})"
         )
 

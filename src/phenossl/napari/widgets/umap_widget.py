@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 from qtpy.QtWidgets import QLabel, QPushButton, QVBoxLayout, QWidget
 
+from phenossl.napari.cells import cell_count
 from phenossl.napari.controller import UMAP_FIRST_NOTE, controller_for
 from phenossl.napari.qt_helpers import note_label, row
 from phenossl.napari.widgets.plots import style_axes, theme_colors, themed_canvas
@@ -87,7 +88,7 @@ class UmapWidget(QWidget):
             self._highlight = self.axes.scatter(
                 xy[:, 0], xy[:, 1], s=40, facecolors="none", edgecolors=self.colors.foreground, linewidths=1.0
             )
-        self.count_label.setText(f"{self.controller.selected.size} cells selected" if selected.size else "")
+        self.count_label.setText(cell_count(self.controller.selected.size, "selected") if selected.size else "")
         self.canvas.draw_idle()
 
     def _lasso_done(self, vertices) -> None:
