@@ -175,6 +175,24 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dose_response(args: argparse.Namespace) -> int:
+    from phenossl.perturbation import parse_selector
+    from phenossl.pipeline import open_run, stage_dose_response
+
+    config, paths, store = open_run(args.run)
+    by = [c.strip() for c in args.by.split(",") if c.strip()] if args.by else None
+    out = Path(args.out) if args.out else None
+    table, axis = stage_dose_response(config, paths, store, control=parse_selector(args.control),
+                                      reference=parse_selector(args.reference), by=by, csv_path=out,
+                                      overwrite=args.overwrite)
+    print(f"on-perturbation axis: {axis.n_control} control cells (score 0) -> {axis.n_reference} reference "
+          "cells (score 1)")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if out:
+        print(f"  exported {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="phenossl",
@@ -244,6 +262,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="export the CSV (with embeddings and config beside it) here")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export")
     p.set_defaults(func=cmd_cluster)
+
+    p = sub.add_parser("dose-response", help="score cells on the control -> perturbation axis, per treatment and dose")
+    p.add_argument("run", help="run folder (with embeddings)")
+    p.add_argument("--control", required=True, metavar="COL=VALUE[,...]", help="the control cells, e.g. compound=DMSO")
+    p.add_argument("--reference", required=True, metavar="COL=VALUE[,...]",
+                   help="the reference perturbation (score 1), e.g. compound=cycloheximide,concentration=50")
+    p.add_argument("--by", default=None, metavar="COL[,COL]",
+                   help="group the scores by these columns (default: the reference's columns)")
+    p.add_argument("--out", default=None, help="write the table as CSV here")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing CSV")
+    p.set_defaults(func=cmd_dose_response)
     return parser
 
 

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,9 @@ from phenossl.atomic import atomic_write, atomic_write_text
 from phenossl.config import RunConfig, resolve_paths, save_config
 from phenossl.errors import InputError, OutputExistsError
 from phenossl.tiles.store import TileStore
+
+if TYPE_CHECKING:
+    from phenossl.perturbation import PerturbationAxis
 
 logger = logging.getLogger(__name__)
 
@@ -228,6 +231,27 @@ def load_run_config(paths: RunPaths) -> RunConfig:
     if not paths.config.exists():
         raise InputError(f"{paths.root} is not a phenossl run folder (no {CONFIG_FILE})")
     return load_config(paths.config)
+
+
+def stage_dose_response(config: RunConfig, paths: RunPaths, store: TileStore, *, control: dict, reference: dict,
+                        by: list[str] | None = None, csv_path: Path | None = None,
+                        overwrite: bool = False) -> tuple[pd.DataFrame, PerturbationAxis]:
+    """Scores every cell on the control -> reference axis of the run's embeddings and averages them per
+    group of ``by`` (default: the reference's columns); writes the table to ``csv_path`` if given."""
+    from phenossl.cluster import prepare_features
+    from phenossl.perturbation import dose_response, fit_axis, select_cells
+
+    if not paths.embeddings.exists():
+        raise InputError(f"no embeddings in {paths.root}: run 'phenossl embed' (or 'phenossl run') first")
+    features = prepare_features(np.load(paths.embeddings, mmap_mode="r"), config.cluster.preprocessing)
+    cells = store.cells
+    axis = fit_axis(features, select_cells(cells, control, "control"), select_cells(cells, reference, "reference"))
+    table = dose_response(axis.score(features), cells, by or list(reference))
+    if csv_path is not None:
+        if Path(csv_path).exists() and not overwrite:
+            raise OutputExistsError(f"{csv_path} exists; choose another file or pass --overwrite. Nothing was written.")
+        atomic_write_text(csv_path, table.to_csv(index=False), overwrite=overwrite)
+    return table, axis
 
 
 def open_run(run_dir: str | Path) -> tuple[RunConfig, RunPaths, TileStore]:

@@ -128,3 +128,26 @@ def test_config_command_prints_a_complete_valid_configuration(tmp_path, capsys):
     config = load_config(path)
     assert config.train.weight_a == 0.5 and config.cluster.k == 7
     assert config.train.composition_a.name == "morphology"
+
+
+def test_cli_dose_response_scores_control_and_reference_and_never_overwrites(tmp_path, capsys):
+    plate = _plate(tmp_path / "plate")
+    meta = tmp_path / "meta.csv"
+    pd.DataFrame({"plate": ["P1", "P1"], "well": ["B02", "B03"], "compound": ["DMSO", "drug"],
+                  "dose": [0, 10]}).to_csv(meta, index=False)
+    config = _config(tmp_path, plate)
+    config.input.metadata = meta
+    run_pipeline(config)
+    out = tmp_path / "dose.csv"
+    args = ["dose-response", str(tmp_path / "run"), "--control", "compound=DMSO", "--reference", "dose=10",
+            "--by", "compound,dose", "--out", str(out)]
+    assert main(args) == 0
+    table = pd.read_csv(out)
+    assert list(table["compound"]) == ["DMSO", "drug"] and list(table["n_cells"]) == [5, 5]
+    assert np.allclose(table["mean"], [0.0, 1.0])  # the axis runs from the control mean to the reference mean
+    assert "5 control cells (score 0) -> 5 reference cells" in capsys.readouterr().out
+    before = out.read_bytes()
+    assert main(args) == 2 and "--overwrite" in capsys.readouterr().err
+    assert out.read_bytes() == before
+    assert main(["dose-response", str(tmp_path / "run"), "--control", "compound=PBS", "--reference", "dose=10"]) == 2
+    assert "No cell matches the control selection" in capsys.readouterr().err
