@@ -44,7 +44,7 @@ def backend_availability(device: str) -> dict[str, str | None]:
         resolve_weights(DEFAULT_MODEL)
         available["cellpose"] = None
     except PhenosslError as error:
-        available["cellpose"] = f"skipped: no local Cellpose weights ({str(error).splitlines()[0][:300]})"
+        available["cellpose"] = f"skipped: no local Cellpose weights ({str(error).splitlines()[0]})"
     return available
 
 
