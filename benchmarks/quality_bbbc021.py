@@ -45,7 +45,7 @@ CROP_NOTE = (
     "inside only, no nuclear border and no cytoplasm. We add 'morphology-crop0.7' (0.7 x 68 = 48 px, the "
     "largest fraction <= 1/sqrt(2) that never shows the empty corners of a 360-degree rotation) and use it "
     "in the dual loss and the ablation; the preset is kept as a row. This choice was made from the cell size, "
-    "before any result; the training resolution (48 px) is that crop's native size."
+    "before any result."
 )
 
 
