@@ -89,7 +89,7 @@ def test_open_sample_segment_tile_train_cluster_explore_export(
     field_index = list(controller.plate.keys).index(store.cells["field"].iloc[cell])
     assert viewer.dims.current_step[0] == field_index
     assert np.allclose(
-        viewer.camera.center[-2:], store.cells[["centroid_y", "centroid_x"]].iloc[cell], atol=1
+        viewer.scene.camera.center[-2:], store.cells[["centroid_y", "centroid_x"]].iloc[cell], atol=1
     )
     assert controller.selected.tolist() == [cell] and widget.augment.cell.value() == cell
 

@@ -13,6 +13,7 @@ from qtpy.QtCore import Qt, Signal
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import (
     QComboBox,
+    QFileDialog,
     QHBoxLayout,
     QLabel,
     QListWidget,
@@ -54,6 +55,19 @@ def reports_errors(what: str) -> Callable:
         return wrapper
 
     return decorate
+
+
+@reports_errors("Opening the session folder")
+def open_session_folder(controller: Any, folder: str) -> None:
+    """Switch the viewer's session to ``folder`` (its tiles and runs are reopened); errors become notifications."""
+    controller.set_session_folder(folder)
+
+
+def choose_session_folder(parent: QWidget, controller: Any, title: str = "Open a phenossl session folder") -> None:
+    """Ask for a session folder and switch to it: the Segment and Runs steps both offer this."""
+    folder = QFileDialog.getExistingDirectory(parent, title, str(controller.session.folder.parent))
+    if folder:
+        open_session_folder(controller, folder)
 
 
 def connect_while_alive(widget: QWidget, emitter: Any, callback: Callable) -> None:

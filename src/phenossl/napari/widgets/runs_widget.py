@@ -7,7 +7,6 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QComboBox,
-    QFileDialog,
     QGroupBox,
     QHeaderView,
     QLabel,
@@ -20,7 +19,13 @@ from qtpy.QtWidgets import (
 
 from phenossl.napari.cells import cell_count
 from phenossl.napari.controller import controller_for
-from phenossl.napari.qt_helpers import note_label, reports_errors, row
+from phenossl.napari.qt_helpers import (
+    choose_session_folder,
+    note_label,
+    open_session_folder,
+    reports_errors,
+    row,
+)
 
 COLUMNS = ("run", "training", "status")
 
@@ -178,12 +183,7 @@ class RunsWidget(QWidget):
         )
 
     def _choose_session(self, *_):
-        folder = QFileDialog.getExistingDirectory(
-            self, "Open a phenossl session folder", str(self.controller.session.folder.parent)
-        )
-        if folder:
-            self.open_session(folder)
+        choose_session_folder(self, self.controller)
 
-    @reports_errors("Opening the session folder")
     def open_session(self, folder: str) -> None:
-        self.controller.set_session_folder(folder)
+        open_session_folder(self.controller, folder)

@@ -25,6 +25,7 @@ from phenossl.napari.plate import NUCLEAR_NAMES, PlateInfo, channel_name, guess_
 from phenossl.napari.qt_helpers import (
     LayerChecklist,
     LayerCombo,
+    choose_session_folder,
     connect_while_alive,
     note_label,
     reports_errors,
@@ -181,15 +182,7 @@ class SegmentWidget(QWidget):
         )
 
     def _choose_session(self, *_):
-        folder = QFileDialog.getExistingDirectory(
-            self, "Session folder", str(self.controller.session.folder.parent)
-        )
-        if folder:
-            self._open_session(folder)
-
-    @reports_errors("Opening the session folder")
-    def _open_session(self, folder: str) -> None:
-        self.controller.set_session_folder(folder)
+        choose_session_folder(self, self.controller, "Session folder")
 
     def _choose_weights(self, *_):
         path, _filter = QFileDialog.getOpenFileName(self, "Cellpose weights file")
