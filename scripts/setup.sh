@@ -47,8 +47,16 @@ torch_pair() {
   esac
 }
 
+check_python() {
+  python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && return 0
+  echo "phenossl needs Python 3.11 or newer; python3 here is $(python3 --version 2>&1 || echo 'missing')." >&2
+  echo "Install a newer Python (e.g. apt-get install python3.11, or pyenv) and run this again." >&2
+  exit 1
+}
+
 install_python() {
   local extras="$1"
+  check_python
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
   "$venv/bin/python" -m pip install -q --upgrade pip
   # shellcheck disable=SC2046

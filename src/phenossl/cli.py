@@ -142,12 +142,15 @@ def cmd_tile(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from phenossl.pipeline import RunPaths, stage_train
+    from phenossl.pipeline import prepare_run_dir, stage_train
     from phenossl.tiles.store import TileStore
 
     config = _load(args.config, args.set)
-    paths = RunPaths(config.run_dir())
-    result = stage_train(config, paths, TileStore(paths.store), resume=args.resume, on_event=_Printer())
+    if args.overwrite:
+        config.output.overwrite = True
+    paths = prepare_run_dir(config, resume=True)  # the run's config.yaml must say what was trained
+    result = stage_train(config, paths, TileStore(paths.store), resume=args.resume, overwrite=args.overwrite,
+                         on_event=_Printer())
     print(f"trained {result.epochs_completed} epochs on {result.device}; checkpoint {result.checkpoint}")
     return 0
 
@@ -156,7 +159,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from phenossl.pipeline import open_run, stage_embed
 
     config, paths, store = open_run(args.run)
-    embeddings = stage_embed(config, paths, store)
+    embeddings = stage_embed(config, paths, store, overwrite=args.overwrite)
     print(f"embeddings {embeddings.shape} -> {paths.embeddings}")
     return 0
 
@@ -168,10 +171,42 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     if args.k is not None:
         config.cluster.k = args.k
     out = Path(args.out) if args.out else None
-    result = stage_cluster(config, paths, store, csv_path=out, overwrite=args.overwrite or out is None)
+    result = stage_cluster(config, paths, store, csv_path=out, overwrite=args.overwrite)
     _print_result(result)
     if out:
-        print(f"  exported {out}")
+        print(f"  exported {out} (with its embeddings and configuration beside it)")
+    return 0
+
+
+def cmd_compose(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from phenossl.augment.specs import load_composition, save_composition
+
+    composition = load_composition(args.composition)
+    print(composition.to_yaml(), end="")
+    if args.save:
+        save_composition(composition, args.save, overwrite=args.overwrite)
+        print(f"  saved {args.save}")
+    if args.preview:
+        from phenossl.tiles.store import TileStore
+        from phenossl.views_sheet import plot_views_sheet
+
+        root = Path(args.preview)
+        store = TileStore(root / "store" if (root / "store").is_dir() else root)
+        if args.cells:
+            ids = [int(i) for i in args.cells.split(",")]
+            bad = [i for i in ids if not 0 <= i < store.n_cells]
+            if bad:
+                from phenossl.errors import InputError
+
+                raise InputError(f"cell(s) {bad} are not in the store (it has cells 0..{store.n_cells - 1})")
+        else:
+            ids = np.unique(np.linspace(0, store.n_cells - 1, min(4, store.n_cells)).astype(int)).tolist()
+        out = Path(args.png or f"{composition.name}-views.png")
+        plot_views_sheet(out, store.tiles[ids], ids, composition, n_views=args.views, seed=args.seed,
+                         out_size=args.resolution, overwrite=args.overwrite)
+        print(f"  {len(ids)} cells x {args.views} views -> {out}")
     return 0
 
 
@@ -247,21 +282,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing tile store")
     p.set_defaults(func=cmd_tile)
 
+    p = sub.add_parser("compose", help="show a transformation composition as YAML, save it, or preview its views")
+    p.add_argument("composition", help="a preset (morphology, context, none) or a composition YAML file")
+    p.add_argument("--save", default=None, metavar="FILE.yaml", help="write the full composition here")
+    p.add_argument("--preview", default=None, metavar="RUN_OR_STORE",
+                   help="draw random views of cells of this run folder (or tile store) into a PNG")
+    p.add_argument("--cells", default=None, metavar="ID[,ID]", help="cell ids to preview (default: 4 spread out)")
+    p.add_argument("--views", type=int, default=6, help="views per cell")
+    p.add_argument("--resolution", type=int, default=96, help="view size in px (the training resolution)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--png", default=None, help="the preview PNG (default: <name>-views.png)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files")
+    p.set_defaults(func=cmd_compose)
+
     p = sub.add_parser("train", help="train the self-supervised encoder on the run's tile store")
     with_config(p)
-    p.add_argument("--resume", action="store_true")
+    p.add_argument("--resume", action="store_true", help="continue from the last completed epoch")
+    p.add_argument("--overwrite", action="store_true", help="train again from scratch, replacing the model")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("embed", help="embed every cell of a trained run")
     p.add_argument("run", help="run folder")
+    p.add_argument("--overwrite", action="store_true", help="replace existing embeddings")
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("cluster", help="(re)cluster a run's cached embeddings and export the CSV")
     p.add_argument("run", help="run folder")
     p.add_argument("--k", type=int, default=None, help="number of clusters (default: the run's)")
-    p.add_argument("--out", default=None, help="export the CSV (with embeddings and config beside it) here")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    p.add_argument("--out", default=None, help="export the CSV (with embeddings and config beside it) here "
+                   "instead of replacing the run's own clustering")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing export / the run's clustering")
     p.set_defaults(func=cmd_cluster)
+
+    p = sub.add_parser("export", help="export a run's clustering (its own k and seed) to a CSV of your choice")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--out", required=True, help="the CSV; embeddings and configuration are written beside it")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    p.set_defaults(func=cmd_cluster, k=None)
 
     p = sub.add_parser("dose-response", help="score cells on the control -> perturbation axis, per treatment and dose")
     p.add_argument("run", help="run folder (with embeddings)")

@@ -88,12 +88,34 @@ def embed_store(
 
     Returns the embeddings memory-mapped read-only from the written file (bounded memory).
     """
+    from phenossl.errors import DeviceOutOfMemoryError
+    from phenossl.train.devices import is_out_of_memory
+
     model, config = load_trained_model(checkpoint, device=device)
     transform = embedding_view(config, view)
-    with atomic_path(out_path, overwrite=overwrite) as tmp:
-        probe = embed_tiles(model, store.tiles[:1], transform)
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(store.n_cells, probe.shape[1]))
-        embed_tiles(model, store.tiles, transform, batch_size=batch_size, out=out, cancel=cancel)
-        out.flush()
-        del out
+    try:
+        with atomic_path(out_path, overwrite=overwrite) as tmp:
+            probe = embed_tiles(model, store.tiles[:1], transform)
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                            shape=(store.n_cells, probe.shape[1]))
+            embed_tiles(model, store.tiles, transform, batch_size=batch_size, out=out, cancel=cancel)
+            out.flush()
+            del out
+    except Exception as exc:
+        if is_out_of_memory(exc):
+            raise DeviceOutOfMemoryError(
+                f"The device ran out of memory embedding {batch_size} cells at a time. The trained model is kept "
+                f"({checkpoint}); embed again with a smaller batch (embed.batch_size: {max(1, batch_size // 2)})."
+            ) from exc
+        raise
+    finally:
+        del model
+        _release_device_memory()
     return np.load(out_path, mmap_mode="r")
+
+
+def _release_device_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -20,7 +20,7 @@ import pandas as pd
 
 from phenossl.atomic import atomic_write, atomic_write_text
 from phenossl.config import RunConfig, resolve_paths, save_config
-from phenossl.errors import InputError, OutputExistsError
+from phenossl.errors import ConfigError, InputError, OutputExistsError
 from phenossl.tiles.store import TileStore
 
 if TYPE_CHECKING:
@@ -89,22 +89,58 @@ class RunResult:
     cluster_sizes: list[int] = field(default_factory=list)
 
 
+#: Settings a resumed run may change: they alter nothing already computed (more epochs, another device,
+#: another k). Any other difference would make the saved results disagree with the saved configuration.
+CONTINUABLE_SETTINGS = ("train.epochs", "train.device", "train.log_every", "train.cache_on_device", "embed.",
+                        "cluster.", "output.overwrite")
+
+
 def prepare_run_dir(config: RunConfig, *, resume: bool = False) -> RunPaths:
     """Create the run folder and save the full configuration in it; refuse to reuse a folder silently.
 
-    The saved configuration has absolute paths, so it means the same thing wherever it is read from.
+    ``resume`` continues the run already in the folder: its saved configuration must agree with this one
+    except for :data:`CONTINUABLE_SETTINGS` (checked before anything is written). The saved configuration
+    has absolute paths, so it means the same thing wherever it is read from.
     """
     config = resolve_paths(config, Path.cwd())
     config.output.dir = config.run_dir().resolve()
     paths = RunPaths(config.run_dir())
-    if paths.config.exists() and not (resume or config.output.overwrite):
-        raise OutputExistsError(
-            f"run folder {paths.root} already holds a run. Choose another name or output.dir, "
-            "continue it with --resume, or replace it with --overwrite."
-        )
+    if paths.config.exists() and not config.output.overwrite:
+        if not resume:
+            raise OutputExistsError(
+                f"run folder {paths.root} already holds a run. Choose another name or output.dir, "
+                "continue it with --resume, or replace it with --overwrite."
+            )
+        _check_same_run(load_run_config(paths), config, paths)
     paths.root.mkdir(parents=True, exist_ok=True)
     save_config(config, paths.config)
     return paths
+
+
+def config_differences(saved: RunConfig, new: RunConfig) -> list[tuple[str, Any, Any]]:
+    """(dotted key, saved value, new value) for every setting that differs, in configuration order."""
+
+    def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(value, dict) and value:
+            return {k: v for key, item in value.items() for k, v in flatten(item, f"{prefix}{key}.").items()}
+        return {prefix.rstrip("."): value}
+
+    before, after = flatten(saved.to_dict()), flatten(new.to_dict())
+    return [(key, before.get(key), after.get(key)) for key in dict.fromkeys([*before, *after])
+            if before.get(key) != after.get(key)]
+
+
+def _check_same_run(saved: RunConfig, new: RunConfig, paths: RunPaths) -> None:
+    changed = [(key, old, now) for key, old, now in config_differences(saved, new)
+               if not any(key == c or (c.endswith(".") and key.startswith(c)) for c in CONTINUABLE_SETTINGS)]
+    if changed:
+        shown = "; ".join(f"{key}: {old!r} in the run, {now!r} now" for key, old, now in changed[:6])
+        more = f" (and {len(changed) - 6} more)" if len(changed) > 6 else ""
+        raise ConfigError(
+            f"The run in {paths.root} was made with other settings: {shown}{more}. To continue it, use its own "
+            f"configuration ({paths.config}); to replace it, pass --overwrite; to keep both, choose another "
+            "output.dir. Nothing was changed."
+        )
 
 
 def stage_tile(config: RunConfig, paths: RunPaths, *, on_event: EventHandler | None = None,
@@ -126,46 +162,82 @@ def stage_tile(config: RunConfig, paths: RunPaths, *, on_event: EventHandler | N
 
 
 def stage_train(config: RunConfig, paths: RunPaths, store: TileStore, *, resume: bool = False,
-                on_event: EventHandler | None = None, cancel: threading.Event | None = None):
+                overwrite: bool = False, on_event: EventHandler | None = None,
+                cancel: threading.Event | None = None):
+    """Train (or with ``resume`` continue) the run's encoder; a trained model is replaced only on ``overwrite``."""
     from phenossl.train import train
+
+    if paths.checkpoint.exists() and not (resume or overwrite):
+        raise OutputExistsError(
+            f"{paths.root} already holds a trained model ({paths.checkpoint.name}). Continue its training with "
+            "--resume, or train again from scratch with --overwrite. Nothing was changed."
+        )
 
     progress = (lambda event: on_event("train", event)) if on_event else None
     return train(store, config.train, paths.root, seed=config.seed, resume=resume, cancel=cancel,
                  progress=progress, run_info=config.to_dict())
 
 
-def stage_embed(config: RunConfig, paths: RunPaths, store: TileStore, *,
+def stage_embed(config: RunConfig, paths: RunPaths, store: TileStore, *, overwrite: bool = False,
                 cancel: threading.Event | None = None) -> np.ndarray:
+    """Embed every cell with the run's checkpoint into ``embeddings.npy`` (replaced only on ``overwrite``)."""
     from phenossl.embed import embed_store
 
+    if not paths.checkpoint.exists():
+        raise InputError(f"no trained model in {paths.root}: run 'phenossl train' (or 'phenossl run') first")
+    if paths.embeddings.exists() and not overwrite:
+        raise OutputExistsError(
+            f"{paths.embeddings} already exists (its clusters may have been exported). Embed again with "
+            "--overwrite. Nothing was changed."
+        )
     return embed_store(store, paths.checkpoint, paths.embeddings, batch_size=config.embed.batch_size,
-                       device=config.train.device, view=config.embed.view, cancel=cancel)
+                       device=config.train.device, view=config.embed.view, overwrite=overwrite, cancel=cancel)
 
 
 def stage_cluster(config: RunConfig, paths: RunPaths, store: TileStore, embeddings: np.ndarray | None = None,
-                  *, csv_path: Path | None = None, overwrite: bool = True, overview: bool = True) -> RunResult:
-    """K-Means + UMAP + metrics on the cached embeddings, then the CSV and the overview PNG."""
+                  *, csv_path: Path | None = None, overwrite: bool = False, overview: bool = True) -> RunResult:
+    """K-Means + UMAP + metrics on the cached embeddings (never re-embedded).
+
+    Without ``csv_path`` the results become the run's own (``clusters.csv``, ``umap.npy``, ``metrics.json``,
+    ``overview.png``); with it they are exported there instead, with the embeddings and the configuration
+    beside the CSV, and the run folder is left as it was. Existing files are replaced only on ``overwrite``,
+    and all of them are checked before anything is computed or written.
+    """
     from phenossl.cluster import EmbeddingSpace, clustering_metrics
-    from phenossl.export import export_clusters, save_npy
+    from phenossl.export import export_clusters, save_npy, sidecar_paths
 
     if embeddings is None:
         if not paths.embeddings.exists():
             raise InputError(f"no embeddings in {paths.root}: run 'phenossl embed' (or 'phenossl run') first")
         embeddings = np.load(paths.embeddings, mmap_mode="r")
+    in_run = csv_path is None
+    targets = ([paths.clusters, paths.umap, paths.metrics] + ([paths.overview] if overview else []) if in_run
+               else [Path(csv_path), *sidecar_paths(csv_path)])
+    existing = [path for path in targets if path.exists()]
+    if existing and not overwrite:
+        where = (f"{paths.root} already holds a clustering ({', '.join(p.name for p in existing)}). Export the new "
+                 "one elsewhere with --out FILE.csv, or replace the run's own with --overwrite."
+                 if in_run else
+                 f"The export would replace {', '.join(map(str, existing))}. Choose another file, or --overwrite.")
+        raise OutputExistsError(f"{where} Nothing was written.")
     space = EmbeddingSpace(embeddings, preprocessing=config.cluster.preprocessing)
     clustering = space.cluster(config.cluster.k, seed=config.seed, n_nearest=config.cluster.n_nearest)
     umap_xy = space.umap(seed=config.seed, n_neighbors=config.cluster.umap.n_neighbors,
                          min_dist=config.cluster.umap.min_dist)
     metrics = clustering_metrics(space, clustering.labels, store.cells, config.cluster.label_columns, seed=config.seed)
+    result = RunResult(paths, metrics, store.n_cells, clustering.sizes.tolist())
+    if not in_run:
+        export_clusters(csv_path, store.cells, clustering, umap_xy=umap_xy, embeddings=np.asarray(embeddings),
+                        config=config.to_dict(), overwrite=overwrite)
+        return result
     atomic_write(paths.umap, lambda tmp: save_npy(tmp, np.asarray(umap_xy)))
-    export_clusters(csv_path or paths.clusters, store.cells, clustering, umap_xy=umap_xy,
-                    config=None if csv_path is None else config.to_dict(), overwrite=overwrite)
+    export_clusters(paths.clusters, store.cells, clustering, umap_xy=umap_xy, overwrite=True)
     summary = {"k": config.cluster.k, "n_cells": store.n_cells, **metrics,
                "cluster_sizes": clustering.sizes.tolist()}
     atomic_write_text(paths.metrics, json.dumps(summary, indent=2, default=float))
     if overview:
         write_overview(config, paths, store, clustering, umap_xy)
-    return RunResult(paths, metrics, store.n_cells, clustering.sizes.tolist())
+    return result
 
 
 def write_overview(config: RunConfig, paths: RunPaths, store: TileStore, clustering, umap_xy, max_fields: int = 4):
@@ -218,11 +290,13 @@ def run_pipeline(config: RunConfig, *, resume: bool = False, on_event: EventHand
             f"{store.n_cells} cells were found but {config.cluster.k} clusters were asked for; "
             "lower k or add images"
         )
-    stage_train(config, paths, store, resume=resume, on_event=on_event, cancel=cancel)
-    embeddings = stage_embed(config, paths, store, cancel=cancel)
+    # the folder is new, or --resume / --overwrite allowed this run to replace what the chain derives
+    stage_train(config, paths, store, resume=resume, overwrite=config.output.overwrite, on_event=on_event,
+                cancel=cancel)
+    embeddings = stage_embed(config, paths, store, overwrite=True, cancel=cancel)
     if on_event:
         on_event("clustering", "K-Means, UMAP (its first run compiles for ~20 s), metrics, CSV and overview")
-    return stage_cluster(config, paths, store, embeddings)
+    return stage_cluster(config, paths, store, embeddings, overwrite=True)
 
 
 def load_run_config(paths: RunPaths) -> RunConfig:

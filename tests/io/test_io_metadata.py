@@ -194,3 +194,22 @@ def test_explicit_keys(metadata_csv):
     assert join_metadata(table, metadata_csv, on=["plate", "well", "site"])["compound"].tolist() == ["taxol"]
     with pytest.raises(MetadataJoinError, match="table has no column"):
         join_metadata(table, metadata_csv, on=["plate", "compound"])
+
+
+def test_falling_back_to_the_well_while_both_sides_name_plates_is_said_loudly(caplog):
+    images = pd.DataFrame({"plate": ["my_folder", "my_folder"], "well": ["B02", "B03"]})
+    metadata = pd.DataFrame({"plate": ["Week1_22123", "Week1_22123"], "well": ["B02", "B03"],
+                             "compound": ["DMSO", "taxol"]})
+    with caplog.at_level(logging.WARNING):
+        joined = join_metadata(images, metadata)
+    assert list(joined["compound"]) == ["DMSO", "taxol"] and set(joined["plate"]) == {"Week1_22123"}
+    assert joined.attrs["metadata_join"]["fell_back_from"] == "plate+well"
+    warning = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert "joined on well only" in warning and "'my_folder'" in warning and "'Week1_22123'" in warning
+
+
+def test_a_full_match_does_not_warn(caplog):
+    images = pd.DataFrame({"plate": ["P1"], "well": ["B02"]})
+    with caplog.at_level(logging.WARNING):
+        joined = join_metadata(images, pd.DataFrame({"plate": ["P1"], "well": ["B02"], "compound": ["DMSO"]}))
+    assert "fell_back_from" not in joined.attrs["metadata_join"] and not caplog.records

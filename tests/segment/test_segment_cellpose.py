@@ -254,14 +254,13 @@ def random_cpsam_weights(tmp_path_factory) -> Path:
 def test_random_cpsam_weights_load_for_real_and_segment_offline(random_cpsam_weights, models_folder, offline):
     import torch
 
-    image = small_nucleus_image()
-    try:
-        labels = segment_nuclei(image, backend="cellpose", weights=random_cpsam_weights, device="cpu")
-    except NoNucleiError as error:  # what these random weights do on this image (cellpose 4.2.1)
-        assert str(random_cpsam_weights.resolve()) in str(error) and "cellprob_threshold" in str(error)
-    else:
-        assert labels.shape == image.shape and labels.dtype == np.int32
-        assert np.array_equal(np.unique(labels), np.arange(labels.max() + 1))
+    # random weights (seed 0) see no nucleus in this image (cellpose 4.2.1): the run goes through cellpose's
+    # whole inference and ends in phenossl's clear message, naming the file and what to try
+    with pytest.raises(NoNucleiError) as error:
+        segment_nuclei(small_nucleus_image(), backend="cellpose", weights=random_cpsam_weights, device="cpu")
+    message = str(error.value)
+    assert str(random_cpsam_weights.resolve()) in message and "found no nucleus" in message
+    assert "cellprob_threshold" in message and "'classical' backend" in message
 
     # the network holds the file's numbers, not a fresh initialisation
     model = load_model(random_cpsam_weights.resolve(), torch.device("cpu"), False)

@@ -109,3 +109,64 @@ def test_starting_from_a_previous_run_copies_its_encoder(tiny_store, tiny_config
     saved = load_checkpoint(first.checkpoint)["model"]
     for key, value in model.encoder.state_dict().items():
         torch.testing.assert_close(value, saved[f"encoder.{key}"])
+
+
+def test_diverging_mid_run_keeps_the_last_good_checkpoint(tiny_store, tiny_config, tmp_path, monkeypatch):
+    from phenossl.train import trainer
+
+    real_build = trainer.build_model
+    steps_per_epoch = 3  # 48 cells / 16
+
+    def build_that_diverges_in_epoch_two(*args, **kwargs):
+        model, augmenters = real_build(*args, **kwargs)
+        forward, calls = model.forward, []
+
+        def diverging_forward(*a, **k):
+            calls.append(1)
+            losses = forward(*a, **k)
+            return {name: loss * float("nan") for name, loss in losses.items()} if len(calls) > steps_per_epoch \
+                else losses
+
+        model.forward = diverging_forward
+        return model, augmenters
+
+    monkeypatch.setattr(trainer, "build_model", build_that_diverges_in_epoch_two)
+    with pytest.raises(DivergedError, match=r"epoch 2, step 1.*checkpoint \(epoch 1\) is kept"):
+        train(tiny_store, tiny_config(epochs=3), tmp_path / "run")
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert state["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_out_of_memory_while_setting_up_gives_the_same_advice(tiny_store, tiny_config, tmp_path, monkeypatch):
+    from phenossl.train import trainer
+
+    class BatchesThatDoNotFit:
+        def __init__(self, *args, **kwargs):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(trainer, "TileBatches", BatchesThatDoNotFit)
+    with pytest.raises(DeviceOutOfMemoryError, match="batch size 16.*No checkpoint had been saved yet.*batch size 8"):
+        train(tiny_store, tiny_config(), tmp_path / "run")
+
+
+def test_resuming_with_another_model_is_a_clear_error(tiny_store, tiny_config, tmp_path):
+    from phenossl.errors import InputError
+
+    train(tiny_store, tiny_config(epochs=1), tmp_path / "run")
+    with pytest.raises(InputError, match=r"Cannot resume .*trained with another model \(method=simclr"):
+        train(tiny_store, tiny_config(method="vicreg", epochs=2), tmp_path / "run", resume=True)
+
+
+def test_cassle_trains_a_projector_conditioned_on_the_augmentation_parameters(tiny_store, tiny_config, tmp_path):
+    from phenossl.embed import embed_store, load_trained_model
+    from phenossl.models.heads import ConditionedProjector
+
+    config = tiny_config(method="mocov2", cassle=True, weight_a=0.5, epochs=1)
+    result = train(tiny_store, config, tmp_path / "run")
+    model, saved = load_trained_model(result.checkpoint)
+    assert saved.cassle and model.condition_dim is not None
+    projectors = [m for m in model.modules() if isinstance(m, ConditionedProjector)]
+    assert len(projectors) >= 2  # one per composition (plus MoCo's momentum copies)
+    embeddings = embed_store(tiny_store, result.checkpoint, tmp_path / "run" / "embeddings.npy")
+    assert embeddings.shape == (48, model.feature_dim) and np.isfinite(embeddings).all()

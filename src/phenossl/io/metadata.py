@@ -163,7 +163,26 @@ def join_metadata(
     chosen = next((attempt for attempt in attempts if attempt.matches > 0), None)
     if chosen is None:
         raise MetadataJoinError(_nothing_joined_message(table, metadata, attempts))
-    return _apply(table, metadata, chosen)
+    result = _apply(table, metadata, chosen)
+    _warn_if_fell_back(attempts, chosen, result)
+    return result
+
+
+def _warn_if_fell_back(attempts: list[_Attempt], chosen: _Attempt, result: pd.DataFrame) -> None:
+    """A join on fewer location keys than both sides have (well only, while both name plates) can join
+    another plate's treatments: allowed (a plate named after its folder is common), but said loudly."""
+    fuller = [a for a in attempts[: attempts.index(chosen)] if set(chosen.table_columns) < set(a.table_columns)]
+    if not fuller:
+        return
+    skipped = fuller[-1]
+    ours = ", ".join(_show_key(k) for k in skipped.table_keys.dropna().unique()[:2])
+    theirs = ", ".join(_show_key(k) for k in skipped.metadata_keys.dropna().unique()[:2])
+    logger.warning(
+        "The metadata joined on %s only: nothing matched on %s (these images have e.g. %s, the metadata %s). "
+        "Check that the table belongs to these images; its plate names replace the images'.",
+        chosen.label, skipped.label, ours, theirs,
+    )
+    result.attrs["metadata_join"]["fell_back_from"] = skipped.label
 
 
 def _is_auto(on: str | Sequence[str]) -> bool:

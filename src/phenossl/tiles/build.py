@@ -23,7 +23,7 @@ from phenossl.config import InputConfig, SegmentConfig, TileConfig
 from phenossl.errors import Cancelled, InputError, NoNucleiError
 from phenossl.io import FieldSource, discover_fields, field_table, join_metadata, load_metadata, read_crops
 from phenossl.io.fields import Field, read_field
-from phenossl.tiles.extract import cut_tiles, nucleus_table
+from phenossl.tiles.extract import cut_tiles, nucleus_table, tiles_inside
 from phenossl.tiles.normalize import PercentileSampler, normalize_to_unit
 from phenossl.tiles.store import TileStore, TileStoreWriter
 
@@ -126,6 +126,12 @@ def build_store_from_fields(
     if not fields:
         raise InputError("no fields to read")
     store_path = check_can_write(store_path, overwrite)  # fail before the long segmentation pass
+    replace_columns: tuple[str, ...] = ()
+    if metadata is None and input_config.metadata is not None:
+        # joined now, not after segmenting the whole plate: a table that joins nothing fails in seconds
+        metadata, replace_columns = _field_metadata(fields, input_config), ("plate",)
+    if metadata is not None and "key" not in metadata.columns:
+        raise InputError("the per-field metadata table needs a 'key' column naming each field")
     report = BuildReport(fields=len(fields))
     labels_dir = store_path.with_name(store_path.name + ".labels-tmp")
     labels_dir.mkdir(parents=True, exist_ok=True)
@@ -207,7 +213,7 @@ def build_store_from_fields(
             report.padded = int(table["padded"].sum())
             report.cells_kept = len(table)
             table = table.drop(columns=["field_index", "image_height", "image_width"])
-            table = _join_treatments(table, fields, input_config, metadata, report)
+            table = _join_treatments(table, metadata, report, replace_columns)
             return writer.finish(
                 table,
                 {
@@ -231,42 +237,31 @@ def build_store_from_fields(
 def _kept_by_border(nuclei: pd.DataFrame, size: int, border: str) -> np.ndarray:
     if border == "pad":
         return np.ones(len(nuclei), dtype=bool)
-    half = size // 2
-    y0 = np.round(nuclei["centroid_y"].to_numpy()).astype(np.int64) - half
-    x0 = np.round(nuclei["centroid_x"].to_numpy()).astype(np.int64) - half
-    return (
-        (y0 >= 0)
-        & (x0 >= 0)
-        & (y0 + size <= nuclei["image_height"].to_numpy())
-        & (x0 + size <= nuclei["image_width"].to_numpy())
-    )
+    return tiles_inside(nuclei, size, nuclei["image_height"].to_numpy(), nuclei["image_width"].to_numpy())
 
 
-def _join_treatments(
-    cells: pd.DataFrame,
-    fields: Sequence[FieldInput],
-    input_config: InputConfig,
-    metadata: pd.DataFrame | None,
-    report: BuildReport,
-) -> pd.DataFrame:
-    """Add treatment columns to every cell through its field: from a per-field ``metadata`` table
-    (``key`` column), or by joining ``input_config.metadata`` to the fields' files."""
+def _field_metadata(fields: Sequence[FieldInput], input_config: InputConfig) -> pd.DataFrame:
+    """The treatments of every field (``key`` column), joined from ``input_config.metadata`` to the files."""
+    sources = [f.source for f in fields]
+    if any(s is None for s in sources):
+        raise InputError("a metadata CSV can only be joined to fields read from files; pass a per-field table")
+    fields_table = field_table(sources)
+    joined = join_metadata(fields_table, load_metadata(input_config.metadata), on=input_config.metadata_join)
+    # the metadata knows the plate better than a folder name does (join_metadata already merged it)
+    extra = ["plate"] + [c for c in joined.columns if c not in fields_table.columns]
+    return joined[["key", *extra]]
+
+
+def _join_treatments(cells: pd.DataFrame, metadata: pd.DataFrame | None, report: BuildReport,
+                     replace_columns: Sequence[str] = ()) -> pd.DataFrame:
+    """Add a per-field table's treatment columns to every cell through its field (``key`` = ``field``);
+    ``replace_columns`` (the plate, from a metadata file) replace the cells' own values."""
     if metadata is None:
-        if input_config.metadata is None:
-            return cells
-        sources = [f.source for f in fields]
-        if any(s is None for s in sources):
-            raise InputError("a metadata CSV can only be joined to fields read from files; pass a per-field table")
-        fields_table = field_table(sources)
-        metadata = join_metadata(fields_table, load_metadata(input_config.metadata), on=input_config.metadata_join)
-        # the metadata knows the plate better than a folder name does (join_metadata already merged it)
-        extra = ["plate"] + [c for c in metadata.columns if c not in fields_table.columns]
-        cells = cells.drop(columns=["plate"])
-    else:
-        if "key" not in metadata.columns:
-            raise InputError("the per-field metadata table needs a 'key' column naming each field")
-        extra = [c for c in metadata.columns if c not in ("key", *cells.columns)]
-    report.metadata_rows_joined = int(metadata[[c for c in extra if c != "plate"]].notna().any(axis=1).sum())
+        return cells
+    extra = [c for c in metadata.columns if c != "key" and (c not in cells.columns or c in replace_columns)]
+    cells = cells.drop(columns=[c for c in extra if c in cells.columns])
+    treatments = [c for c in extra if c not in replace_columns]
+    report.metadata_rows_joined = int(metadata[treatments].notna().any(axis=1).sum()) if treatments else 0
     per_field = metadata[["key", *extra]].rename(columns={"key": "field"})
     return cells.merge(per_field, on="field", how="left", validate="many_to_one")
 
@@ -291,6 +286,10 @@ def build_store_from_crops(
     crops = read_crops(input_config.paths[0], input_config.crops_csv, channel_names=names,
                        channel_axis="auto" if input_config.channel_axis is None else input_config.channel_axis)
     check_can_write(store_path, overwrite)
+    cells, joined = crops.cells, None
+    if input_config.metadata is not None:  # e.g. plate/well/site of each crop -> compound, concentration
+        cells = join_metadata(cells, load_metadata(input_config.metadata), on=input_config.metadata_join)
+        joined = cells.attrs.get("metadata_join", {}).get("matched")
     n, n_channels, height, width = crops.images.shape
     if height != width:
         raise InputError(f"crops must be square, got {height}x{width} in {crops.source}")
@@ -307,12 +306,12 @@ def build_store_from_crops(
             if progress:
                 progress("importing", min(start + chunk, n), n)
         return writer.finish(
-            crops.cells,
+            cells,
             {
                 "source": "crops",
                 "crops": str(crops.source),
                 "normalization": {"percentiles": list(tiles.percentiles), "lo_hi": lo_hi},
-                "report": {"cells_kept": n},
+                "report": {"cells_kept": n, "metadata_rows_joined": joined},
             },
         )
     except BaseException:

@@ -50,6 +50,12 @@ def _tile_origins(nuclei: pd.DataFrame, size: int) -> tuple[np.ndarray, np.ndarr
     return y0, x0
 
 
+def tiles_inside(nuclei: pd.DataFrame, size: int, height, width) -> np.ndarray:
+    """Which nuclei's ``size`` tiles lie wholly inside their image (``height``/``width``: scalars or per row)."""
+    y0, x0 = _tile_origins(nuclei, size)
+    return (y0 >= 0) & (x0 >= 0) & (y0 + size <= np.asarray(height)) & (x0 + size <= np.asarray(width))
+
+
 def cut_tiles(
     image: np.ndarray,
     nuclei: pd.DataFrame,
@@ -70,7 +76,7 @@ def cut_tiles(
         raise ConfigError(f"border policy must be 'skip' or 'pad', got {border!r}")
     n_channels, height, width = image.shape
     y0, x0 = _tile_origins(nuclei, size)
-    inside = (y0 >= 0) & (x0 >= 0) & (y0 + size <= height) & (x0 + size <= width)
+    inside = tiles_inside(nuclei, size, height, width)
     keep = inside if border == "skip" else np.ones_like(inside)
     kept = np.flatnonzero(keep)
 

@@ -64,9 +64,9 @@ class TileStoreWriter:
 
     def save_labels(self, key: str, labels: np.ndarray) -> None:
         """Keep a field's nuclei label image, so clusters can be painted back onto it later."""
-        folder = self.partial / LABELS_DIR
-        folder.mkdir(exist_ok=True)
-        np.savez_compressed(folder / f"{key}.npz", labels=labels)
+        path = _labels_path(self.partial, key)
+        path.parent.mkdir(parents=True, exist_ok=True)  # keys of same-named fields on two plates: "P1/A01_s1"
+        np.savez_compressed(path, labels=labels)
 
     def finish(self, cells: pd.DataFrame, info: dict[str, Any]) -> TileStore:
         """Write the cell table and description, then move the complete store into place."""
@@ -150,7 +150,7 @@ class TileStore:
 
     def labels(self, field_key: str) -> np.ndarray | None:
         """The nuclei label image of one field, if it was kept."""
-        path = self.path / LABELS_DIR / f"{field_key}.npz"
+        path = _labels_path(self.path, field_key)
         if not path.is_file():
             return None
         with np.load(path) as data:
@@ -158,13 +158,23 @@ class TileStore:
 
     def field_keys(self) -> list[str]:
         folder = self.path / LABELS_DIR
-        return sorted(p.stem for p in folder.glob("*.npz")) if folder.is_dir() else []
+        if not folder.is_dir():
+            return []
+        return sorted(p.relative_to(folder).with_suffix("").as_posix() for p in folder.rglob("*.npz"))
 
     def __len__(self) -> int:
         return self.n_cells
 
     def __repr__(self) -> str:
         return f"TileStore({str(self.path)!r}, n_cells={self.n_cells}, channels={self.channel_names})"
+
+
+def _labels_path(store: Path, field_key: str) -> Path:
+    """Where a field's labels live; a key may hold one '/' (plate/field), never a way out of the store."""
+    parts = Path(field_key).parts
+    if not parts or any(part in ("", ".", "..") for part in parts) or Path(field_key).is_absolute():
+        raise InputError(f"field key {field_key!r} cannot name a labels file")
+    return store / LABELS_DIR / f"{field_key}.npz"
 
 
 def _plain(value: Any) -> Any:

@@ -45,3 +45,12 @@ def resolve_device(name: str = "auto"):
             return torch.device(option.name)
     listed = ", ".join(o.name for o in options)
     raise ConfigError(f"device {name!r} is not available on this machine; available: {listed} (or 'auto')")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for a device out-of-memory error (CUDA's own class, or MPS/older CUDA's RuntimeError)."""
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()

@@ -55,13 +55,12 @@ class TileBatches:
         """The permutation of cell indices used in ``epoch``."""
         return np.random.default_rng([self.seed, epoch]).permutation(len(self.tiles))
 
-    def epoch(self, epoch: int, start_step: int = 0) -> Iterator:
-        """Yield (B, C, S, S) float16 tensors on the device for one epoch, from ``start_step`` on."""
+    def epoch(self, epoch: int) -> Iterator:
+        """Yield (B, C, S, S) float16 tensors on the device for one epoch."""
         import torch
 
         order = self.order(epoch)
         batches = [order[i * self.batch_size : (i + 1) * self.batch_size] for i in range(self.steps_per_epoch)]
-        batches = batches[start_step:]
         if self._cache is not None:
             for idx in batches:
                 yield self._cache[torch.from_numpy(idx).to(self.device, non_blocking=True)]

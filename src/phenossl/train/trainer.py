@@ -28,7 +28,7 @@ from phenossl.config import TrainConfig
 from phenossl.errors import Cancelled, CollapseError, DeviceOutOfMemoryError, DivergedError, InputError
 from phenossl.tiles.store import TileStore
 from phenossl.train.checkpoint import load_checkpoint, save_checkpoint
-from phenossl.train.devices import resolve_device
+from phenossl.train.devices import is_out_of_memory, resolve_device
 from phenossl.train.loader import TileBatches
 from phenossl.train.monitors import embedding_spread, is_finite
 
@@ -88,14 +88,6 @@ def _lr_schedule(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
-
-
-def _is_out_of_memory(exc: BaseException) -> bool:
-    import torch
-
-    if isinstance(exc, torch.OutOfMemoryError):
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
 def build_model(config: TrainConfig, in_channels: int, num_samples: int):
@@ -164,55 +156,58 @@ def iter_training(
     device = resolve_device(config.device)
     torch.manual_seed(seed)
 
-    model, augmenters = build_model(config, in_channels=len(store.channel_names), num_samples=store.n_cells)
-    condition_width = max(a.param_dim for a in augmenters.values()) if config.cassle else 0
-    if config.encoder_weights is not None:
-        from phenossl.models import load_encoder_weights
-
-        load_encoder_weights(model.encoder, config.encoder_weights)
-    if config.init_from is not None and not resume:
-        _init_encoder_from(model, config.init_from)
-
-    batches = TileBatches(store.tiles, config.batch_size, device, seed=seed, cache_on_device=config.cache_on_device)
-    steps_per_epoch = batches.steps_per_epoch
-    total_steps = config.epochs * steps_per_epoch
-    log_every = config.log_every or (1 if device.type == "cpu" else 10)
-    weights = config.branch_weights()
-
-    model.to(device)
-    if device.type == "cuda" and config.channels_last:
-        model.to(memory_format=torch.channels_last)
-    trainable = [p for p in model.parameters() if p.requires_grad]  # momentum copies follow by EMA
-    if config.optimizer == "sgd":
-        optimizer = torch.optim.SGD(trainable, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
-    else:
-        optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    warmup = int(round(config.warmup_epochs * steps_per_epoch))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_schedule(warmup, total_steps))
-    amp_dtype = _autocast_dtype(device) if config.amp else None
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-
-    start_epoch, history = 0, []
-    if resume and checkpoint_path.exists():
-        state = load_checkpoint(checkpoint_path, map_location=str(device))
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        start_epoch, history = int(state["epoch"]) + 1, list(state["history"])
-
-    generator = torch.Generator(device=device)
-    probe_view = eval_view(main_composition(config), config.resolution)
-    probe_tiles = torch.from_numpy(np.array(store.tiles[probe_indices(store.n_cells)]))
-    probe = probe_view(probe_tiles.to(device).float())  # the same cells, seen the same way, every epoch
-    last_saved_epoch = start_epoch - 1
+    model = optimizer = batches = None
+    last_saved_epoch = -1
+    batch_size = config.batch_size
 
     def where() -> str:
         if last_saved_epoch >= 0:
             return f"The last good checkpoint (epoch {last_saved_epoch + 1}) is kept at {checkpoint_path}."
         return "No checkpoint had been saved yet."
 
-    try:
+    try:  # the set-up can run out of device memory too (model, device-resident tiles, probe)
+        model, augmenters = build_model(config, in_channels=len(store.channel_names), num_samples=store.n_cells)
+        condition_width = max(a.param_dim for a in augmenters.values()) if config.cassle else 0
+        if config.encoder_weights is not None:
+            from phenossl.models import load_encoder_weights
+
+            load_encoder_weights(model.encoder, config.encoder_weights)
+        if config.init_from is not None and not resume:
+            _init_encoder_from(model, config.init_from)
+
+        batches = TileBatches(store.tiles, config.batch_size, device, seed=seed,
+                              cache_on_device=config.cache_on_device)
+        batch_size = batches.batch_size
+        steps_per_epoch = batches.steps_per_epoch
+        total_steps = config.epochs * steps_per_epoch
+        log_every = config.log_every or (1 if device.type == "cpu" else 10)
+        weights = config.branch_weights()
+
+        model.to(device)
+        if device.type == "cuda" and config.channels_last:
+            model.to(memory_format=torch.channels_last)
+        trainable = [p for p in model.parameters() if p.requires_grad]  # momentum copies follow by EMA
+        if config.optimizer == "sgd":
+            optimizer = torch.optim.SGD(trainable, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+        else:
+            optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+        warmup = int(round(config.warmup_epochs * steps_per_epoch))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_schedule(warmup, total_steps))
+        amp_dtype = _autocast_dtype(device) if config.amp else None
+        scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+
+        start_epoch, history = 0, []
+        if resume and checkpoint_path.exists():
+            state = load_checkpoint(checkpoint_path, map_location=str(device))
+            _restore(state, checkpoint_path, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
+            start_epoch, history = int(state["epoch"]) + 1, list(state["history"])
+        last_saved_epoch = start_epoch - 1
+
+        generator = torch.Generator(device=device)
+        probe_view = eval_view(main_composition(config), config.resolution)
+        probe_tiles = torch.from_numpy(np.array(store.tiles[probe_indices(store.n_cells)]))
+        probe = probe_view(probe_tiles.to(device).float())  # the same cells, seen the same way, every epoch
+
         for epoch in range(start_epoch, config.epochs):
             model.train()
             generator.manual_seed(int(np.random.default_rng([seed, epoch]).integers(2**62)))
@@ -272,6 +267,11 @@ def iter_training(
                     tick, seen = time.perf_counter(), 0
 
             spread = _probe_spread(model, probe)
+            if not is_finite(spread):
+                raise DivergedError(
+                    f"The embeddings became {spread} at epoch {epoch + 1}: training diverged. {where()} "
+                    f"Try a lower learning rate (now {config.lr:g}), a larger batch, or mixed precision off."
+                )
             if spread < config.collapse_threshold:
                 raise CollapseError(
                     f"The representation collapsed at epoch {epoch + 1}: all cells get nearly the same embedding "
@@ -299,11 +299,11 @@ def iter_training(
             _write_history(run_dir / HISTORY_FILE, history)
             yield EpochDone(epoch, config.epochs, float(np.mean(epoch_losses)), spread, checkpoint_path)
     except Exception as exc:
-        if _is_out_of_memory(exc):
+        if is_out_of_memory(exc):
             raise DeviceOutOfMemoryError(
-                f"The {device.type.upper()} ran out of memory with batch size {batches.batch_size} at "
+                f"The {device.type.upper()} ran out of memory with batch size {batch_size} at "
                 f"{config.resolution} px ({config.encoder}, {len(augmenters)} composition(s)). {where()} "
-                f"Try batch size {max(2, batches.batch_size // 2)} or a lower training resolution."
+                f"Try batch size {max(2, batch_size // 2)} or a lower training resolution."
             ) from exc
         raise
     finally:
@@ -356,6 +356,22 @@ def _probe_spread(model, probe) -> float:
         spread = embedding_spread(model.embed(probe))
     model.train()
     return spread
+
+
+def _restore(state: dict[str, Any], checkpoint: Path, **parts) -> None:
+    """Load model / optimizer / scheduler / scaler states for a resume; a clear error when the checkpoint
+    was made with another model (the configuration changed since)."""
+    try:
+        for name, part in parts.items():
+            part.load_state_dict(state[name])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        saved = state.get("train_config", {})
+        was = ", ".join(f"{k}={saved[k]}" for k in ("method", "encoder", "cassle", "weight_a") if k in saved)
+        raise InputError(
+            f"Cannot resume from {checkpoint}: it was trained with another model ({was or 'unknown settings'}) "
+            f"and its {name} does not fit this configuration. Resume with the configuration it was trained "
+            f"with, or start a new run. ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from exc
 
 
 def _init_encoder_from(model, checkpoint: Path) -> None:
