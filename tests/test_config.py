@@ -1,7 +1,11 @@
+from pathlib import Path
+
 import pytest
 
 from phenossl.config import RunConfig, TrainConfig, config_from_dict, load_config, save_config
 from phenossl.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_defaults_are_the_papers_morphology_composition_with_mocov2():
@@ -60,3 +64,11 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path):
     assert config.input.paths == [tmp_path / "sub" / "plate"]
     assert config.input.metadata == tmp_path / "sub" / "meta.csv"
     assert str(config.output.dir) == "/abs/run"
+
+
+@pytest.mark.parametrize("example", sorted((REPO_ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_configuration_is_valid_and_points_inside_the_checkout(example):
+    config = load_config(example)
+    assert config.run_dir().resolve().parent == (REPO_ROOT / "runs").resolve()
+    for path in config.input.paths:  # the data itself may be absent (shared data), its place is not
+        assert path.is_absolute() and (path.parent.exists() or "shared" in path.parts)

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from phenossl.augment.specs import Composition, load_composition
 from phenossl.errors import ConfigError
 from phenossl.methods.params import MethodParams
 
-METHODS = ("mocov2", "simclr", "byol", "vicreg")
+METHODS = ("mocov2", "simclr", "byol", "vicreg", "gandl")
 ENCODERS = ("resnet18", "vgg13")
 
 
@@ -73,7 +73,9 @@ class TileConfig(_Section):
 class TrainConfig(_Section):
     """Self-supervised training: method, encoder, the two compositions and their loss weighting."""
 
-    method: Literal["mocov2", "simclr", "byol", "vicreg"] = "mocov2"
+    method: Literal["mocov2", "simclr", "byol", "vicreg", "gandl"] = Field(
+        "mocov2", description="an SSL method, or gandl: a GAN whose discriminator is the encoder (GAN-DL)"
+    )
     encoder: Literal["resnet18", "vgg13"] = "resnet18"
     composition_a: Composition = Field("morphology", validate_default=True, description="preset name, YAML file or inline")
     composition_b: Composition = Field("context", validate_default=True)
@@ -102,6 +104,12 @@ class TrainConfig(_Section):
         if isinstance(value, (str, Path)):
             return load_composition(value)
         return value
+
+    @model_validator(mode="after")
+    def _cassle_needs_an_ssl_projector(self) -> TrainConfig:
+        if self.cassle and self.method == "gandl":
+            raise ValueError("cassle conditions an SSL projector; GAN-DL has none (use another method or cassle: false)")
+        return self
 
     def compositions(self) -> dict[str, Composition]:
         """The compositions that take part in the loss (a weight of 0 drops a branch entirely)."""

@@ -27,7 +27,8 @@ def load_trained_model(checkpoint: str | Path, device: str = "cpu"):
 
     state = load_checkpoint(checkpoint, map_location="cpu")
     config = config_from_dict(state["train_config"], TrainConfig)
-    model, _ = build_model(config, in_channels=int(state["in_channels"]), num_samples=int(state["num_samples"]))
+    model, _ = build_model(config, in_channels=int(state["in_channels"]), num_samples=int(state["num_samples"]),
+                           tile_size=state.get("tile_size"))
     model.load_state_dict(state["model"])
     model.to(resolve_device(device)).eval()
     return model, config

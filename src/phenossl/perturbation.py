@@ -1,5 +1,5 @@
 """The on-perturbation axis: a control-defined direction in embedding space that turns embeddings into
-dose-response curves (as in GAN-DL, Pipia et al. 2022).
+dose-response curves (as in GAN-DL, Mascolini et al. 2022, BMC Bioinformatics).
 
 Cells are placed on the line from the mean of the control cells (score 0) to the mean of a reference
 perturbation (score 1): ``score = (x - mean_control) . d / |d|^2`` with ``d = mean_reference - mean_control``,

@@ -196,16 +196,26 @@ def test_explicit_keys(metadata_csv):
         join_metadata(table, metadata_csv, on=["plate", "compound"])
 
 
-def test_falling_back_to_the_well_while_both_sides_name_plates_is_said_loudly(caplog):
+def test_falling_back_to_the_well_with_a_one_plate_table_is_noted(caplog):
     images = pd.DataFrame({"plate": ["my_folder", "my_folder"], "well": ["B02", "B03"]})
     metadata = pd.DataFrame({"plate": ["Week1_22123", "Week1_22123"], "well": ["B02", "B03"],
                              "compound": ["DMSO", "taxol"]})
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.INFO, logger="phenossl.io.metadata"):
         joined = join_metadata(images, metadata)
     assert list(joined["compound"]) == ["DMSO", "taxol"] and set(joined["plate"]) == {"Week1_22123"}
     assert joined.attrs["metadata_join"]["fell_back_from"] == "plate+well"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "joined on well only" in caplog.text and "'my_folder'" in caplog.text and "one plate" in caplog.text
+
+
+def test_falling_back_to_the_well_across_several_plates_is_a_warning(caplog):
+    images = pd.DataFrame({"plate": ["folder_a", "folder_b"], "well": ["B02", "C05"]})
+    metadata = pd.DataFrame({"plate": ["P1", "P2"], "well": ["B02", "C05"], "compound": ["DMSO", "taxol"]})
+    with caplog.at_level(logging.WARNING, logger="phenossl.io.metadata"):
+        joined = join_metadata(images, metadata)
+    assert list(joined["plate"]) == ["P1", "P2"]
     warning = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
-    assert "joined on well only" in warning and "'my_folder'" in warning and "'Week1_22123'" in warning
+    assert "joined on well only" in warning and "2 plates may share well names" in warning
 
 
 def test_a_full_match_does_not_warn(caplog):

@@ -164,23 +164,30 @@ def join_metadata(
     if chosen is None:
         raise MetadataJoinError(_nothing_joined_message(table, metadata, attempts))
     result = _apply(table, metadata, chosen)
-    _warn_if_fell_back(attempts, chosen, result)
+    _warn_if_fell_back(attempts, chosen, metadata, result)
     return result
 
 
-def _warn_if_fell_back(attempts: list[_Attempt], chosen: _Attempt, result: pd.DataFrame) -> None:
-    """A join on fewer location keys than both sides have (well only, while both name plates) can join
-    another plate's treatments: allowed (a plate named after its folder is common), but said loudly."""
+def _warn_if_fell_back(attempts: list[_Attempt], chosen: _Attempt, metadata: pd.DataFrame,
+                       result: pd.DataFrame) -> None:
+    """A join on fewer location keys than both sides have (the well only, while both name plates). With a
+    one-plate table that is the usual case of images whose plate name is their folder's (said at INFO);
+    with several plates in the table, wells of another plate may have joined, so it is a warning."""
     fuller = [a for a in attempts[: attempts.index(chosen)] if set(chosen.table_columns) < set(a.table_columns)]
     if not fuller:
         return
     skipped = fuller[-1]
     ours = ", ".join(_show_key(k) for k in skipped.table_keys.dropna().unique()[:2])
     theirs = ", ".join(_show_key(k) for k in skipped.metadata_keys.dropna().unique()[:2])
-    logger.warning(
+    plates = metadata["plate"].nunique() if "plate" in metadata.columns else 0
+    level = logging.WARNING if plates > 1 else logging.INFO
+    logger.log(
+        level,
         "The metadata joined on %s only: nothing matched on %s (these images have e.g. %s, the metadata %s). "
-        "Check that the table belongs to these images; its plate names replace the images'.",
+        "%s; its plate names replace the images'.",
         chosen.label, skipped.label, ours, theirs,
+        f"Its {plates} plates may share well names: check that each image got its own plate's row"
+        if plates > 1 else "The table holds one plate, taken to be these images'",
     )
     result.attrs["metadata_join"]["fell_back_from"] = skipped.label
 

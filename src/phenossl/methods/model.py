@@ -31,7 +31,7 @@ from phenossl.methods.moco import MoCoBranch
 from phenossl.methods.params import MethodParams
 from phenossl.methods.simclr import SimCLRBranch
 from phenossl.methods.vicreg import VICRegBranch
-from phenossl.models.encoders import Encoder, build_encoder, load_encoder_weights
+from phenossl.models.encoders import Encoder, build_encoder, embed_in_eval_mode, load_encoder_weights
 
 METHOD_NAMES: tuple[str, ...] = ("mocov2", "simclr", "byol", "vicreg")
 _BRANCHES: dict[str, type[nn.Module]] = {
@@ -135,15 +135,9 @@ class SSLModel(nn.Module):
         """The EMA momentum used at ``progress`` (None for methods without a momentum network)."""
         return next(iter(self.branches.values())).momentum_at(progress)
 
-    @torch.no_grad()
     def embed(self, images: Tensor) -> Tensor:
         """Encoder features (B, D) in float32, in eval mode (BatchNorm running statistics), without grad."""
-        was_training = self.encoder.training
-        self.encoder.eval()
-        try:
-            return self.encoder(images).float()
-        finally:
-            self.encoder.train(was_training)
+        return embed_in_eval_mode(self.encoder, images)
 
     def branch_weights(self, weight_a: float) -> dict[str, float]:
         """{branch: weight} for ``weight_a`` on the first branch and 1 - weight_a on the second."""

@@ -75,6 +75,22 @@ class VICRegParams(_Section):
     cov_coeff: Annotated[float, Field(ge=0.0)] = 1.0
 
 
+class GANParams(_Section):
+    """GAN-DL (Mascolini et al. 2022): non-saturating GAN loss with R1, Adam as in StyleGAN2, small generator."""
+
+    latent_dim: PositiveInt = 128
+    generator_width: PositiveInt = Field(64, description="channels of the generator's last block (x8 at its start)")
+    r1_gamma: Annotated[float, Field(ge=0.0)] = Field(
+        1.0, description="weight of the R1 penalty on real images (gamma / 2 * |grad D|^2)"
+    )
+    r1_every: PositiveInt = Field(4, description="lazy R1: computed every n steps, scaled by n (StyleGAN2: 16)")
+    lr: Annotated[float, Field(gt=0.0)] | None = Field(
+        2e-4, description="learning rate of both networks (GANs need less than SSL); None = train.lr"
+    )
+    beta1: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    beta2: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.99
+
+
 class MethodParams(_Section):
     """Every method's section (only the trained method's is used) and CASSLE's condition embedding."""
 
@@ -82,12 +98,13 @@ class MethodParams(_Section):
     simclr: SimCLRParams = Field(default_factory=SimCLRParams)
     byol: BYOLParams = Field(default_factory=BYOLParams)
     vicreg: VICRegParams = Field(default_factory=VICRegParams)
+    gandl: GANParams = Field(default_factory=GANParams)
     condition_embed_dim: PositiveInt = Field(
         64, description="width of the embedding of the augmentation parameters (CASSLE only)"
     )
 
     def for_method(self, method: str) -> _Section:
-        """The section of ``method`` ("mocov2", "simclr", "byol" or "vicreg"); MoCo v2's is ``moco``."""
+        """The section of ``method`` ("mocov2", "simclr", "byol", "vicreg", "gandl"); MoCo v2's is ``moco``."""
         return getattr(self, "moco" if method == "mocov2" else method)
 
     def for_dataset(self, num_samples: int) -> MethodParams:

@@ -57,6 +57,18 @@ class Encoder(nn.Module):
         return f"name={self.name!r}, in_channels={self.in_channels}, feature_dim={self.feature_dim}"
 
 
+@torch.no_grad()
+def embed_in_eval_mode(encoder: nn.Module, images: Tensor) -> Tensor:
+    """Features (B, D) float32 in eval mode (BatchNorm's running statistics: a cell's embedding must not
+    depend on the other cells of its batch), without grad; the encoder's mode is restored after."""
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        return encoder(images).float()
+    finally:
+        encoder.train(was_training)
+
+
 def build_encoder(name: str, in_channels: int) -> Encoder:
     """A randomly initialised VGG13 trunk or ResNet18 whose first convolution takes ``in_channels``."""
     if name not in ENCODER_NAMES:

@@ -21,7 +21,10 @@ DEVICE_CACHE_FRACTION = 0.4
 class TileBatches:
     """Epochs of shuffled tile batches; the order depends only on (seed, epoch), so resuming is exact."""
 
-    def __init__(self, tiles: np.ndarray, batch_size: int, device, seed: int = 0, cache_on_device: str = "auto"):
+    def __init__(self, tiles: np.ndarray, batch_size: int, device, seed: int = 0, cache_on_device: str = "auto",
+                 pin_memory: bool | None = None):
+        """``pin_memory``: stage streamed batches in page-locked memory for asynchronous copies (default: when
+        streaming to a CUDA device; off only to measure what pinning buys)."""
         import torch
 
         n = len(tiles)
@@ -31,6 +34,7 @@ class TileBatches:
         self.batch_size = min(batch_size, n)
         self.device = torch.device(device)
         self.seed = seed
+        self.pin_memory = self.device.type == "cuda" if pin_memory is None else bool(pin_memory)
         self._cache = self._device_cache(cache_on_device)
 
     @property
@@ -65,7 +69,7 @@ class TileBatches:
             for idx in batches:
                 yield self._cache[torch.from_numpy(idx).to(self.device, non_blocking=True)]
             return
-        pin = self.device.type == "cuda"
+        pin = self.pin_memory
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="phenossl-loader") as pool:
             pending = pool.submit(self._read, batches[0], pin) if batches else None
             for i in range(len(batches)):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,34 +70,24 @@ class TrainResult:
     history: pd.DataFrame = field(repr=False)
 
 
-def _autocast_dtype(device) -> Any:
-    import torch
+def build_model(config: TrainConfig, in_channels: int, num_samples: int, tile_size: int | None = None):
+    """The model for ``config`` and one augmenter per composition in the loss.
 
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def _lr_schedule(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
-    """Linear warm-up then cosine decay to 0, as a multiplier of the base learning rate."""
-
-    def factor(step: int) -> float:
-        if warmup_steps and step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
-
-
-def build_model(config: TrainConfig, in_channels: int, num_samples: int):
-    """The SSL model for ``config``: shared encoder plus one branch per composition in the loss.
-
-    ``num_samples`` (the number of cells) bounds MoCo's queue, so it is part of a checkpoint."""
+    SSL methods: shared encoder plus one branch per composition (``num_samples``, the number of cells,
+    bounds MoCo's queue, so it is part of a checkpoint). GAN-DL: the encoder as the discriminator's trunk,
+    and a generator of images like the store's ``tile_size`` tiles (see :func:`generated_size`)."""
     from phenossl.augment.pipeline import Augmenter
-    from phenossl.methods import build_ssl_model
 
     augmenters = {name: Augmenter(comp, config.resolution) for name, comp in config.compositions().items()}
+    if config.method == "gandl":
+        from phenossl.methods.gandl import build_gan_model
+        from phenossl.models import build_encoder
+
+        encoder = build_encoder(config.encoder, in_channels)
+        size = generated_size(config, tile_size)
+        return build_gan_model(encoder, config.method_params.gandl, size), augmenters
+    from phenossl.methods import build_ssl_model
+
     condition_dim = None
     if config.cassle:
         condition_dim = max(aug.param_dim for aug in augmenters.values())
@@ -113,11 +103,17 @@ def build_model(config: TrainConfig, in_channels: int, num_samples: int):
     return model, augmenters
 
 
-def _pad_params(params, width: int):
-    """CASSLE: give every branch's parameter vector the same width (zeros for absent entries)."""
-    import torch.nn.functional as F
-
-    return params if params.shape[1] == width else F.pad(params, (0, width - params.shape[1]))
+def generated_size(config: TrainConfig, tile_size: int | None = None) -> int:
+    """GAN-DL's image size. Generated images go through the same augmentation as the real tiles, so at the
+    tiles' own size they are resampled exactly alike (otherwise the discriminator could tell them apart by
+    sharpness alone). Only tiles larger than needed are not matched: a composition keeping a centre crop of
+    fraction f shows f of the tile at the training resolution, so resolution / f px suffice (both then
+    shrink). Without a tile size, that is the size."""
+    needed = []
+    for composition in config.compositions().values():
+        kept = math.prod(t.fraction for t in composition.transforms if t.kind == "center_crop" and t.p >= 0.5)
+        needed.append(math.ceil(config.resolution / kept))
+    return max(needed) if tile_size is None else min(tile_size, max(needed))
 
 
 def probe_indices(n_cells: int, n: int = PROBE_CELLS) -> np.ndarray:
@@ -148,7 +144,7 @@ def iter_training(
     import torch
 
     from phenossl.augment.pipeline import eval_view
-    from phenossl.methods import dual_loss
+    from phenossl.train.steps import make_step
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -156,7 +152,7 @@ def iter_training(
     device = resolve_device(config.device)
     torch.manual_seed(seed)
 
-    model = optimizer = batches = None
+    model = update = batches = None
     last_saved_epoch = -1
     batch_size = config.batch_size
 
@@ -166,8 +162,8 @@ def iter_training(
         return "No checkpoint had been saved yet."
 
     try:  # the set-up can run out of device memory too (model, device-resident tiles, probe)
-        model, augmenters = build_model(config, in_channels=len(store.channel_names), num_samples=store.n_cells)
-        condition_width = max(a.param_dim for a in augmenters.values()) if config.cassle else 0
+        model, augmenters = build_model(config, in_channels=len(store.channel_names), num_samples=store.n_cells,
+                                        tile_size=store.tile_size)
         if config.encoder_weights is not None:
             from phenossl.models import load_encoder_weights
 
@@ -181,25 +177,17 @@ def iter_training(
         steps_per_epoch = batches.steps_per_epoch
         total_steps = config.epochs * steps_per_epoch
         log_every = config.log_every or (1 if device.type == "cpu" else 10)
-        weights = config.branch_weights()
 
         model.to(device)
         if device.type == "cuda" and config.channels_last:
             model.to(memory_format=torch.channels_last)
-        trainable = [p for p in model.parameters() if p.requires_grad]  # momentum copies follow by EMA
-        if config.optimizer == "sgd":
-            optimizer = torch.optim.SGD(trainable, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
-        else:
-            optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
         warmup = int(round(config.warmup_epochs * steps_per_epoch))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_schedule(warmup, total_steps))
-        amp_dtype = _autocast_dtype(device) if config.amp else None
-        scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+        update = make_step(model, augmenters, config, device, total_steps, warmup)
 
         start_epoch, history = 0, []
         if resume and checkpoint_path.exists():
             state = load_checkpoint(checkpoint_path, map_location=str(device))
-            _restore(state, checkpoint_path, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
+            _restore(state, checkpoint_path, model, update)
             start_epoch, history = int(state["epoch"]) + 1, list(state["history"])
         last_saved_epoch = start_epoch - 1
 
@@ -220,24 +208,7 @@ def iter_training(
                 x = batch.float()
                 if device.type == "cuda" and config.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                views, aug_params = {}, {}
-                for name, augment in augmenters.items():
-                    first, second = augment(x, generator), augment(x, generator)
-                    views[name] = (first.views, second.views)
-                    if config.cassle:
-                        aug_params[name] = (
-                            _pad_params(first.params, condition_width),
-                            _pad_params(second.params, condition_width),
-                        )
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    losses = model(views, aug_params or None)
-                    total = dual_loss(losses, weights["a"])
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(total).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                model.update_momentum(global_step / total_steps)
+                total, losses = update(x, generator, global_step / total_steps)
                 seen += len(x)
 
                 if step % log_every == 0 or step == steps_per_epoch:
@@ -260,7 +231,7 @@ def iter_training(
                         loss=loss_value,
                         branch_losses={k: float(v.detach()) for k, v in losses.items()},
                         images_per_s=seen / elapsed if elapsed > 0 else float("nan"),
-                        lr=scheduler.get_last_lr()[0],
+                        lr=update.lr,
                     )
                     history.append(_history_row(row))
                     yield row
@@ -282,14 +253,13 @@ def iter_training(
                 checkpoint_path,
                 {
                     "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
+                    **update.state_dict(),
                     "epoch": epoch,
                     "history": history,
                     "train_config": config.model_dump(mode="json"),
                     "in_channels": len(store.channel_names),
                     "num_samples": store.n_cells,
+                    "tile_size": store.tile_size,
                     "channel_names": store.channel_names,
                     "seed": seed,
                     "run_info": run_info or {},
@@ -302,12 +272,12 @@ def iter_training(
         if is_out_of_memory(exc):
             raise DeviceOutOfMemoryError(
                 f"The {device.type.upper()} ran out of memory with batch size {batch_size} at "
-                f"{config.resolution} px ({config.encoder}, {len(augmenters)} composition(s)). {where()} "
+                f"{config.resolution} px ({config.encoder}, {len(config.compositions())} composition(s)). {where()} "
                 f"Try batch size {max(2, batch_size // 2)} or a lower training resolution."
             ) from exc
         raise
     finally:
-        del model, optimizer, batches
+        del model, update, batches
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
@@ -358,19 +328,19 @@ def _probe_spread(model, probe) -> float:
     return spread
 
 
-def _restore(state: dict[str, Any], checkpoint: Path, **parts) -> None:
-    """Load model / optimizer / scheduler / scaler states for a resume; a clear error when the checkpoint
-    was made with another model (the configuration changed since)."""
+def _restore(state: dict[str, Any], checkpoint: Path, model, update) -> None:
+    """Load the model and the optimisation state for a resume; a clear error when the checkpoint was made
+    with another model (the configuration changed since)."""
     try:
-        for name, part in parts.items():
-            part.load_state_dict(state[name])
+        model.load_state_dict(state["model"])
+        update.load_state_dict(state)
     except (RuntimeError, ValueError, KeyError) as exc:
         saved = state.get("train_config", {})
         was = ", ".join(f"{k}={saved[k]}" for k in ("method", "encoder", "cassle", "weight_a") if k in saved)
         raise InputError(
             f"Cannot resume from {checkpoint}: it was trained with another model ({was or 'unknown settings'}) "
-            f"and its {name} does not fit this configuration. Resume with the configuration it was trained "
-            f"with, or start a new run. ({type(exc).__name__}: {str(exc)[:200]})"
+            "that does not fit this configuration. Resume with the configuration it was trained with, or start "
+            f"a new run. ({type(exc).__name__}: {str(exc)[:200]})"
         ) from exc
 
 

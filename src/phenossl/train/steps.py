@@ -1,0 +1,185 @@
+"""One optimisation step of each kind of model, behind one interface, so the training loop (epochs,
+cancel, progress, NaN and collapse checks, checkpoints) is written once.
+
+- :class:`SSLStep`: two augmented views per composition, the dual loss ``w * L_A + (1 - w) * L_B`` of the
+  SSL method, one optimizer, mixed precision on CUDA, then the momentum networks' update.
+- :class:`GANStep` (GAN-DL): a discriminator step (real vs generated, both through the compositions'
+  augmentation, with lazy R1 on real views) and a generator step, each with its own Adam optimizer.
+
+A step returns the total loss and one loss per part, as tensors (read back only when reported).
+``state_dict`` holds everything a resume needs besides the model (optimizers, schedulers, scaler).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from phenossl.augment.pipeline import Augmenter
+from phenossl.config import TrainConfig
+from phenossl.train.schedule import autocast_dtype, lr_schedule
+
+LossParts = dict[str, Tensor]
+
+
+def _optimizer(parameters, config: TrainConfig, lr: float, betas: tuple[float, float] | None = None):
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=lr, momentum=0.9, weight_decay=config.weight_decay)
+    kwargs = {} if betas is None else {"betas": betas}
+    return torch.optim.AdamW(parameters, lr=lr, weight_decay=config.weight_decay, **kwargs)
+
+
+def _pad_params(params: Tensor, width: int) -> Tensor:
+    """CASSLE: give every branch's parameter vector the same width (zeros for absent entries)."""
+    return params if params.shape[1] == width else F.pad(params, (0, width - params.shape[1]))
+
+
+class SSLStep:
+    """The dual-loss SSL update of an :class:`~phenossl.methods.model.SSLModel`."""
+
+    def __init__(self, model, augmenters: Mapping[str, Augmenter], config: TrainConfig, device: torch.device,
+                 total_steps: int, warmup_steps: int) -> None:
+        from phenossl.methods import dual_loss
+
+        self.model, self.augmenters, self.config = model, dict(augmenters), config
+        self._dual_loss = dual_loss
+        self.weight_a = config.branch_weights()["a"]
+        self.condition_width = max(a.param_dim for a in self.augmenters.values()) if config.cassle else 0
+        trainable = [p for p in model.parameters() if p.requires_grad]  # momentum copies follow by EMA
+        self.optimizer = _optimizer(trainable, config, config.lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_schedule(warmup_steps, total_steps))
+        self.amp_dtype = autocast_dtype(device) if config.amp else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.device_type = device.type
+
+    def __call__(self, x: Tensor, generator: torch.Generator, progress: float) -> tuple[Tensor, LossParts]:
+        return self.optimise(*self.make_views(x, generator), progress)
+
+    def make_views(self, x: Tensor, generator: torch.Generator) -> tuple[dict, dict | None]:
+        """Two random views per composition of the batch ``x``, and (CASSLE) their augmentation parameters."""
+        views, aug_params = {}, {}
+        for name, augment in self.augmenters.items():
+            first, second = augment(x, generator), augment(x, generator)
+            views[name] = (first.views, second.views)
+            if self.config.cassle:
+                aug_params[name] = (_pad_params(first.params, self.condition_width),
+                                    _pad_params(second.params, self.condition_width))
+        return views, aug_params or None
+
+    def optimise(self, views: dict, aug_params: dict | None, progress: float) -> tuple[Tensor, LossParts]:
+        """The dual loss of ``views``, backward, optimizer and schedule, then the momentum networks."""
+        with torch.autocast(self.device_type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            losses = self.model(views, aug_params)
+            total = self._dual_loss(losses, self.weight_a)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.model.update_momentum(progress)
+        return total, losses
+
+    @property
+    def lr(self) -> float:
+        return self.scheduler.get_last_lr()[0]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+
+
+class GANStep:
+    """GAN-DL's alternating update of a :class:`~phenossl.methods.gandl.GANModel` (float32 throughout:
+    R1's second derivatives are fragile in half precision)."""
+
+    def __init__(self, model, augmenters: Mapping[str, Augmenter], config: TrainConfig, device: torch.device,
+                 total_steps: int, warmup_steps: int) -> None:
+        self.model, self.augmenters, self.config = model, dict(augmenters), config
+        self.params = config.method_params.gandl
+        self.weights = {name: w for name, w in config.branch_weights().items() if name in self.augmenters}
+        lr = self.params.lr or config.lr
+        betas = (self.params.beta1, self.params.beta2)
+        discriminator = [*model.encoder.parameters(), *model.head.parameters()]
+        self.optimizer = _optimizer(discriminator, config, lr, betas)
+        self.optimizer_g = _optimizer(model.generator.parameters(), config, lr, betas)
+        schedule = lr_schedule(warmup_steps, total_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        self.scheduler_g = torch.optim.lr_scheduler.LambdaLR(self.optimizer_g, schedule)
+        self.steps = 0
+
+    def _discriminate(self, images: Tensor, generator: torch.Generator, *, real: bool,
+                      grad_of_views: bool = False) -> tuple[Tensor, Tensor]:
+        """Logits (branches x B,) of every branch's augmented views of ``images``, branch after branch, in one
+        discriminator pass (a large batch uses the device better), and the views (for R1). Running BatchNorm
+        statistics are updated from real images only."""
+        from phenossl.methods.gandl import running_stats_frozen
+
+        views = torch.cat([self.augmenters[name](images, generator).views for name in self.weights])
+        if grad_of_views:
+            views = views.detach().requires_grad_(True)
+        with contextlib.nullcontext() if real else running_stats_frozen(self.model.encoder):
+            return self.model.discriminate(views), views
+
+    def _weighted(self, loss, *logits: Tensor) -> Tensor:
+        """``sum_b w_b * loss(branch b's logits...)``: the dual-loss weighting."""
+        parts = [chunk.chunk(len(self.weights)) for chunk in logits]
+        return sum(w * loss(*(p[i] for p in parts)) for i, w in enumerate(self.weights.values()))
+
+    def __call__(self, x: Tensor, generator: torch.Generator, progress: float) -> tuple[Tensor, LossParts]:
+        from phenossl.methods.gandl import discriminator_loss, generator_loss, r1_penalty
+
+        r1_now = self.params.r1_gamma > 0 and self.steps % self.params.r1_every == 0
+        fake = self.model.sample(len(x), generator)
+        real_logits, real_views = self._discriminate(x, generator, real=True, grad_of_views=r1_now)
+        fake_logits, _ = self._discriminate(fake.detach(), generator, real=False)
+        d_loss = self._weighted(discriminator_loss, real_logits, fake_logits)
+        if r1_now:  # lazy R1 (StyleGAN2): every r1_every steps, scaled up by r1_every
+            row_weights = torch.cat([torch.full((len(x),), w, device=x.device) for w in self.weights.values()])
+            r1 = r1_penalty(real_logits, real_views, row_weights)
+            d_loss = d_loss + 0.5 * self.params.r1_gamma * self.params.r1_every * r1
+        self.optimizer.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.optimizer.step()
+
+        fake_logits, _ = self._discriminate(fake, generator, real=False)
+        g_loss = self._weighted(generator_loss, fake_logits)
+        self.optimizer_g.zero_grad(set_to_none=True)
+        g_loss.backward()  # also leaves gradients in D: cleared at the next discriminator step
+        self.optimizer_g.step()
+        self.scheduler.step()
+        self.scheduler_g.step()
+        self.steps += 1
+        d_loss, g_loss = d_loss.detach(), g_loss.detach()
+        return d_loss + g_loss, {"discriminator": d_loss, "generator": g_loss}
+
+    @property
+    def lr(self) -> float:
+        return self.scheduler.get_last_lr()[0]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "optimizer_g": self.optimizer_g.state_dict(), "scheduler_g": self.scheduler_g.state_dict(),
+                "gan_steps": self.steps}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.optimizer_g.load_state_dict(state["optimizer_g"])
+        self.scheduler_g.load_state_dict(state["scheduler_g"])
+        self.steps = int(state["gan_steps"])
+
+
+def make_step(model, augmenters, config: TrainConfig, device, total_steps: int, warmup_steps: int):
+    """The update of ``config.method``: GAN-DL's alternating one, or the SSL dual loss."""
+    kind = GANStep if config.method == "gandl" else SSLStep
+    return kind(model, augmenters, config, device, total_steps, warmup_steps)
