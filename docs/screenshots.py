@@ -62,6 +62,13 @@ def main(argv: list[str] | None = None) -> int:
         if not condition():
             raise TimeoutError("the workflow step did not finish in time")
 
+    def toggle_activity() -> None:
+        """Click napari's "activity" button (status bar, bottom right): opens or closes its progress bars."""
+        try:
+            viewer.window._qt_window._activity_dialog._toggleButton._activityBtn.click()
+        except AttributeError as exc:  # napari's own widgets: the picture goes without it
+            print("no activity dialog:", exc, file=sys.stderr)
+
     # 0. the sample plate, as File > Open Sample > phenossl shows it
     viewer.open_sample("phenossl", "synthetic_plate")
     viewer.dims.set_point(0, 0)
@@ -82,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     viewer.scene.camera.zoom = 1.6
     shot("02-segmented")
 
-    # 1b. tiles (64 px keep the CPU training of the screenshots short; the default is 196 px)
+    # 1b. tiles (96 px keep the CPU training of the screenshots short; the default is 196 px)
     widget.segment.tile_size.setValue(96)
     widget.segment._make_tiles()
     wait_until(lambda: not controller.busy)
@@ -105,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     controller.explore_after_training = True
     widget.train._train()
     wait_until(lambda: len(widget.train.loss_plot.steps) >= 12)
+    toggle_activity()  # napari's progress bar of the training, as the activity button at the bottom shows it
     shot("05-training")
+    toggle_activity()
     wait_until(lambda: not controller.busy)
 
     # 4. clusters on the plate, UMAP and the gallery of typical cells
@@ -142,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     widget.runs.run_a.setCurrentText("run-001")
     widget.runs.run_b.setCurrentText("run-002")
     widget.runs._compare()
+    wait_until(lambda: not controller.busy)
     widget.tabs.setCurrentIndex(4)
     shot("09-runs-compare")
     widget.runs._select_changed()

@@ -24,6 +24,23 @@ def notifications():
 
 
 @pytest.fixture
+def progress_values():
+    """napari progress bars made during the test: description -> the values each went through."""
+    from napari.utils.progress import progress
+
+    seen: dict[str, list[int]] = {}
+
+    def added(event):
+        for prog in event.added:
+            values = seen.setdefault(str(prog.desc), [])
+            prog.events.value.connect(lambda e, values=values: values.append(int(e.value)))
+
+    progress._all_instances.events.changed.connect(added)
+    yield seen
+    progress._all_instances.events.changed.disconnect(added)
+
+
+@pytest.fixture
 def workflow(make_napari_viewer, qtbot, tmp_path: Path):
     """A shown viewer with 2 fields of the sample plate and the workflow widget docked, its session folder
     in tmp_path."""

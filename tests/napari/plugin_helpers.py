@@ -4,6 +4,7 @@ widgets as a user would and wait on the controller's signals (never on raw event
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Callable
 
 import numpy as np
@@ -65,3 +66,52 @@ def set_fast_training(widget, **overrides) -> None:
     widget.train.device.setCurrentIndex(
         widget.train.device.count() - 1
     )  # the CPU (last): tests are CPU-sized
+
+
+def changed_under_best_matching(labels_a: np.ndarray, labels_b: np.ndarray) -> np.ndarray:
+    """Cells whose cluster changed, by brute force: try every one-to-one matching of B's clusters to A's
+    (B must not have more clusters) and keep the one that keeps the most cells together."""
+    ids_a, ids_b = np.unique(labels_a), np.unique(labels_b)
+    best = None
+    for partners in itertools.permutations(ids_a.tolist(), len(ids_b)):
+        as_a = np.asarray(partners)[np.searchsorted(ids_b, labels_b)]  # each cell's B cluster as an A id
+        if best is None or (as_a == labels_a).sum() > (best == labels_a).sum():
+            best = as_a
+    return np.flatnonzero(best != labels_a)
+
+
+def embedded_run(controller, *, seed: int = 0, k: int = 3):
+    """A run of the viewer's session with made-up embeddings and UMAP layout, as if trained and embedded:
+    for tests of what comes after training, without the training."""
+    from phenossl.napari.session import run_config
+
+    config = run_config(
+        train={"device": "cpu"},
+        segmentation={},
+        tiles={"size": 48, "border": "pad"},
+        input_section={"kind": "plate"},
+        cluster={"k": k},
+        seed=seed,
+    )
+    record = controller.session.new_run(config)
+    record.status = "trained"
+    rng = np.random.default_rng(seed)
+    n_cells = controller.session.store.n_cells
+    np.save(record.paths.embeddings, rng.normal(size=(n_cells, 8)).astype(np.float32))
+    np.save(record.paths.umap, rng.normal(size=(n_cells, 2)))  # a layout already made: no UMAP compile
+    controller.runs_changed.emit()
+    return record
+
+
+def drag_lasso(canvas, axes, corners) -> None:
+    """Draw a lasso on a matplotlib canvas as the mouse does (press, moves, release: the canvas events a
+    LassoSelector listens to); ``corners`` are in data coordinates."""
+    from matplotlib.backend_bases import MouseButton, MouseEvent
+
+    canvas.draw()
+    path = axes.transData.transform(np.asarray(corners, dtype=float))
+    steps = [("button_press_event", path[0])]
+    steps += [("motion_notify_event", point) for point in [*path[1:], path[0]]]
+    steps += [("button_release_event", path[0])]
+    for name, (x, y) in steps:
+        canvas.callbacks.process(name, MouseEvent(name, canvas, x, y, button=MouseButton.LEFT))

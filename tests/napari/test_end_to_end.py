@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from plugin_helpers import click, set_fast_training, wait_task
+from plugin_helpers import click, drag_lasso, set_fast_training, wait_task
 from qtpy.QtWidgets import QFileDialog, QMessageBox
 
 pytestmark = pytest.mark.gui
@@ -93,10 +93,12 @@ def test_open_sample_segment_tile_train_cluster_explore_export(
     )
     assert controller.selected.tolist() == [cell] and widget.augment.cell.value() == cell
 
-    # UMAP, linked both ways: a lasso selects cells in the layers; a cluster lights up in the UMAP
-    xy = record.umap
-    low, high = xy.min(axis=0) - 1, xy.max(axis=0) + 1
-    widget.umap._lasso_done([(low[0], low[1]), (high[0], low[1]), (high[0], high[1]), (low[0], high[1])])
+    # UMAP, linked both ways: a lasso drawn on the plot selects cells in the layers; a cluster lights up
+    axes = widget.umap.axes
+    (x0, x1), (y0, y1) = axes.get_xlim(), axes.get_ylim()  # the whole plot, just inside its frame
+    dx, dy = (x1 - x0) * 0.01, (y1 - y0) * 0.01
+    whole = [(x0 + dx, y0 + dy), (x1 - dx, y0 + dy), (x1 - dx, y1 - dy), (x0 + dx, y1 - dy)]
+    drag_lasso(widget.umap.canvas, axes, whole)
     assert controller.selected.size == store.n_cells
     assert len(controller.points_layer.selected_data) == store.n_cells
     assert len(controller.selection_layer.data) == store.n_cells  # white rings show them on the plate
@@ -110,6 +112,10 @@ def test_open_sample_segment_tile_train_cluster_explore_export(
     picked = controller.points_layer.features["cell_id"].to_numpy()[[0, 1]]
     assert controller.selected.tolist() == sorted(picked.tolist())
     assert widget.umap.count_label.text() == "2 cells selected"
+
+    left_half = [(x0 + dx, y0 + dy), ((x0 + x1) / 2, y0 + dy), ((x0 + x1) / 2, y1 - dy), (x0 + dx, y1 - dy)]
+    drag_lasso(widget.umap.canvas, axes, left_half)  # a second lasso, after the plot was redrawn
+    assert np.array_equal(controller.selected, np.flatnonzero(record.umap[:, 0] < (x0 + x1) / 2))
 
     # 6. export: a file dialog, then ask before replacing what is there
     target = tmp_path / "export" / "clusters.csv"

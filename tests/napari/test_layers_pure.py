@@ -115,6 +115,28 @@ def test_clusters_become_a_categorical_column_and_label_colours():
     assert np.allclose(cells.point_colors(clustered, colors)[0], colors[1])
 
 
+def test_label_colours_of_a_large_plate_match_the_cell_by_cell_rule():
+    """The vectorised colour table gives every nucleus exactly what the per-cell rule gives."""
+    rng = np.random.default_rng(0)
+    n, k = 5000, 7
+    table = pd.DataFrame({"label": rng.permutation(np.arange(1, n + 1)), "cell_id": np.arange(n)})
+    table.loc[rng.choice(n, 300, replace=False), "cell_id"] = -1  # untiled nuclei
+    clustered = cells.with_clusters(table, rng.integers(0, k, n), k)
+    colors = cluster_colors(k)
+    color_dict = cells.label_color_dict(clustered, colors)
+    assert len(color_dict) == n + 2 and color_dict[0] == color_dict[None] == cells.TRANSPARENT
+    for label, cluster in zip(clustered["label"], clustered["cluster"], strict=True):
+        expected = cells.UNTILED_COLOR if pd.isna(cluster) else tuple(colors[int(cluster)])
+        assert color_dict[int(label)] == expected
+    per_label = [color_dict[int(label)] for label in clustered["label"]]
+    assert np.allclose(cells.point_colors(clustered, colors), per_label)
+    plain = clustered.assign(cluster=clustered["cluster"].astype(float))  # a plain column: same colours
+    assert cells.label_color_dict(plain, colors) == color_dict
+    stale = cells.label_color_dict(clustered, colors[:2])  # clusters without a colour are grey, not an error
+    assert set(stale.values()) <= {tuple(colors[0]), tuple(colors[1]), cells.UNTILED_COLOR, cells.TRANSPARENT}
+    assert (cells.point_colors(clustered, np.zeros((0, 4))) == np.float32(cells.UNTILED_COLOR)).all()
+
+
 def test_runs_are_compared_on_the_cells_they_share():
     cells_a = pd.DataFrame({"label": [1, 2, 3, 4]})
     cells_b = pd.DataFrame({"label": [2, 3, 4, 5]})

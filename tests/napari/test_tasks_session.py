@@ -3,18 +3,19 @@ and that a run made for napari is a normal run folder the CLI can reopen."""
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
-from plugin_helpers import small_plate_layers
+from plugin_helpers import changed_under_best_matching, small_plate_layers
 
 from phenossl.config import SegmentConfig, TileConfig
-from phenossl.errors import NoNucleiError
+from phenossl.errors import NoNucleiError, PhenosslError
 from phenossl.napari import tasks
 from phenossl.napari.plate import PlateInfo
-from phenossl.napari.session import Session, default_session_folder, run_config
+from phenossl.napari.session import Session, default_session_folder, run_config, save_cluster_choice
 
 
 def _consume(generator):
@@ -125,7 +126,12 @@ def test_run_folder_layout_is_the_cli_layout_and_reopens(session_with_tiles, cap
     session, info = session_with_tiles
     record = session.new_run(_config(info))
     _consume(tasks.train_run(record, threading.Event(), threads=1))
-    tasks.embed_run(record, threads=1)
+    cancel = threading.Event()
+    cancel.set()
+    cancelled = tasks.embed_run(record, cancel, threads=1)  # Cancel, as pressed right after training
+    assert cancelled.status == "cancelled" and "Embedding cancelled" in cancelled.message
+    assert record.has_checkpoint and not record.has_embeddings  # nothing half-written
+    assert tasks.embed_run(record, threading.Event(), threads=1).status == "embedded"
     outcome = tasks.cluster_run(record, k=3, n_nearest=4)
     assert outcome.clustering.k == 3 and "ami_compound" in outcome.metrics
     for path in (
@@ -143,7 +149,7 @@ def test_run_folder_layout_is_the_cli_layout_and_reopens(session_with_tiles, cap
     assert record.name in reopened.runs and reopened.store.path == session.store.path
     assert reopened.runs[record.name].config.train.composition_a == record.config.train.composition_a
 
-    assert main(["cluster", str(record.paths.root), "--k", "2"]) == 0  # the CLI reopens a napari run
+    assert main(["cluster", str(record.paths.root), "--k", "2", "--overwrite"]) == 0  # the CLI reclusters it
     assert "2 clusters" in capsys.readouterr().out
 
 
@@ -161,6 +167,48 @@ def test_preview_and_comparison(session_with_tiles):
         tile, {"a": load_composition("morphology")}, cell_id=0, n=3, out_size=24
     )
     assert np.array_equal(preview.views["a"][1], again.views["a"][1])  # seeded: the same views again
+
+
+def _embedded_run(session: Session, info: PlateInfo, k: int, seed: int):
+    """A run with made-up embeddings, clustered with ``k`` as the Explore step does (clusters.csv written)."""
+    record = session.new_run(_config(info))
+    embeddings = np.random.default_rng(seed).normal(size=(session.store.n_cells, 8)).astype(np.float32)
+    np.save(record.paths.embeddings, embeddings)
+    outcome = tasks.cluster_run(record, k=k, n_nearest=2)
+    record.space, record.clustering = outcome.space, outcome.clustering
+    save_cluster_choice(record, k)
+    return record
+
+
+def test_runs_are_compared_from_their_folders_when_not_shown(session_with_tiles):
+    from sklearn.metrics import adjusted_mutual_info_score
+
+    session, info = session_with_tiles
+    a, b = _embedded_run(session, info, k=4, seed=1), _embedded_run(session, info, k=2, seed=2)
+    shown = tasks.compare_runs(a, b)
+    labels_a, labels_b = a.clustering.labels, b.clustering.labels
+    assert shown.ami == pytest.approx(adjusted_mutual_info_score(labels_a, labels_b))
+    assert shown.n_cells == session.store.n_cells
+    changed = changed_under_best_matching(labels_a, labels_b)
+    assert changed.size > 0 and np.array_equal(shown.changed_cells, changed)  # k 4 vs 2: cells moved
+
+    reopened = Session.open(session.folder)  # nothing in memory: only the run folders
+    ra, rb = reopened.runs[a.name], reopened.runs[b.name]
+    assert ra.clustering is None and rb.clustering is None
+    assert np.array_equal(tasks.saved_cluster_labels(ra), labels_a)  # read from clusters.csv
+    again = tasks.compare_runs(ra, rb)
+    assert again.ami == pytest.approx(shown.ami) and np.array_equal(again.changed_cells, shown.changed_cells)
+
+    rb.paths.clusters.unlink()  # no clusters.csv: K-Means again with the run's saved k and seed
+    assert tasks.saved_cluster_labels(rb) is None
+    assert np.array_equal(tasks.cluster_labels(rb), labels_b)
+    newer = rb.paths.embeddings.stat().st_mtime + 10
+    os.utime(ra.paths.embeddings, (newer, newer))  # embeddings newer than clusters.csv: the csv is stale
+    assert tasks.saved_cluster_labels(ra) is None and np.array_equal(tasks.cluster_labels(ra), labels_a)
+
+    untrained = session.new_run(_config(info))
+    with pytest.raises(PhenosslError, match=f"run {untrained.name} has no embeddings yet"):
+        tasks.compare_runs(a, untrained)
 
 
 def test_default_session_folder_is_dated_under_home(tmp_path):

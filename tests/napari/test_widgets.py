@@ -5,17 +5,27 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from plugin_helpers import click, segment_and_tile, set_fast_training, wait_task
+from plugin_helpers import (
+    changed_under_best_matching,
+    click,
+    embedded_run,
+    segment_and_tile,
+    set_fast_training,
+    wait_task,
+)
+
+from phenossl.errors import InputError
 
 pytestmark = pytest.mark.gui
 
 
-def test_segment_then_tile_from_the_labels_as_the_user_corrected_them(workflow, qtbot):
+def test_segment_then_tile_from_the_labels_as_the_user_corrected_them(workflow, qtbot, progress_values):
     viewer, widget = workflow
     controller = widget.controller
     segment = widget.segment
     assert segment.nuclear.layer().name == "DNA"  # the nuclear stain is preselected by name
     wait_task(qtbot, controller, "segment", lambda: click(qtbot, segment.segment_button))
+    assert progress_values["Segmenting 2 field(s)"] == [1, 2]  # napari's progress bar: one step per field
 
     labels_layer, points = controller.labels_layer, controller.points_layer
     assert labels_layer in viewer.layers and points in viewer.layers
@@ -41,6 +51,31 @@ def test_segment_then_tile_from_the_labels_as_the_user_corrected_them(workflow, 
     key = store.cells["field"].iloc[0]
     assert np.array_equal(store.labels(key), labels_layer.data[0])  # the store keeps the layer's labels
     assert widget.tabs.currentIndex() == 1  # on to the next step
+
+
+def test_refused_tiles_leave_every_layer_as_it_was(workflow, qtbot, notifications):
+    """Two channels of one name are refused before anything changes: the user's own Labels layer (ids
+    repeated between fields, which making tiles would renumber) is left untouched and not adopted."""
+    import copy
+
+    viewer, widget = workflow
+    controller = widget.controller
+    dna = viewer.layers["DNA"]
+    viewer.add_image(dna.data.copy(), name="DNA again", metadata=copy.deepcopy(dna.metadata))
+    drawn = np.zeros(dna.data.shape, dtype=np.int32)
+    drawn[:, 100:120, 100:120] = 1  # nucleus 1 in both fields
+    mine = viewer.add_labels(drawn.copy(), name="my nuclei")
+    layers_before = list(viewer.layers)
+    widget.segment.labels.set_layer(mine)
+    assert {layer.name for layer in widget.segment.channels.checked_layers()} >= {"DNA", "DNA again"}
+
+    click(qtbot, widget.segment.tile_button)
+    assert [str(n.message) for n in notifications] == [
+        "two channel layers have the same name (['DNA', 'tubulin', 'actin', 'DNA']); rename one"
+    ]
+    assert np.array_equal(mine.data, drawn) and "cell_id" not in mine.features
+    assert controller.labels_layer is None and controller.plate is None and controller.session.store is None
+    assert list(viewer.layers) == layers_before and not controller.busy  # no centroid layer, no worker
 
 
 def test_composition_panels_weight_and_live_preview(workflow, qtbot):
@@ -71,15 +106,51 @@ def test_composition_panels_weight_and_live_preview(workflow, qtbot):
     assert not augment.strip_a.images[0].pixmap().isNull() and not augment.strip_b.images[5].pixmap().isNull()
 
 
-def test_device_list_holds_only_real_devices_and_cpu_says_it_is_slower(workflow):
-    from phenossl.train import available_devices
+def _fake_devices(monkeypatch, gpus: list[str], mps: bool) -> None:
+    """Make torch report these CUDA GPUs (by name) and MPS, whatever this machine has."""
+    from types import SimpleNamespace
 
-    _, widget = workflow
-    combo = widget.train.device
-    assert [combo.itemData(i).name for i in range(combo.count())] == [d.name for d in available_devices()]
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: bool(gpus))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: len(gpus))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: gpus[index])
+    monkeypatch.setattr(
+        torch.cuda, "get_device_properties", lambda i: SimpleNamespace(name=gpus[i], total_memory=80 * 2**30)
+    )
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+
+
+@pytest.mark.parametrize(
+    ("gpus", "mps", "expected"),
+    [
+        (["NVIDIA H100", "NVIDIA A40"], True, ["cuda:0", "cuda:1", "mps", "cpu"]),
+        ([], True, ["mps", "cpu"]),
+        ([], False, ["cpu"]),
+    ],
+)
+def test_device_list_holds_only_real_devices_and_cpu_says_it_is_slower(
+    workflow, qtbot, monkeypatch, gpus, mps, expected
+):
+    from phenossl.napari.widgets.train_widget import TrainWidget
+
+    viewer, widget = workflow
+    qtbot.waitUntil(lambda: not widget.controller.busy, timeout=60_000)  # the warm-up imports torch first
+    _fake_devices(monkeypatch, gpus, mps)
+    train = TrainWidget(viewer)
+    qtbot.addWidget(train)
+    combo = train.device
+    items = [(combo.itemData(i).name, combo.itemText(i)) for i in range(combo.count())]
+    assert [name for name, _ in items] == expected  # CUDA GPUs first, then MPS, then the CPU; nothing else
+    for index, gpu in enumerate(gpus):
+        assert gpu in items[index][1]  # each GPU by its name
+    if mps:
+        assert "MPS" in items[len(gpus)][1]
+    assert "CPU" in items[-1][1]
+    assert train.cpu_note.isVisibleTo(train) == (expected == ["cpu"])  # the first device is chosen
     combo.setCurrentIndex(combo.count() - 1)
     assert combo.currentData().kind == "cpu"
-    assert widget.train.cpu_note.isVisibleTo(widget.train) and "slower" in widget.train.cpu_note.text()
+    assert train.cpu_note.isVisibleTo(train) and "slower" in train.cpu_note.text()
 
 
 def test_cancel_stops_within_one_step_and_keeps_the_checkpoint(workflow, qtbot, notifications):
@@ -109,6 +180,69 @@ def test_cancel_stops_within_one_step_and_keeps_the_checkpoint(workflow, qtbot, 
     assert any("last good checkpoint (epoch 1)" in str(n.message) for n in notifications)
     qtbot.waitUntil(lambda: widget.train.train_button.isEnabled(), timeout=10_000)
     assert not widget.train.cancel_button.isEnabled()
+
+
+def test_cancel_after_the_training_also_stops_the_embedding(workflow, qtbot, notifications):
+    _, widget = workflow
+    controller = widget.controller
+    segment_and_tile(qtbot, widget)
+    set_fast_training(widget)
+    cancel_enabled_while_embedding = []
+
+    def on_finished(outcome):  # the last step is done; the cells are embedded next
+        if outcome.status == "trained":
+            click(qtbot, widget.train.cancel_button)
+
+    def on_task(task, running):
+        if task == "embed" and running:
+            cancel_enabled_while_embedding.append(widget.train.cancel_button.isEnabled())
+
+    controller.training_finished.connect(on_finished)
+    controller.task_state.connect(on_task)
+    wait_task(qtbot, controller, "embed", lambda: click(qtbot, widget.train.train_button), timeout=180_000)
+    record = controller.session.runs["run-001"]
+    assert cancel_enabled_while_embedding == [True]  # Cancel stays available after the training
+    assert record.has_checkpoint and not record.has_embeddings and controller.active is None
+    assert [str(n.message) for n in notifications if "Embedding cancelled" in str(n.message)]
+    assert "Embedding cancelled" in widget.train.status.text()
+    qtbot.waitUntil(lambda: not controller.busy, timeout=10_000)
+    assert not widget.train.cancel_button.isEnabled() and widget.train.train_button.isEnabled()
+
+
+def test_errors_in_clicks_and_result_handlers_are_clean_notifications(
+    workflow, qtbot, notifications, monkeypatch
+):
+    import dataclasses
+
+    from phenossl.napari import cells
+
+    _, widget = workflow
+    controller = widget.controller
+    segment_and_tile(qtbot, widget)
+    record = embedded_run(controller, k=3)
+    with qtbot.waitSignal(controller.clustering_changed, timeout=60_000):
+        controller.activate_run(record.name)
+    qtbot.waitUntil(lambda: not controller.busy, timeout=10_000)  # its worker has reported finished
+    gallery = widget.clusters.gallery
+    cell = int(record.clustering.nearest[0][0])
+    field = record.tile_store().cells["field"].iloc[cell]
+    # the cell's field is no longer among the layers' (here: renamed): the click cannot go there
+    renamed = [f"{key}-renamed" for key in controller.plate.keys]
+    controller.plate = dataclasses.replace(controller.plate, keys=renamed)
+    notifications.clear()
+    click(qtbot, gallery.buttons[0][0])
+    assert [str(n.message) for n in notifications] == [
+        f"cell {cell} is in field {field}, which is not among the layers' fields"
+    ]
+
+    def broken(*args, **kwargs):  # a failure on the main thread, in the recluster's result handler
+        raise InputError("the nuclei layer has no 'label' column")
+
+    monkeypatch.setattr(cells, "with_clusters", broken)
+    notifications.clear()
+    wait_task(qtbot, controller, "cluster", lambda: click(qtbot, widget.clusters.recluster_button))
+    assert [str(n.message) for n in notifications] == ["the nuclei layer has no 'label' column"]
+    assert "Clustering failed: the nuclei layer has no 'label' column" in widget.clusters.status.text()
 
 
 def test_core_and_unexpected_errors_reach_the_user_once(workflow, qtbot, notifications, monkeypatch):
@@ -150,10 +284,13 @@ def test_core_and_unexpected_errors_reach_the_user_once(workflow, qtbot, notific
 
 
 def test_viewer_stays_responsive_while_training(workflow, qtbot):
-    """A 20 ms QTimer keeps ticking while a training worker runs: the UI thread is never blocked long."""
+    """A 20 ms QTimer keeps ticking while a training worker runs: the UI thread is never blocked long.
+    napari's progress bar (the activity dialog's) moves with every training event."""
     from qtpy.QtCore import QElapsedTimer, QTimer
 
-    _, widget = workflow
+    from phenossl.napari import tasks
+
+    viewer, widget = workflow
     controller = widget.controller
     segment_and_tile(qtbot, widget, tile_size=64)
     set_fast_training(widget, epochs=2, resolution=64)
@@ -169,8 +306,24 @@ def test_viewer_stays_responsive_while_training(workflow, qtbot):
     timer = QTimer()
     timer.setInterval(20)
     timer.timeout.connect(tick)
-    events = []
+    events, bar_values, bar_ranges = [], [], []
+
+    def read_progress_bar(_event):
+        """napari's progress bar for this training, as the activity dialog shows it."""
+        from napari._qt.widgets.qt_progress_bar import QtLabeledProgressBar
+
+        dialog = viewer.window._qt_window._activity_dialog
+        bars = [
+            bar
+            for bar in dialog.findChildren(QtLabeledProgressBar)
+            if bar.progress is not None and str(bar.progress.desc) == "Training run-001"
+        ]
+        assert len(bars) == 1
+        bar_values.append(bars[0].qt_progress_bar.value())
+        bar_ranges.append((bars[0].qt_progress_bar.minimum(), bars[0].qt_progress_bar.maximum()))
+
     controller.train_event.connect(events.append)
+    controller.train_event.connect(read_progress_bar)
     with qtbot.waitSignal(controller.training_finished, timeout=180_000) as blocker:
         click(qtbot, widget.train.train_button)
         clock.start()
@@ -178,6 +331,10 @@ def test_viewer_stays_responsive_while_training(workflow, qtbot):
     timer.stop()
     duration_ms = clock.elapsed()
     assert blocker.args[0].status == "trained" and len(events) > 4
+    total = tasks.expected_events(controller.session.store.n_cells, controller.session.runs["run-001"].config)
+    # the bar moves one step per event (read as each arrives, before the bar takes it) up to the end
+    assert bar_values == list(range(len(events))) and len(events) == total
+    assert set(bar_ranges) == {(0, total)}
     gaps = np.array(gaps[1:])
     expected_ticks = duration_ms / 20
     print(
@@ -190,6 +347,8 @@ def test_viewer_stays_responsive_while_training(workflow, qtbot):
 
 
 def test_runs_are_kept_switched_compared_and_reopened(workflow, qtbot, make_napari_viewer):
+    from sklearn.metrics import adjusted_mutual_info_score
+
     from phenossl.napari.widgets.runs_widget import RunsWidget
 
     _, widget = workflow
@@ -210,14 +369,24 @@ def test_runs_are_kept_switched_compared_and_reopened(workflow, qtbot, make_napa
     assert second.config.train.init_from == first.paths.checkpoint
     assert first.paths.root != second.paths.root and first.has_embeddings and second.has_embeddings
 
+    widget.clusters.k.setValue(2)  # run-002 with 2 clusters, run-001 with 4: some cells certainly move
+    with qtbot.waitSignal(controller.clustering_changed, timeout=60_000):
+        click(qtbot, widget.clusters.recluster_button)
+    assert first.clustering.k == 4 and second.clustering.k == 2
+
     runs = widget.runs
     assert runs.table.rowCount() == 2 and "(shown)" in runs.table.item(1, 2).text()
     runs.run_a.setCurrentText("run-001")
     runs.run_b.setCurrentText("run-002")
-    click(qtbot, runs.compare_button)
+    with qtbot.waitSignal(controller.comparison_ready, timeout=60_000):
+        click(qtbot, runs.compare_button)
     comparison = runs.comparison
-    assert "AMI" in runs.compare_label.text() and 0 <= comparison.n_cells == first.tile_store().n_cells
-    assert comparison.changed_cells.size == len(comparison.changed_cells)
+    expected_ami = adjusted_mutual_info_score(first.clustering.labels, second.clustering.labels)
+    assert comparison.ami == pytest.approx(expected_ami) and comparison.n_cells == first.tile_store().n_cells
+    assert f"AMI {expected_ami:.2f}" in runs.compare_label.text()
+    changed = changed_under_best_matching(first.clustering.labels, second.clustering.labels)
+    assert changed.size > 0 and np.array_equal(comparison.changed_cells, changed)
+    assert f"{changed.size} of {comparison.n_cells} cells" in runs.compare_label.text()
 
     runs.table.selectRow(0)
     with qtbot.waitSignal(controller.clustering_changed, timeout=30_000):
@@ -228,9 +397,8 @@ def test_runs_are_kept_switched_compared_and_reopened(workflow, qtbot, make_napa
     row = features.index[features["cell_id"] >= 0][0]
     expected = colors[first.clustering.labels[features.loc[row, "cell_id"]]]
     assert np.allclose(controller.labels_layer.colormap.map(features.loc[row, "label"]), expected)
-    if comparison.changed_cells.size:
-        click(qtbot, runs.changed_button)
-        assert np.array_equal(controller.selected, np.sort(comparison.changed_cells))
+    click(qtbot, runs.changed_button)
+    assert np.array_equal(controller.selected, changed)
 
     # a new viewer reopens the session folder: runs, nuclei (from the stored labels), clusters
     other = make_napari_viewer(show=True)
@@ -241,3 +409,11 @@ def test_runs_are_kept_switched_compared_and_reopened(workflow, qtbot, make_napa
     assert list(reopened.controller.session.runs) == ["run-001", "run-002"]
     assert reopened.controller.labels_layer is not None and reopened.controller.active.name == "run-002"
     assert isinstance(reopened.controller.labels_layer.features["cluster"].dtype, pd.CategoricalDtype)
+    # only run-002 is shown; run-001's clusters come from its folder, no need to show it first
+    assert reopened.controller.session.runs["run-001"].clustering is None
+    reopened.run_a.setCurrentText("run-001")
+    reopened.run_b.setCurrentText("run-002")
+    with qtbot.waitSignal(reopened.controller.comparison_ready, timeout=60_000):
+        click(qtbot, reopened.compare_button)
+    assert reopened.comparison.ami == pytest.approx(comparison.ami)
+    assert np.array_equal(reopened.comparison.changed_cells, changed)

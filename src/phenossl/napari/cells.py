@@ -116,27 +116,43 @@ def with_clusters(features: pd.DataFrame, cluster_of_cell: np.ndarray | None, k:
     return features.assign(cluster=pd.Categorical.from_codes(codes, categories=list(range(k))))
 
 
+def cluster_codes(features: pd.DataFrame) -> np.ndarray:
+    """Each row's cluster as an int64 array, -1 where it has none (untiled) or there is no cluster column."""
+    if "cluster" not in features:
+        return np.full(len(features), -1, dtype=np.int64)
+    column = features["cluster"]
+    if isinstance(column.dtype, pd.CategoricalDtype):  # with_clusters' column: look the codes up once
+        codes = column.cat.codes.to_numpy()
+        ids = np.append(pd.to_numeric(column.cat.categories).to_numpy(dtype=np.int64), -1)
+        return ids[codes]  # code -1 (missing) picks the appended -1
+    values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=float)
+    return np.where(np.isnan(values), -1, values).astype(np.int64)
+
+
+def rgba_per_row(features: pd.DataFrame, colors: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """(N, 4) RGBA per row of ``features``: its cluster's colour, grey (UNTILED_COLOR) when it has none
+    (or when ``colors`` has no colour for it: a stale cluster column while no clusters are shown)."""
+    out = np.tile(np.asarray(UNTILED_COLOR, dtype=dtype), (len(features), 1))
+    codes = cluster_codes(features)
+    has = (codes >= 0) & (codes < len(colors))
+    out[has] = np.asarray(colors, dtype=dtype)[codes[has]]
+    return out
+
+
 def label_color_dict(features: pd.DataFrame, colors: np.ndarray) -> dict:
     """``DirectLabelColormap`` colours: each nucleus its cluster's colour, untiled nuclei grey,
-    background and unknown ids transparent."""
-    color_dict: dict = {None: TRANSPARENT, 0: TRANSPARENT}
-    clusters = features["cluster"] if "cluster" in features else None
-    for row, label in enumerate(features["label"].to_numpy()):
-        cluster = None if clusters is None else clusters.iloc[row]
-        color_dict[int(label)] = (
-            UNTILED_COLOR if pd.isna(cluster) else tuple(float(v) for v in colors[int(cluster)])
-        )
-    return color_dict
+    background and unknown ids transparent. Built with numpy: it runs on the UI thread at every
+    recluster, for every nucleus of the plate."""
+    palette = [tuple(rgba) for rgba in np.asarray(colors, dtype=float).tolist()] + [UNTILED_COLOR]
+    codes = cluster_codes(features)
+    codes[codes >= len(colors)] = -1  # -1 (no cluster, or no colour for it) picks the last entry, grey
+    labels = features["label"].to_numpy(dtype=np.int64).tolist()
+    return {None: TRANSPARENT, 0: TRANSPARENT, **dict(zip(labels, map(palette.__getitem__, codes.tolist())))}
 
 
 def point_colors(features: pd.DataFrame, colors: np.ndarray) -> np.ndarray:
     """(N, 4) RGBA per point: its cluster's colour, grey when it has none."""
-    out = np.tile(np.asarray(UNTILED_COLOR, dtype=np.float32), (len(features), 1))
-    if "cluster" in features:
-        codes = features["cluster"].cat.codes.to_numpy()
-        has = codes >= 0
-        out[has] = colors[codes[has]]
-    return out
+    return rgba_per_row(features, colors, dtype=np.float32)
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,15 @@ signals, which Qt delivers on the main thread, and only then are layers and runs
 
 Errors raised in a worker reach the controller's ``errored`` handler, which shows one napari
 notification (a PhenosslError's own message; a short "<step> failed" line otherwise, the traceback in
-the log), resets the state and says in the widgets' status line what failed. The workers are superqt's
-plain worker classes, which do not relay errors themselves, so one failure makes one notification.
+the log), resets the state and says in the widgets' status line what failed. An error in a result
+handler on the main thread is reported the same way. The workers are napari's own worker classes (so
+napari's progress bar follows a generator's yields) with their error relay turned off: napari's relay
+would show a second, traceback-style notification for the same failure.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import weakref
@@ -60,8 +63,42 @@ TASK_NAMES = {
     "cluster": "Clustering",
     "umap": "The UMAP layout",
     "export": "The export",
+    "compare": "Comparing runs",
     "warm-up": "Loading the training code",
 }
+
+
+@functools.cache
+def _quiet_workers() -> tuple[type, type]:
+    """napari's FunctionWorker and GeneratorWorker without their error and warning relays.
+
+    napari's ``create_worker`` makes a progress bar advance on ``yielded`` only for its own
+    ``GeneratorWorker``, so the workers must be napari's. Their mixin would also show every error as a
+    notification with a traceback button, next to the controller's clean one, and every third-party
+    warning (numba, scikit-learn) as a notification: errors are left to the controller, warnings go to
+    the log."""
+    from napari.qt.threading import FunctionWorker, GeneratorWorker
+
+    def leave_to_controller(self, exc: BaseException) -> None:
+        pass
+
+    def log_warning(self, show_warn_args: tuple) -> None:
+        message, category = show_warn_args[:2]
+        logger.warning("%s: %s", getattr(category, "__name__", category), message)
+
+    members = {"_relay_error": leave_to_controller, "_relay_warning": log_warning}
+    return (
+        type("QuietFunctionWorker", (FunctionWorker,), members),
+        type("QuietGeneratorWorker", (GeneratorWorker,), members),
+    )
+
+
+def quiet_worker_class(func) -> type:
+    """The napari worker class for ``func``: a generator worker for generator functions."""
+    import inspect
+
+    function_worker, generator_worker = _quiet_workers()
+    return generator_worker if inspect.isgeneratorfunction(func) else function_worker
 
 
 class SessionController(QObject):
@@ -80,6 +117,7 @@ class SessionController(QObject):
     preview_ready = Signal(object)  # tasks.Preview
     train_event = Signal(object)  # StepProgress / EpochDone
     training_finished = Signal(object)  # tasks.TrainOutcome
+    comparison_ready = Signal(object)  # tasks.RunComparison
     task_state = Signal(str, bool)  # task name, running
     status = Signal(str)  # one line for the widgets' status labels
 
@@ -105,11 +143,11 @@ class SessionController(QObject):
         self.active: RunRecord | None = None
         self.selected = np.zeros(0, dtype=np.int64)
         self.current_cell = 0
-        self.workers: dict[str, Any] = {}
         self._running: Counter[str] = Counter()  # tasks in flight (previews may overlap)
         #: after training: embed, cluster and lay out (UMAP) the new run. Scripts and tests may turn it off.
         self.explore_after_training = True
-        self._cancel: threading.Event | None = None
+        #: the Cancel of the Train step: one event per cancellable task (train, and the embed after it)
+        self._cancels: dict[str, threading.Event] = {}
         self._preview_request = 0
         self._syncing_selection = False
         viewer.layers.events.removed.connect(self._on_layer_removed)
@@ -139,33 +177,44 @@ class SessionController(QObject):
         on_errored=None,
         **kwargs,
     ):
-        """Start ``func`` in a napari thread worker; results and errors come back on the main thread."""
-        import inspect
+        """Start ``func`` in a napari thread worker; results and errors come back on the main thread.
 
+        ``progress``: a napari progress bar (a dict with ``total`` makes it advance one per yield)."""
         from napari.qt.threading import create_worker
-        from superqt.utils import FunctionWorker, GeneratorWorker
 
         connect = {"errored": partial(self._task_failed, task, on_errored)}
         if on_returned is not None:
-            connect["returned"] = on_returned
+            connect["returned"] = self._reporting(task, on_returned)
         if on_yielded is not None:
-            connect["yielded"] = on_yielded
-        worker_class = GeneratorWorker if inspect.isgeneratorfunction(func) else FunctionWorker
+            connect["yielded"] = self._reporting(task, on_yielded)
         worker = create_worker(
             func,
             *args,
             _connect=connect,
             _progress=progress,
             _start_thread=False,
-            _worker_class=worker_class,
+            _worker_class=quiet_worker_class(func),
             **kwargs,
         )
         worker.finished.connect(partial(self._task_done, task))
-        self.workers[task] = worker
         self._running[task] += 1
         self.task_state.emit(task, True)
         worker.start()
         return worker
+
+    def _reporting(self, task: str, handler):
+        """``handler`` (run on the main thread with a worker's result) with its errors shown as one clean
+        notification, as a worker's own errors are: an exception escaping a Qt slot would end up in
+        napari's traceback dialog instead."""
+
+        @functools.wraps(handler)
+        def report(*args: Any) -> None:
+            try:
+                handler(*args)
+            except Exception as exc:
+                self._task_failed(task, None, exc)
+
+        return report
 
     def _task_done(self, task: str) -> None:
         self._running[task] -= 1
@@ -331,35 +380,31 @@ class SessionController(QObject):
         return DirectLabelColormap(color_dict=cellsmod.label_color_dict(features, colors))
 
     def make_tiles(self, image_layers: list, nuclear_layer, labels_layer, tiles: TileConfig):
-        """Tile every field from the labels as they are in ``labels_layer`` (user corrections included)."""
+        """Tile every field from the labels as they are in ``labels_layer`` (user corrections included).
+
+        Everything is checked before any layer, table or setting changes: a refused input loses nothing."""
         if self.running("tiles"):
             raise PhenosslError("tiles are already being made")
-        if not image_layers:
-            raise InputError("tick at least one image layer (channel) to put in the tiles")
-        if labels_layer is None:
-            raise InputError("segment the nuclei first (or pick a Labels layer of nuclei)")
-        if nuclear_layer not in image_layers:
-            image_layers = [nuclear_layer, *image_layers]
-        shapes = {tuple(layer.data.shape) for layer in image_layers}
-        if len(shapes) != 1:
-            raise InputError(
-                "the channel layers must have the same shape (fields x height x width); got "
-                + ", ".join(f"{layer.name} {tuple(layer.data.shape)}" for layer in image_layers)
-            )
-        if tuple(labels_layer.data.shape) != shapes.pop():
-            raise InputError(
-                f"the labels layer {labels_layer.name!r} has shape {tuple(labels_layer.data.shape)}, "
-                f"the images {tuple(nuclear_layer.data.shape)}"
-            )
+        image_layers = self._check_tile_inputs(image_layers, nuclear_layer, labels_layer)
         info = PlateInfo.from_metadata(nuclear_layer.metadata) or PlateInfo.for_array(
             nuclear_layer.data.shape, nuclear_layer.name
         )
         labels = np.asarray(as_field_stack(labels_layer.data))
         renumbered = not cellsmod.is_plate_unique(labels)
         if renumbered:
+            labels = cellsmod.make_plate_unique(labels)
+        table = cellsmod.nuclei_table(labels, info)
+        names = [channel_name(layer) for layer in image_layers]
+        images = [as_field_stack(layer.data) for layer in image_layers]
+        fields = cellsmod.field_inputs(images, names, labels, info)
+        input_section = self._input_section(info, names, channel_name(nuclear_layer))
+        input_config = RunConfig(input=input_section).input
+        store_path = self.session.next_store_path()
+        store_path.parent.mkdir(parents=True, exist_ok=True)
+
+        if renumbered:
             from napari.utils.notifications import show_info
 
-            labels = cellsmod.make_plate_unique(labels)
             show_info(
                 f"Nucleus ids in {labels_layer.name!r} repeated between fields; they were renumbered "
                 "so that every cell has its own id (and its own cluster colour)."
@@ -367,18 +412,9 @@ class SessionController(QObject):
         self.plate = info
         self.labels_layer = labels_layer  # the user's own Labels layer is adopted as it is
         # refresh the per-cell table: the user may have added, removed or redrawn nuclei
-        self._show_nuclei(labels, cellsmod.nuclei_table(labels, info), nuclear_layer, replace_data=renumbered)
-        names = [channel_name(layer) for layer in image_layers]
-        if len(set(names)) != len(names):
-            raise InputError(f"two channel layers have the same name ({names}); rename one")
-        images = [as_field_stack(layer.data) for layer in image_layers]
-        fields = cellsmod.field_inputs(images, names, labels, info)
+        self._show_nuclei(labels, table, nuclear_layer, replace_data=renumbered)
         self.tiles = tiles
-        nuclear_name = channel_name(nuclear_layer)
-        self.input_section = self._input_section(info, names, nuclear_name)
-        store_path = self.session.next_store_path()
-        store_path.parent.mkdir(parents=True, exist_ok=True)
-        input_config = RunConfig(input=self.input_section).input
+        self.input_section = input_section
         return self._launch(
             "tiles",
             tasks.build_tiles,
@@ -391,6 +427,34 @@ class SessionController(QObject):
             progress={"desc": f"Making {tiles.size}px tiles"},
             on_returned=self._tiled,
         )
+
+    @staticmethod
+    def _check_tile_inputs(image_layers: list, nuclear_layer, labels_layer) -> list:
+        """The channel layers to tile (the nuclear one first if it was not ticked), or an InputError
+        saying what to fix."""
+        if not image_layers:
+            raise InputError("tick at least one image layer (channel) to put in the tiles")
+        if labels_layer is None:
+            raise InputError("segment the nuclei first (or pick a Labels layer of nuclei)")
+        if nuclear_layer is None:
+            raise InputError("pick the nuclear stain (an image layer) to tile around")
+        if nuclear_layer not in image_layers:
+            image_layers = [nuclear_layer, *image_layers]
+        names = [channel_name(layer) for layer in image_layers]
+        if len(set(names)) != len(names):
+            raise InputError(f"two channel layers have the same name ({names}); rename one")
+        shapes = {tuple(layer.data.shape) for layer in image_layers}
+        if len(shapes) != 1:
+            raise InputError(
+                "the channel layers must have the same shape (fields x height x width); got "
+                + ", ".join(f"{layer.name} {tuple(layer.data.shape)}" for layer in image_layers)
+            )
+        if tuple(labels_layer.data.shape) != shapes.pop():
+            raise InputError(
+                f"the labels layer {labels_layer.name!r} has shape {tuple(labels_layer.data.shape)}, "
+                f"the images {tuple(nuclear_layer.data.shape)}"
+            )
+        return image_layers
 
     @staticmethod
     def _input_section(info: PlateInfo, names: list[str], nuclear: str) -> dict[str, Any]:
@@ -507,27 +571,29 @@ class SessionController(QObject):
         record = self.session.new_run(config)
         record.status = "training"
         self.runs_changed.emit()
-        self._cancel = threading.Event()
+        cancel = self._cancels["train"] = threading.Event()
         total = tasks.expected_events(store.n_cells, record.config)
         self._launch(
             "train",
             tasks.train_run,
             record,
-            self._cancel,
+            cancel,
             progress={"total": total, "desc": f"Training {record.name}"},
             on_yielded=self.train_event.emit,
-            on_returned=partial(self._trained, record),
+            on_returned=partial(self._trained, record, cancel),
             on_errored=partial(self._training_failed, record),
         )
         self.status.emit(f"Training {record.name}: {record.describe()}")
         return record
 
     def cancel_training(self) -> None:
-        """Stop the training before its next step; the last epoch's checkpoint is kept."""
-        if self._cancel is not None:
-            self._cancel.set()
+        """Stop the training before its next step (the last epoch's checkpoint is kept), or the embedding
+        that follows it (the checkpoint is kept; Runs > Embed cells embeds it later)."""
+        for task, event in self._cancels.items():
+            if self.running(task):
+                event.set()
 
-    def _trained(self, record: RunRecord, outcome: tasks.TrainOutcome) -> None:
+    def _trained(self, record: RunRecord, cancel: threading.Event, outcome: tasks.TrainOutcome) -> None:
         from napari.utils.notifications import show_info
 
         record.status = outcome.status
@@ -540,7 +606,7 @@ class SessionController(QObject):
             return
         if self.explore_after_training:
             self.status.emit(f"{record.name}: {outcome.message}; embedding the cells...")
-            self.embed(record)
+            self.embed(record, cancel=cancel)  # a Cancel pressed from now on stops the embedding
         else:
             self.status.emit(f"{record.name}: {outcome.message}")
 
@@ -550,19 +616,31 @@ class SessionController(QObject):
         self.runs_changed.emit()
         self.training_finished.emit(tasks.TrainOutcome("failed", str(exc), None))
 
-    def embed(self, record: RunRecord):
-        """Embed every cell with the run's checkpoint (worker), then show the run and cluster it."""
+    def embed(self, record: RunRecord, *, cancel: threading.Event | None = None):
+        """Embed every cell with the run's checkpoint (worker), then show the run and cluster it.
+
+        The Train step's Cancel stops it; after a training it shares the training's ``cancel``."""
         if not record.has_checkpoint:
             raise InputError(f"run {record.name} has no checkpoint yet: train it first")
+        cancel = self._cancels["embed"] = cancel or threading.Event()
         return self._launch(
             "embed",
             tasks.embed_run,
             record,
+            cancel,
             progress={"desc": f"Embedding cells ({record.name})"},
-            on_returned=lambda _: self._embedded(record),
+            on_returned=partial(self._embedded, record),
         )
 
-    def _embedded(self, record: RunRecord) -> None:
+    def _embedded(self, record: RunRecord, outcome: tasks.EmbedOutcome) -> None:
+        if outcome.status == "cancelled":
+            from napari.utils.notifications import show_info
+
+            record.message = outcome.message
+            self.runs_changed.emit()
+            show_info(outcome.message)
+            self.status.emit(f"{record.name}: {outcome.message}")
+            return
         record.space = None
         record.clustering = None
         record.umap = None
@@ -830,8 +908,21 @@ class SessionController(QObject):
     # ------------------------------------------------------------------------------------------
     # 5. runs and export
 
-    def compare(self, name_a: str, name_b: str) -> tasks.RunComparison:
-        return tasks.compare_runs(self.session.runs[name_a], self.session.runs[name_b])
+    def compare(self, name_a: str, name_b: str):
+        """Compare two runs in a worker (a run not shown yet has its clusters read from its folder);
+        the result comes as ``comparison_ready``."""
+        runs = self.session.runs
+        missing = [name for name in (name_a, name_b) if name not in runs]
+        if missing:
+            raise InputError("pick two runs of this session to compare (train a second run first)")
+        return self._launch(
+            "compare",
+            tasks.compare_runs,
+            runs[name_a],
+            runs[name_b],
+            progress={"desc": f"Comparing {name_a} and {name_b}"},
+            on_returned=self.comparison_ready.emit,
+        )
 
     def start_export(self, csv_path: str | Path, *, overwrite: bool = False):
         """Export the shown run (worker). The worker returns the OutputExistsError instead of raising it,

@@ -143,11 +143,10 @@ class LayerCombo(QComboBox):
 
     layer_changed = Signal(object)
 
-    def __init__(self, viewer, layer_type: type, parent: QWidget | None = None, *, allow_none: bool = False):
+    def __init__(self, viewer, layer_type: type, parent: QWidget | None = None):
         super().__init__(parent)
         self._viewer = viewer
         self._type = layer_type
-        self._allow_none = allow_none
         self._watched_names: set[int] = set()
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.setMinimumContentsLength(10)
@@ -167,8 +166,6 @@ class LayerCombo(QComboBox):
         current = self.layer()
         self.blockSignals(True)
         self.clear()
-        if self._allow_none:
-            self.addItem("(none)", None)
         for layer in self.layers():
             self.addItem(layer.name, layer)
             if id(layer) not in self._watched_names:  # follow renames, connecting once per layer

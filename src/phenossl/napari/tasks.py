@@ -234,15 +234,24 @@ def train_run(
         )
 
 
-def embed_run(
-    record: RunRecord, cancel: threading.Event | None = None, *, threads: int | None = None
-) -> Path:
-    """Embed every cell with the run's checkpoint into its embeddings.npy."""
+@dataclass(frozen=True)
+class EmbedOutcome:
+    status: str  # "embedded" or "cancelled"
+    message: str
+
+
+def embed_run(record: RunRecord, cancel: threading.Event, *, threads: int | None = None) -> EmbedOutcome:
+    """Embed every cell with the run's checkpoint into its embeddings.npy.
+
+    Setting ``cancel`` stops it before the next batch; nothing is written, the checkpoint is kept."""
     from phenossl.pipeline import stage_embed
 
     with reported_as("Embedding"), torch_threads(threads or ui_thread_budget()):
-        stage_embed(record.config, record.paths, record.tile_store(), cancel=cancel)
-        return record.paths.embeddings
+        try:
+            stage_embed(record.config, record.paths, record.tile_store(), cancel=cancel)
+        except Cancelled as exc:
+            return EmbedOutcome("cancelled", str(exc))
+        return EmbedOutcome("embedded", f"embedded {record.tile_store().n_cells} cells")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -355,17 +364,54 @@ class RunComparison:
 
 
 def compare_runs(a: RunRecord, b: RunRecord) -> RunComparison:
-    """AMI between two runs' clusterings and the cells that changed cluster (clusters matched first)."""
+    """AMI between two runs' clusterings and the cells that changed cluster (clusters matched first).
+
+    A run need not be shown first: its clusters are read from its folder (``saved_cluster_labels``)."""
     from phenossl.cluster import compare_clusterings
     from phenossl.napari.cells import align_by_label
 
-    for record in (a, b):
-        if record.clustering is None:
-            raise PhenosslError(f"run {record.name} has no clusters yet: show it (and cluster it) first")
-    labels_a, labels_b, rows_a = align_by_label(
-        a.tile_store().cells, a.clustering.labels, b.tile_store().cells, b.clustering.labels
+    with reported_as("Comparing runs"):
+        labels_a, labels_b, rows_a = align_by_label(
+            a.tile_store().cells, cluster_labels(a), b.tile_store().cells, cluster_labels(b)
+        )
+        comparison = compare_clusterings(labels_a, labels_b)
+        changed = rows_a[comparison.changed]
+        return RunComparison(a.name, b.name, comparison.ami, comparison.n_cells, changed, comparison.matching)
+
+
+def cluster_labels(record: RunRecord) -> np.ndarray:
+    """The cluster of every store row of a run: the shown clustering, else the run's clusters.csv, else
+    K-Means again on its embeddings with its saved k and seed (seeded: the clusters it had)."""
+    from phenossl.cluster import EmbeddingSpace
+
+    if record.clustering is not None:
+        return np.asarray(record.clustering.labels)
+    saved = saved_cluster_labels(record)
+    if saved is not None:
+        return saved
+    if not record.has_embeddings:
+        raise PhenosslError(
+            f"run {record.name} has no embeddings yet, so no clusters: embed it first (Runs > Embed cells)"
+        )
+    config = record.config
+    space = EmbeddingSpace(
+        np.load(record.paths.embeddings, mmap_mode="r"), preprocessing=config.cluster.preprocessing
     )
-    comparison = compare_clusterings(labels_a, labels_b)
-    return RunComparison(
-        a.name, b.name, comparison.ami, comparison.n_cells, rows_a[comparison.changed], comparison.matching
-    )
+    return np.asarray(space.cluster(config.cluster.k, seed=config.seed, n_nearest=1).labels)
+
+
+def saved_cluster_labels(record: RunRecord) -> np.ndarray | None:
+    """The ``cluster`` column of the run's clusters.csv, or None when there is none or it does not belong
+    to the current embeddings and tiles (older than embeddings.npy, or other cells than the store's)."""
+    path, embeddings = record.paths.clusters, record.paths.embeddings
+    if not path.is_file() or not embeddings.is_file() or path.stat().st_mtime < embeddings.stat().st_mtime:
+        return None
+    table = pd.read_csv(path, usecols=lambda column: column in ("label", "cluster"))
+    store_labels = record.tile_store().cells["label"].to_numpy()
+    if (
+        {"label", "cluster"} - set(table.columns)
+        or table["cluster"].isna().any()
+        or not np.array_equal(table["label"].to_numpy(), store_labels)
+    ):
+        return None
+    return table["cluster"].to_numpy(dtype=np.int64)

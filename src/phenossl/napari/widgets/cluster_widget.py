@@ -76,7 +76,7 @@ class ClusterGallery(QWidget):
             header.setFlat(True)
             header.setStyleSheet("text-align: left; font-weight: bold;")
             header.setToolTip("Select every cell of this cluster (in the UMAP and on the plate)")
-            header.clicked.connect(lambda _=False, c=cluster: self.controller.select_cluster(c))
+            header.clicked.connect(lambda _=False, c=cluster: self._select_cluster(c))
             self._layout.addWidget(header)
             self.headers[cluster] = header
             grid_holder = QWidget()
@@ -94,12 +94,20 @@ class ClusterGallery(QWidget):
                     f"cell {cell}, field {info.get('field', '?')}, label {info.get('label', '?')}; "
                     f"{i + 1}. nearest the centroid. Click: go to this cell."
                 )
-                button.clicked.connect(lambda _=False, c=cell: self.controller.go_to_cell(c))
+                button.clicked.connect(lambda _=False, c=cell: self._go_to_cell(c))
                 grid.addWidget(button, i // GALLERY_COLUMNS, i % GALLERY_COLUMNS)
                 self.buttons[cluster].append(button)
             grid.setColumnStretch(GALLERY_COLUMNS, 1)
             self._layout.addWidget(grid_holder)
         self._layout.addStretch(1)
+
+    @reports_errors("Going to the cell")
+    def _go_to_cell(self, cell: int) -> None:
+        self.controller.go_to_cell(cell)
+
+    @reports_errors("Selecting the cluster")
+    def _select_cluster(self, cluster: int) -> None:
+        self.controller.select_cluster(cluster)
 
 
 class ClusterWidget(QWidget):
@@ -224,6 +232,7 @@ class ClusterWidget(QWidget):
         worker.returned.connect(self._exported)  # a bound method: dropped if the widget is closed meanwhile
         return worker
 
+    @reports_errors("Export")
     def _exported(self, result) -> None:
         from napari.utils.notifications import show_info
 

@@ -87,7 +87,10 @@ class RunsWidget(QWidget):
         self.run_b = QComboBox()
         self.compare_button = QPushButton("Compare")
         compare_layout.addWidget(row(self.run_a, QLabel("vs"), self.run_b, self.compare_button))
-        self.compare_label = note_label("Both runs need clusters (show each once).")
+        self.compare_label = note_label(
+            "How much two runs' clusters agree, and which cells changed cluster. Each run is compared "
+            "with the clusters it has now (saved in its folder: it need not be shown)."
+        )
         compare_layout.addWidget(self.compare_label)
         self.changed_button = QPushButton("Select the cells that changed cluster")
         self.changed_button.setEnabled(False)
@@ -107,6 +110,8 @@ class RunsWidget(QWidget):
         self.controller.session_changed.connect(self.refresh)
         self.controller.active_run_changed.connect(self.refresh)
         self.controller.clustering_changed.connect(self.refresh)
+        self.controller.comparison_ready.connect(self._show_comparison)
+        self.controller.task_state.connect(self._task_state)
         self.refresh()
 
     def refresh(self) -> None:
@@ -166,11 +171,20 @@ class RunsWidget(QWidget):
 
     @reports_errors("Comparing runs")
     def _compare(self, *_):
-        self.comparison = self.controller.compare(self.run_a.currentText(), self.run_b.currentText())
-        self.compare_label.setText(self.comparison.text())
-        self.changed_button.setEnabled(self.comparison.changed_cells.size > 0)
-        return self.comparison
+        """Compare the two chosen runs (in a worker: a run's clusters may be read from disk first)."""
+        return self.controller.compare(self.run_a.currentText(), self.run_b.currentText())
 
+    def _show_comparison(self, comparison) -> None:
+        self.comparison = comparison
+        self.compare_label.setText(comparison.text())
+        self.changed_button.setEnabled(comparison.changed_cells.size > 0)
+
+    def _task_state(self, task: str, running: bool) -> None:
+        if task == "compare":
+            self.compare_button.setEnabled(not running)
+            self.compare_button.setText("Comparing…" if running else "Compare")
+
+    @reports_errors("Selecting the cells that changed cluster")
     def _select_changed(self, *_):
         if self.comparison is None:
             return

@@ -24,6 +24,7 @@ METHOD_HELP = {
     "simclr": "SimCLR: contrastive within the batch; likes large batches",
     "byol": "BYOL: no negatives, momentum target network",
     "vicreg": "VICReg: variance-invariance-covariance; no negatives",
+    "gandl": "GAN-DL: a GAN; the discriminator (your encoder) learns to tell real cells from generated ones",
 }
 REDRAW_MS = 500  # the loss curve is redrawn at most this often (a redraw costs the UI thread tens of ms)
 
@@ -144,7 +145,10 @@ class TrainWidget(QWidget):
             "then the cells are embedded and clustered."
         )
         self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setToolTip("Stop before the next step; the last finished epoch is kept.")
+        self.cancel_button.setToolTip(
+            "Stop the training before the next step (the last finished epoch is kept), "
+            "or the embedding of the cells that follows it."
+        )
         self.cancel_button.setEnabled(False)
         layout.addWidget(row(self.train_button, self.cancel_button))
         self.progress_label = QLabel("")
@@ -193,9 +197,12 @@ class TrainWidget(QWidget):
         return record
 
     def _cancel(self, *_):
+        training = self.controller.running("train")
         self.controller.cancel_training()
         self.cancel_button.setEnabled(False)
-        self.progress_label.setText("cancelling: stops before the next step…")
+        self.progress_label.setText(
+            "cancelling: stops before the next step…" if training else "cancelling the embedding…"
+        )
 
     def _on_event(self, event) -> None:
         from phenossl.train import EpochDone, StepProgress
@@ -228,7 +235,9 @@ class TrainWidget(QWidget):
         if task == "train":
             self.train_button.setEnabled(not running)
             self.train_button.setText("Training…" if running else "Train")
-            self.cancel_button.setEnabled(running)
+        if task in ("train", "embed"):  # Cancel also stops the embedding that follows a training
+            controller = self.controller
+            self.cancel_button.setEnabled(controller.running("train") or controller.running("embed"))
 
     def _device_changed(self, *_):
         option = self.device.currentData()

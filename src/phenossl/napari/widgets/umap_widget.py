@@ -8,7 +8,7 @@ from qtpy.QtWidgets import QLabel, QPushButton, QVBoxLayout, QWidget
 
 from phenossl.napari.cells import cell_count
 from phenossl.napari.controller import UMAP_FIRST_NOTE, controller_for
-from phenossl.napari.qt_helpers import note_label, row
+from phenossl.napari.qt_helpers import note_label, reports_errors, row
 from phenossl.napari.widgets.plots import style_axes, theme_colors, themed_canvas
 
 
@@ -45,7 +45,7 @@ class UmapWidget(QWidget):
         self._highlight = None
         self._xy = np.zeros((0, 2))
         self.lasso = LassoSelector(self.axes, self._lasso_done, props={"color": self.colors.foreground})
-        self.clear_button.clicked.connect(lambda: self.controller.select_cells(np.zeros(0, dtype=np.int64)))
+        self.clear_button.clicked.connect(self._clear_selection)
         self.controller.umap_changed.connect(self.redraw)
         self.controller.clustering_changed.connect(self.redraw)
         self.controller.active_run_changed.connect(self.redraw)
@@ -91,8 +91,13 @@ class UmapWidget(QWidget):
         self.count_label.setText(cell_count(self.controller.selected.size, "selected") if selected.size else "")
         self.canvas.draw_idle()
 
+    @reports_errors("Selecting cells in the UMAP")
     def _lasso_done(self, vertices) -> None:
         self.controller.select_cells(points_in_lasso(self._xy, np.asarray(vertices)))
+
+    @reports_errors("Clearing the selection")
+    def _clear_selection(self, *_) -> None:
+        self.controller.select_cells(np.zeros(0, dtype=np.int64))
 
     def _task_state(self, task: str, running: bool) -> None:
         if task == "umap" and running:
