@@ -68,6 +68,8 @@ install_debian_packages
 case "$what" in
   demo)
     install_python napari
+    # a menu entry for napari with phenossl, so a biologist never needs this terminal again
+    bash "$repo/scripts/install_launcher.sh" "$venv" || echo "(no application-menu entry: see above)"
     "$venv/bin/phenossl" demo "$@"
     ;;
   test)
