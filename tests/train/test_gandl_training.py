@@ -27,7 +27,8 @@ def test_gan_dl_trains_embeds_and_resumes_exactly(tiny_store, tiny_config, tmp_p
     events = []
     straight = train(tiny_store, config, tmp_path / "straight", progress=events.append)
     steps = [e for e in events if not isinstance(e, EpochDone)]
-    assert set(steps[0].branch_losses) == {"discriminator", "generator"}
+    assert set(steps[0].branch_losses) == {"discriminator", "generator", "r1"}
+    assert steps[0].branch_losses["r1"] > 0  # R1 is computed on the first step (lazy: every 4th after)
     assert all(np.isfinite(s.loss) for s in steps)
     state = load_checkpoint(straight.checkpoint)
     assert {"optimizer", "optimizer_g", "scheduler_g"} <= set(state) and state["gan_steps"] == 6

@@ -5,8 +5,8 @@ feature vector, learnt by telling real cells from generated ones.
 phenossl's version keeps the rest of the product unchanged: the discriminator's trunk is the chosen
 encoder (ResNet18 or VGG13, any channel count, ImageNet weights when local), followed by one linear
 logit; the generator is a DCGAN-style upsampling network. GAN-DL uses StyleGAN2; we keep its loss
-(non-saturating logistic loss with an R1 penalty on real images, Mescheder et al. 2018) and its
-Adam settings, with a much smaller generator so a screen trains on one GPU in minutes.
+(non-saturating logistic loss with a lazy R1 penalty on real images, Mescheder et al. 2018, weighted by
+StyleGAN2-ADA's heuristic unless set) and its Adam settings, with a much smaller generator so a screen trains on one GPU in minutes.
 
 The compositions still decide what the discriminator sees: both real tiles and generated images pass
 through the same random augmentation before the discriminator (differentiable augmentation, Zhao et al.

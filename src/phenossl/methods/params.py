@@ -80,8 +80,9 @@ class GANParams(_Section):
 
     latent_dim: PositiveInt = 128
     generator_width: PositiveInt = Field(64, description="channels of the generator's last block (x8 at its start)")
-    r1_gamma: Annotated[float, Field(ge=0.0)] = Field(
-        1.0, description="weight of the R1 penalty on real images (gamma / 2 * |grad D|^2)"
+    r1_gamma: Annotated[float, Field(ge=0.0)] | None = Field(
+        None, description="weight of the R1 penalty on real images (gamma / 2 * |grad D|^2); None: StyleGAN2-ADA's "
+        "heuristic 0.0002 * resolution^2 / batch size"
     )
     r1_every: PositiveInt = Field(4, description="lazy R1: computed every n steps, scaled by n (StyleGAN2: 16)")
     lr: Annotated[float, Field(gt=0.0)] | None = Field(

@@ -116,6 +116,9 @@ class GANStep:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         self.scheduler_g = torch.optim.lr_scheduler.LambdaLR(self.optimizer_g, schedule)
         self.steps = 0
+        self.r1_gamma = (self.params.r1_gamma if self.params.r1_gamma is not None
+                         else 0.0002 * config.resolution**2 / config.batch_size)
+        self._last_r1 = torch.zeros((), device=device)
 
     def _discriminate(self, images: Tensor, generator: torch.Generator, *, real: bool,
                       grad_of_views: bool = False) -> tuple[Tensor, Tensor]:
@@ -138,17 +141,19 @@ class GANStep:
     def __call__(self, x: Tensor, generator: torch.Generator, progress: float) -> tuple[Tensor, LossParts]:
         from phenossl.methods.gandl import discriminator_loss, generator_loss, r1_penalty
 
-        r1_now = self.params.r1_gamma > 0 and self.steps % self.params.r1_every == 0
+        r1_now = self.r1_gamma > 0 and self.steps % self.params.r1_every == 0
         fake = self.model.sample(len(x), generator)
         real_logits, real_views = self._discriminate(x, generator, real=True, grad_of_views=r1_now)
         fake_logits, _ = self._discriminate(fake.detach(), generator, real=False)
         d_loss = self._weighted(discriminator_loss, real_logits, fake_logits)
+        regularised = d_loss
         if r1_now:  # lazy R1 (StyleGAN2): every r1_every steps, scaled up by r1_every
             row_weights = torch.cat([torch.full((len(x),), w, device=x.device) for w in self.weights.values()])
             r1 = r1_penalty(real_logits, real_views, row_weights)
-            d_loss = d_loss + 0.5 * self.params.r1_gamma * self.params.r1_every * r1
+            regularised = d_loss + 0.5 * self.r1_gamma * self.params.r1_every * r1
+            self._last_r1 = r1.detach()
         self.optimizer.zero_grad(set_to_none=True)
-        d_loss.backward()
+        regularised.backward()
         self.optimizer.step()
 
         fake_logits, _ = self._discriminate(fake, generator, real=False)
@@ -160,7 +165,8 @@ class GANStep:
         self.scheduler_g.step()
         self.steps += 1
         d_loss, g_loss = d_loss.detach(), g_loss.detach()
-        return d_loss + g_loss, {"discriminator": d_loss, "generator": g_loss}
+        # the adversarial losses (what the curve shows); R1 (the last one computed) apart, as StyleGAN2 logs it
+        return d_loss + g_loss, {"discriminator": d_loss, "generator": g_loss, "r1": self._last_r1}
 
     @property
     def lr(self) -> float:
