@@ -223,6 +223,19 @@ def command_line(argv: Sequence[str] | None = None) -> str:
     return " ".join([".venv/bin/python", shlex.quote(script_text), *map(shlex.quote, args)])
 
 
+def explicit_command(command: str, device=None, threads: int | None = None) -> str:
+    """``command`` with the device it resolved to and the torch thread count it ran with appended when it
+    did not say them: rerun on another machine, ``--device auto`` could pick a GPU (and write the GPU result
+    file) and torch could pick another thread count."""
+    words = shlex.split(command)
+    if device is not None and "--device" not in words:
+        command += f" --device {getattr(device, 'type', device)}"
+    on_cpu = device is None or getattr(device, "type", device) == "cpu"
+    if threads and on_cpu and "--threads" not in words:
+        command += f" --threads {threads}"
+    return command
+
+
 class StudyRecord:
     """Collects one study's context at its start and writes the JSON at its end."""
 
@@ -233,7 +246,9 @@ class StudyRecord:
         self.args = args
         self.device = device
         self.started = dt.datetime.now(dt.UTC)
-        self.command = command_line(argv)
+        import torch
+
+        self.command = explicit_command(command_line(argv), device, torch.get_num_threads())
         self.load_start = load_average()
         self.clock = time.perf_counter()
 

@@ -139,7 +139,7 @@ def grid_jobs(grid: str, main_seeds: int, extra_seeds: int) -> list[tuple[RunSpe
         return [(MAIN[4], 0)]  # the dual loss (both branches); every other row runs the same code
     if grid == "full":
         main = [RunSpec(f"{s.name} [{m}/{e}]", s.group, s.composition_a, s.composition_b, s.weight_a, m, e)
-                for m in ("mocov2", "simclr", "byol", "vicreg") for e in ("resnet18", "vgg13") for s in MAIN]
+                for m in ("mocov2", "simclr", "byol", "vicreg", "gandl") for e in ("resnet18", "vgg13") for s in MAIN]
         return [(s, seed) for seed in range(main_seeds) for s in main + ABLATION]
     jobs = [(s, seed) for seed in range(main_seeds) for s in MAIN if s.name in KEY_ROWS or seed < extra_seeds]
     return jobs + [(s, seed) for seed in range(extra_seeds) for s in ABLATION + METHOD_ROWS + ENCODER_ROWS]

@@ -6,9 +6,14 @@ in ``report_template.md`` quotes numbers only through placeholders that this scr
 - ``{{table:NAME}}``: a generated table (see TABLES);
 - ``{{meta:RESULT}}``: the rerun command, machine, load average and date of one result file;
 - ``{{value:RESULT:path.to.value|FORMAT}}``: one number (``FORMAT`` as in ``format()``, e.g. ``.2f``, ``.0%``);
-  path parts may be dict keys or list indices.
+  path parts may be dict keys, list indices, or ``[field=value,field=value]``: the one element of a list of
+  dicts whose fields have those values (an error when none or several match, so a changed grid cannot
+  silently quote another row), e.g. ``results.cases.[method=mocov2,encoder=vgg13,resolution=196].ratio``.
 
-A result file that is missing (e.g. a GPU run nobody made yet) renders as a line saying how to produce it.
+A result file that is missing (e.g. a GPU run nobody made yet) renders as a line saying how to produce it,
+once per section (the other placeholders of that result in the section then render as nothing).
+The rerun command of a result names the device and torch thread count it ran with, even when the recorded
+command left them to their defaults (``bench_common.explicit_command``).
 
     .venv/bin/python benchmarks/report.py            # writes docs/benchmarks.md
     .venv/bin/python benchmarks/report.py --check    # renders to stdout-less temp output; fails on errors
@@ -23,19 +28,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench_common import BENCH_DIR, REPO_ROOT, RESULTS_DIR
+from bench_common import BENCH_DIR, REPO_ROOT, RESULTS_DIR, explicit_command
 
 TEMPLATE = BENCH_DIR / "report_template.md"
 OUTPUT = REPO_ROOT / "docs" / "benchmarks.md"
 PLACEHOLDER = re.compile(r"\{\{(table|meta|value):([^}]+)\}\}")
-RERUN = {
-    "quality_bbbc021": ".venv/bin/python benchmarks/quality_bbbc021.py --threads 1",
+RERUN = {  # what produced the committed results (2-core CPU machine, torch's default of 2 threads)
+    "quality_bbbc021": ".venv/bin/python benchmarks/quality_bbbc021.py --device cpu --threads 2",
     "quality_bbbc021_full": ".venv/bin/python benchmarks/quality_bbbc021.py --grid full --device cuda",
-    "segmentation": ".venv/bin/python benchmarks/segmentation.py",
-    "speed_training": ".venv/bin/python benchmarks/speed_training.py --device cpu",
+    "segmentation": ".venv/bin/python benchmarks/segmentation.py --threads 2",
+    "speed_training": ".venv/bin/python benchmarks/speed_training.py --device cpu --threads 2",
     "speed_training_gpu": ".venv/bin/python benchmarks/speed_training.py --device cuda",
-    "speed_pipeline": ".venv/bin/python benchmarks/speed_pipeline.py",
-    "memory_100k": ".venv/bin/python benchmarks/memory_100k.py",
+    "speed_pipeline": ".venv/bin/python benchmarks/speed_pipeline.py --threads 2",
+    "memory_100k": ".venv/bin/python benchmarks/memory_100k.py --threads 2",
+    "dose_response_bbbc021": ".venv/bin/python benchmarks/dose_response_bbbc021.py --device cpu --threads 2",
 }
 
 
@@ -157,6 +163,31 @@ def quality_views(results: dict, name: str = "quality_bbbc021") -> str:
     return table(header, body)
 
 
+def dose_response_table(results: dict) -> str:
+    """One row per representation and direction: mean ± SEM of the score per dose of the scored plate
+    ('–' where that plate has no such dose), strict monotonicity, steps beyond their SEMs, Spearman's rho."""
+    data = need(results, "dose_response_bbbc021")["results"]["representations"]
+    curves_of = {name: item.get("curves", {}) for name, item in data.items()}
+    doses = sorted({d for curves in curves_of.values() for c in curves.values() for d in c["doses"]})
+    header = ["representation", "embedded view", "axis fitted on → cells scored",
+              *(f"{d:g} µM" for d in doses), "monotone (means strictly rise)",
+              "steps rising by more than their SEMs", "Spearman ρ (dose, score)"]
+    body = []
+    for name, item in data.items():
+        if item.get("status", "ok") != "ok":
+            body.append([name, item.get("view", "–"), f"*no curve: training stopped ({item['status']})*",
+                         *(["–"] * len(doses)), "–", "–", "–"])
+            continue
+        for direction, curve in item["curves"].items():
+            points = dict(zip(curve["doses"], zip(curve["mean"], curve["sem"], strict=True), strict=True))
+            cells = [f"{fmt(points[d][0], '.2f')} ± {fmt(points[d][1], '.2f')}" if d in points else "–"
+                     for d in doses]
+            body.append([name, item["view"], direction.removeprefix("fit ").replace(" -> score ", " → "), *cells,
+                         "yes" if curve["monotone"] else "no", f"{curve['separated_steps']} of {curve['steps']}",
+                         fmt(curve["spearman_rho"], ".2f")])
+    return table(header, body)
+
+
 def quality_cells(results: dict, name: str = "quality_bbbc021") -> str:
     counts = need(results, name)["settings"]["cells_per_plate_compound"]
     return table(["plate / compound", "cells"], [[k, str(v)] for k, v in counts.items()])
@@ -240,6 +271,31 @@ def speed_ratio_table(results: dict) -> str:
                   "GPU ratio, paired windows"], body)
 
 
+def speed_ratio_range(results: dict) -> str:
+    """'from X % (lowest case) to Y % (highest case)' of the CPU ratios, each with its case label, so the
+    prose never names a case by its position in the grid."""
+    cases = need(results, "speed_training")["results"]["cases"]
+    low, high = min(cases, key=lambda c: c["ratio"]), max(cases, key=lambda c: c["ratio"])
+    return f"from {fmt(low['ratio'], '.0%')} ({case_label(low)}) to {fmt(high['ratio'], '.0%')} ({case_label(high)})"
+
+
+def speed_ablation_table(results: dict) -> str:
+    """Before / after of the fixes that keep a GPU fed (speed_training_gpu.json's ablation rows)."""
+    rows = need(results, "speed_training_gpu")["results"].get("ablation")
+    if not rows:
+        return (f"*Not in this GPU result (made before the rows existed, or with --ablation off): rerun "
+                f"`{RERUN['speed_training_gpu']}`.*")
+    first = rows[0]
+    body = [[r["variant"], fmt(r["pipeline_cells_per_s"], ".0f"), fmt(r["ceiling_cells_per_s"], ".0f"),
+             fmt(r["ratio"], ".0%"), fmt(r.get("paired_ratio_median"), ".0%"), fmt(r["vs_defaults"], ".0%")]
+            for r in rows]
+    gpu = results["speed_training_gpu"]["machine"]["gpu"]["name"]
+    return (f"{first['method']} / {first['encoder']} / {first['resolution']} px, batch {first['batch_size']}, "
+            f"{gpu}:\n\n" + table(["row (what is switched off)", "pipeline cells/s", "its ceiling cells/s",
+                                     "ratio to its ceiling", "ratio, paired windows",
+                                     "pipeline vs the defaults' pipeline"], body))
+
+
 def speed_profile_table(results: dict, name: str = "speed_training") -> str:
     cases = need(results, name)["results"]["cases"]
     body = []
@@ -314,6 +370,7 @@ TABLES: dict[str, Callable[[dict], str]] = {
     "quality_encoders": quality_group("encoders", [("morphology-crop0.7", "resnet18 morphology-crop0.7")]),
     "quality_views": quality_views,
     "quality_cells": quality_cells,
+    "dose_response": dose_response_table,
     "quality_skipped": quality_skipped,
     "quality_full_main": lambda r: quality_main(r, "quality_bbbc021_full"),
     "segmentation": segmentation_table,
@@ -322,6 +379,8 @@ TABLES: dict[str, Callable[[dict], str]] = {
     "speed_ratio": speed_ratio_table,
     "speed_profile": speed_profile_table,
     "speed_gpu_profile": speed_gpu_profile,
+    "speed_ratio_range": speed_ratio_range,
+    "speed_ablation": speed_ablation_table,
     "pipeline_segmentation": pipeline_segmentation,
     "pipeline_tiling": pipeline_tiling,
     "pipeline_recluster": pipeline_recluster,
@@ -339,7 +398,8 @@ def meta(results: dict, name: str) -> str:
     load = "/".join(str(x) for x in record["load_average_start"])
     load_end = "/".join(str(x) for x in record["load_average_end"])
     commit = (record["git"]["commit"] or "?")[:10] + (" + local changes" if record["git"]["dirty"] else "")
-    return (f"*Rerun:* `{record['command']}` · *machine:* {machine['cpu_model']}, {machine['logical_cores']} cores, "
+    command = explicit_command(record["command"], machine.get("device"), machine.get("torch_threads"))
+    return (f"*Rerun:* `{command}` · *machine:* {machine['cpu_model']}, {machine['logical_cores']} cores, "
             f"{machine['memory_gib']} GiB, torch {machine['torch']} ({machine['torch_threads']} threads), {gpu} · "
             f"*load average (1/5/15 min) at start* {load}, *at end* {load_end} · *date:* {record['date']} · "
             f"*took* {record['wall_seconds'] / 60:.0f} min · *code:* {commit}")
@@ -350,8 +410,29 @@ def value(results: dict, spec: str) -> str:
     name, _, dotted = path.partition(":")
     node: Any = need(results, name)
     for part in _split_path(dotted):
-        node = node[int(part)] if isinstance(node, list) else node[part]
+        if isinstance(node, list) and "=" in part:
+            node = _select(node, part, spec)
+        else:
+            node = node[int(part)] if isinstance(node, list) else node[part]
     return fmt(node, number_format or ".3f")
+
+
+def _select(items: list, selector: str, spec: str) -> Any:
+    """The one dict of ``items`` whose fields equal ``field=value,...`` (numbers compared as numbers)."""
+    wanted = dict(item.split("=", 1) for item in selector.split(","))
+
+    def equal(have: Any, text: str) -> bool:
+        if isinstance(have, bool) or not isinstance(have, (int, float)):
+            return str(have) == text
+        try:
+            return float(have) == float(text)
+        except ValueError:
+            return False
+
+    found = [item for item in items if all(k in item and equal(item[k], v) for k, v in wanted.items())]
+    if len(found) != 1:
+        raise ValueError(f"{{{{value:{spec}}}}}: [{selector}] matches {len(found)} elements, not one")
+    return found[0]
 
 
 def _split_path(dotted: str) -> list[str]:
@@ -359,24 +440,41 @@ def _split_path(dotted: str) -> list[str]:
     return [p.strip("[]") for p in re.findall(r"\[[^\]]*\]|[^.]+", dotted)]
 
 
+GPU_RESULTS = ("speed_training_gpu", "quality_bbbc021_full")
+
+
 def missing_note(name: str) -> str:
     command = RERUN.get(name, f".venv/bin/python benchmarks/{name}.py")
-    return f"*No result yet ({name}.json): run `{command}`.*"
+    needs = "; needs a GPU" if name in GPU_RESULTS else ""
+    return f"*No result yet ({name}.json{needs}): run `{command}`.*"
 
 
 def render(template: str, results: dict) -> str:
-    def replace(match: re.Match) -> str:
-        kind, spec = match.group(1), match.group(2).strip()
-        try:
-            if kind == "table":
-                return TABLES[spec](results)
-            if kind == "meta":
-                return meta(results, spec)
-            return value(results, spec)
-        except MissingResult as missing:
-            return missing_note(str(missing)) if kind != "value" else "(not measured)"
+    """Fill every placeholder; a missing result's note appears once per section (between headings)."""
+    def render_section(section: str) -> str:
+        noted: set[str] = set()
 
-    return PLACEHOLDER.sub(replace, template)
+        def replace(match: re.Match) -> str:
+            kind, spec = match.group(1), match.group(2).strip()
+            try:
+                if kind == "table":
+                    return TABLES[spec](results)
+                if kind == "meta":
+                    return meta(results, spec)
+                return value(results, spec)
+            except MissingResult as missing:
+                if kind == "value":
+                    return "(not measured)"
+                if str(missing) in noted:
+                    return ""
+                noted.add(str(missing))
+                return missing_note(str(missing))
+
+        text = PLACEHOLDER.sub(replace, section)
+        return re.sub(r"\n{3,}", "\n\n", text)  # a placeholder rendered as nothing leaves no gap
+
+    sections = re.split(r"(?m)^(?=#{1,6} )", template)
+    return "".join(render_section(section) for section in sections)
 
 
 def main(argv: list[str] | None = None) -> str:

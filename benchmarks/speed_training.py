@@ -13,9 +13,18 @@ Both run in one process, back to back and interleaved (pipeline window, ceiling 
 report medians and their ratio: on a shared CPU an absolute number from another run would mean little.
 A profile times the three parts alone (loader, augmentation, model step) to show what limits the pipeline.
 
-    .venv/bin/python benchmarks/speed_training.py      # GPU if there is one (-> results/speed_training_gpu.json)
+*Before / after* (on a GPU, or with ``--ablation on``): one case (MoCo v2 / ResNet18) run with each of the
+fixes that keep a GPU fed switched off in turn, then all of them at once: the store cached on the device,
+pinned host memory when it is streamed, channels_last, mixed precision, and batched per-sample augmentation
+on the device. The first three and AMP are phenossl settings (``TrainConfig.cache_on_device``,
+``channels_last``, ``amp``; streaming always pins) and run through the real trainer; phenossl has no switch
+for CPU augmentation, so those rows run the trainer's step in a loop here, fed by an unpinned loader
+(``TileBatches(pin_memory=False)``), or by per-sample augmentation on the CPU in the training thread (what a per-sample
+torchvision-style pipeline without worker processes does). Each row has its own ceiling (same settings).
+
+    .venv/bin/python benchmarks/speed_training.py --device cuda   # -> results/speed_training_gpu.json
     .venv/bin/python benchmarks/speed_training.py --device cpu --threads 2   # -> results/speed_training.json
-    .venv/bin/python benchmarks/speed_training.py --smoke
+    .venv/bin/python benchmarks/speed_training.py --smoke --device cpu --ablation on
 """
 
 from __future__ import annotations
@@ -49,6 +58,9 @@ class SpeedCase:
     resolution: int
     weight_a: float = 1.0  # 1: the morphology composition alone; 0.5: dual loss with context (4 views)
     cache_on_device: str = "auto"
+    amp: bool = True
+    channels_last: bool = True
+    feed: str = "trainer"  # trainer: phenossl's loop; unpinned / cpu_per_sample: see FeedRunner
 
 
 # --- the tile store ---------------------------------------------------------------------------------------
@@ -82,7 +94,8 @@ def train_config(case: SpeedCase, args: argparse.Namespace, device):
         method=case.method, encoder=case.encoder, composition_a="morphology", composition_b="context",
         weight_a=case.weight_a, epochs=1000,  # never reached: we stop pulling steps long before
         batch_size=args.batch_size, resolution=case.resolution, device=str(device),
-        log_every=args.steps, cache_on_device=case.cache_on_device,
+        log_every=args.steps, cache_on_device=case.cache_on_device, amp=case.amp,
+        channels_last=case.channels_last,
     )
 
 
@@ -127,47 +140,34 @@ class CeilingRunner:
         import torch
 
         from phenossl.train.loader import TileBatches
-        from phenossl.train.trainer import _autocast_dtype, _lr_schedule, build_model
+        from phenossl.train.steps import make_step
+        from phenossl.train.trainer import build_model
 
         torch.manual_seed(seed)
         self.device, self.config = device, config
         self.model, augmenters = build_model(config, in_channels=len(store.channel_names), num_samples=store.n_cells)
+        self.augmenters = augmenters
         batches = TileBatches(store.tiles, config.batch_size, device, seed=seed + 1, cache_on_device="never")
         self.steps_per_epoch = batches.steps_per_epoch
         self.total_steps = config.epochs * self.steps_per_epoch
         model = self.model.to(device)
         if device.type == "cuda" and config.channels_last:
             model.to(memory_format=torch.channels_last)
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
         warmup = int(round(config.warmup_epochs * self.steps_per_epoch))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_schedule(warmup, self.total_steps))
-        self.amp_dtype = _autocast_dtype(device) if config.amp else None
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.weight_a = config.branch_weights()["a"]
+        self.update = make_step(model, augmenters, config, device, self.total_steps, warmup)  # the trainer's own
         generator = torch.Generator(device=device).manual_seed(seed)
         self.views = [make_views(batch, augmenters, config, device, generator)
                       for batch in itertools.islice(batches.epoch(0), n_view_batches)]
         self.step_index = 0
         model.train()
 
-    def step(self):
-        import torch
-
-        from phenossl.methods import dual_loss
-
-        views = self.views[self.step_index % len(self.views)]
+    def step(self, views: dict | None = None):
+        """One training step on ``views`` (default: the next pre-augmented batch): the trainer's own update
+        (forward, dual loss, backward, optimizer, scheduler, momentum) without making the views."""
+        if views is None:
+            views = self.views[self.step_index % len(self.views)]
         self.step_index += 1
-        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            losses = self.model(views)
-            total = dual_loss(losses, self.weight_a)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(total).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
-        self.model.update_momentum(self.step_index / self.total_steps)
-        return total, losses
+        return self.update.optimise(views, None, self.step_index / self.total_steps)
 
     def window(self) -> tuple[float, float]:
         """(wall, process CPU) seconds for ``log_every`` steps, ending with the trainer's per-report reads of
@@ -178,6 +178,74 @@ class CeilingRunner:
         float(total.detach())
         {name: float(value.detach()) for name, value in losses.items()}
         return time.perf_counter() - start, time.process_time() - cpu_start
+
+
+# --- before / after: feeds phenossl has no switch for ----------------------------------------------------------
+
+
+class FeedRunner:
+    """The trainer's step (CeilingRunner's) fed every step by a data path phenossl does not offer:
+
+    - ``unpinned``: batches streamed from the store by phenossl's loader thread, but left in pageable host
+      memory (a synchronous copy to the device), then augmented on the device as the trainer does;
+    - ``cpu_per_sample``: batches read on the host, each sample augmented on its own on the CPU in the
+      training thread (phenossl's Augmenter on one tile at a time, a CPU generator), the views then copied to
+      the device (pageable memory).
+    """
+
+    def __init__(self, store, config, device, feed: str, seed: int = 0):
+        import torch
+
+        from phenossl.train.loader import TileBatches
+
+        if feed not in ("unpinned", "cpu_per_sample"):
+            raise ValueError(f"unknown feed {feed!r}")
+        self.runner = CeilingRunner(store, config, device, seed=seed, n_view_batches=0)
+        self.config, self.device, self.feed = config, device, feed
+        host = device if feed == "unpinned" else torch.device("cpu")
+        self.batches = TileBatches(store.tiles, config.batch_size, host, seed=seed, cache_on_device="never",
+                                   pin_memory=False)
+        self.generator = torch.Generator(device=host).manual_seed(seed)
+        self._epochs = itertools.count()
+        self._iterator = iter(())
+
+    def _next_batch(self):
+        while True:
+            try:
+                return next(self._iterator)
+            except StopIteration:
+                self._iterator = self.batches.epoch(next(self._epochs))
+
+    def _views(self) -> dict:
+        import torch
+
+        x = self._next_batch().float()
+        if self.feed == "unpinned":
+            return make_views(x, self.runner.augmenters, self.config, self.device, self.generator)
+        views = {}
+        for name, augment in self.runner.augmenters.items():
+            pair = []
+            for _ in range(2):
+                view = torch.cat([augment(x[i:i + 1], self.generator).views for i in range(len(x))])
+                view = view.to(self.device)
+                if self.device.type == "cuda" and self.config.channels_last:
+                    view = view.contiguous(memory_format=torch.channels_last)
+                pair.append(view)
+            views[name] = tuple(pair)
+        return views
+
+    def window(self) -> tuple[float, float]:
+        """(wall, process CPU) seconds for ``log_every`` steps, with the trainer's per-report loss reads."""
+        start, cpu_start = time.perf_counter(), time.process_time()
+        for _ in range(self.config.log_every):
+            total, losses = self.runner.step(self._views())
+        float(total.detach())
+        {name: float(value.detach()) for name, value in losses.items()}
+        return time.perf_counter() - start, time.process_time() - cpu_start
+
+    def close(self) -> None:
+        self._iterator = iter(())
+        del self.runner
 
 
 def make_views(batch, augmenters, config, device, generator) -> dict:
@@ -218,13 +286,18 @@ def profile_parts(store, config, device, steps: int, seed: int = 0) -> dict[str,
 # --- one case ------------------------------------------------------------------------------------------------------
 
 
-def measure_case(case: SpeedCase, store, args: argparse.Namespace, device, work: Path) -> dict[str, Any]:
+def measure_case(case: SpeedCase, store, args: argparse.Namespace, device, work: Path,
+                 profile_parts_too: bool = True) -> dict[str, Any]:
     """Interleaved pipeline / ceiling windows (after warm-up windows of each), medians, ratio, profile."""
     import torch
 
     config = train_config(case, args, device)
     cells_per_window = config.batch_size * config.log_every
-    pipeline = PipelineRunner(store, config, work / f"{case.method}-{case.encoder}-{case.resolution}")
+    if case.feed == "trainer":
+        run_dir = work / "-".join(str(v) for v in asdict(case).values())
+        pipeline = PipelineRunner(store, config, run_dir)
+    else:
+        pipeline = FeedRunner(store, config, device, case.feed)
     try:
         ceiling = CeilingRunner(store, config, device)
         for _ in range(args.warmup):
@@ -238,16 +311,17 @@ def measure_case(case: SpeedCase, store, args: argparse.Namespace, device, work:
         del ceiling
     finally:
         pipeline.close()
-    profile = profile_parts(store, config, device, args.steps)
+    profile = profile_parts(store, config, device, args.steps) if profile_parts_too else None
     pipeline_times, ceiling_times = [p[0] for p, _ in pairs], [c[0] for _, c in pairs]
     pipeline_cpu, ceiling_cpu = [p[1] for p, _ in pairs], [c[1] for _, c in pairs]
     pipeline_rate = cells_per_window / median(pipeline_times)
     ceiling_rate = cells_per_window / median(ceiling_times)
-    profile["model_s_per_step"] = median(ceiling_times) / config.log_every
-    profile["pipeline_s_per_step"] = median(pipeline_times) / config.log_every
-    parts = profile["load_s_per_step"] + profile["augment_s_per_step"] + profile["model_s_per_step"]
-    profile["shares_of_parts"] = {key.replace("_s_per_step", ""): profile[key] / parts
-                                  for key in ("load_s_per_step", "augment_s_per_step", "model_s_per_step")}
+    if profile is not None:
+        profile["model_s_per_step"] = median(ceiling_times) / config.log_every
+        profile["pipeline_s_per_step"] = median(pipeline_times) / config.log_every
+        parts = profile["load_s_per_step"] + profile["augment_s_per_step"] + profile["model_s_per_step"]
+        profile["shares_of_parts"] = {key.replace("_s_per_step", ""): profile[key] / parts
+                                      for key in ("load_s_per_step", "augment_s_per_step", "model_s_per_step")}
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return {
@@ -287,6 +361,46 @@ def cases(args: argparse.Namespace, device) -> list[SpeedCase]:
     return grid
 
 
+#: (row, what changes from phenossl's defaults); "after" first, "before" (all off) last
+ABLATION = [
+    ("after: phenossl defaults (store cached on the device, batched augmentation on the device, "
+     "channels_last, mixed precision)", {}),
+    ("store streamed from host memory (pinned; phenossl's path when the store does not fit)",
+     {"cache_on_device": "never"}),
+    ("streamed, not pinned", {"cache_on_device": "never", "feed": "unpinned"}),
+    ("no channels_last", {"channels_last": False}),
+    ("no mixed precision", {"amp": False}),
+    ("augmentation per sample on the CPU (streamed, not pinned)",
+     {"cache_on_device": "never", "feed": "cpu_per_sample"}),
+    ("before: all of these off", {"cache_on_device": "never", "feed": "cpu_per_sample", "amp": False,
+                                  "channels_last": False}),
+]
+
+
+def ablation_cases(args: argparse.Namespace, device) -> list[tuple[str, SpeedCase]]:
+    """The before / after rows: on a GPU (--ablation auto), or anywhere with --ablation on (the smoke test
+    runs them on a CPU, where only the code path means something)."""
+    if args.ablation == "off" or (args.ablation == "auto" and device.type != "cuda"):
+        return []
+    resolution = args.ablation_resolution or (args.resolutions[0] if args.smoke else 128)
+    rows = [ABLATION[0], ABLATION[2], ABLATION[-1]] if args.smoke else ABLATION  # every feed, every switch
+    return [(name, SpeedCase("mocov2", "resnet18", resolution, **changes)) for name, changes in rows]
+
+
+def run_ablation(args: argparse.Namespace, store, device, work: Path) -> list[dict[str, Any]]:
+    rows = []
+    for name, case in ablation_cases(args, device):
+        log(f"before/after: {name}")
+        result = {"variant": name, **measure_case(case, store, args, device, work / "ablation",
+                                                  profile_parts_too=False)}
+        result["vs_defaults"] = result["pipeline_cells_per_s"] / (rows[0] if rows else result)["pipeline_cells_per_s"]
+        log(f"    pipeline {result['pipeline_cells_per_s']:.1f} cells/s, ceiling {result['ceiling_cells_per_s']:.1f}"
+            f" -> {100 * result['ratio']:.0f} %; {100 * result['vs_defaults']:.0f} % of the defaults' pipeline")
+        rows.append(result)
+        synchronize(device)
+    return rows
+
+
 def parse_args(argv: list[str] | None, device_default: str = "auto") -> argparse.Namespace:
     parser = study_parser(STUDY, __doc__.split("\n\n")[0], needs_data=False)
     parser.add_argument("--methods", nargs="+", default=["mocov2", "simclr", "byol", "vicreg"])
@@ -299,6 +413,10 @@ def parse_args(argv: list[str] | None, device_default: str = "auto") -> argparse
     parser.add_argument("--warmup", type=int, default=None, help="untimed windows of each first (default: 2 GPU, 1 CPU)")
     parser.add_argument("--tile-size", type=int, default=196, help="tile size of the store (the product's default)")
     parser.add_argument("--full-grid", action="store_true", help="on a CPU too: VGG13 with every method")
+    parser.add_argument("--ablation", choices=("auto", "on", "off"), default="auto",
+                        help="the before / after rows (each GPU-feeding fix off in turn): auto = on a GPU only")
+    parser.add_argument("--ablation-resolution", type=int, default=None, help="their resolution (default 128 px)")
+    parser.add_argument("--skip-grid", action="store_true", help="only the before / after rows")
     args = parser.parse_args(argv)
     if args.smoke:
         args.methods, args.encoders, args.resolutions, args.tile_size = ["mocov2"], ["resnet18"], [32], 48
@@ -325,7 +443,7 @@ def main(argv: list[str] | None = None) -> dict:
     store = synthetic_store(args.cache_dir, max(n_cells, 2 * args.batch_size), args.tile_size)
     work = args.cache_dir / "speed-runs"
     results = []
-    for case in cases(args, device):
+    for case in [] if args.skip_grid else cases(args, device):
         log(f"{case}")
         result = measure_case(case, store, args, device, work)
         log(f"    pipeline {result['pipeline_cells_per_s']:.1f} cells/s, ceiling {result['ceiling_cells_per_s']:.1f}"
@@ -334,18 +452,24 @@ def main(argv: list[str] | None = None) -> dict:
             f"augment {result['profile']['augment_s_per_step']:.3f} s, model {result['profile']['model_s_per_step']:.3f} s")
         results.append(result)
         synchronize(device)
+    ablation = run_ablation(args, store, device, work)
     settings = {
         "batch_size": args.batch_size, "steps_per_window": args.steps, "repeats": args.repeats,
         "warmup_windows": args.warmup, "tile_size": args.tile_size, "store_cells": store.n_cells,
         "store": "synthetic random float16 tiles in a phenossl TileStore (memmap)",
         "compositions": "morphology preset (weight 1); dual rows: morphology + context at w = 0.5",
         "amp": "phenossl default (bfloat16/float16 autocast on CUDA, none on CPU)",
+        "ablation": "mocov2 / resnet18, each GPU-feeding fix off in turn (see the module docstring)"
+                    if ablation else "not run (GPU only, or --ablation on)",
     }
     notes = []
     if device.type == "cpu":
         notes.append("CPU run: the loader thread, the augmentation and the model share the same cores, so the "
                      "pipeline cannot overlap them; a GPU run (--device cuda) fills the GPU columns.")
-    return record.finish(settings, {"cases": results}, notes)
+    if ablation and device.type != "cuda":
+        notes.append("The before / after rows ran on a CPU (--ablation on): channels_last and mixed precision "
+                     "are GPU-only in phenossl and pinning needs a GPU, so those rows only check the code path.")
+    return record.finish(settings, {"cases": results, "ablation": ablation}, notes)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """benchmarks/quality_bbbc021.py --smoke: one dual-loss run and the baselines on 96 real crops."""
 
+import math
+
 import pytest
 
 pytestmark = pytest.mark.shared_data
@@ -14,9 +16,18 @@ def test_quality_study_runs_and_reports_every_metric(run_benchmark, shared_data)
     assert dual["seeds"] == [0] and set(dual["views"]) == {"auto", "full"}
     auto = dual["views"]["auto"]
     assert auto["view"] == "centre crop 0.7"
-    for key in ("ami_compound", "ami_plate", "ami_compound_within_plate_mean", "knn_accuracy",
-                "knn_balanced_accuracy"):
-        assert -1 <= auto[key]["mean"] <= 1, key
+    for name, row in summary.items():
+        for view, metrics in row["views"].items():
+            for key in ("ami_compound", "ami_plate", "ami_compound_within_plate_mean"):
+                value = metrics[key]["mean"]
+                assert isinstance(value, float) and math.isfinite(value), (name, view, key)
+                assert metrics[key]["n"] == 1, (name, view, key)  # one seed in smoke mode, no NaN dropped
+            for key in ("knn_accuracy", "knn_balanced_accuracy"):
+                assert 0 <= metrics[key]["mean"] <= 1, (name, view, key)
+    # deterministic (the smoke subset, the features and 1-NN have no seed): 0.83 on the 96-cell subset, where
+    # chance is 0.5; a broken feature extractor, label join or leave-one-plate-out split falls to chance
+    handcrafted = summary["hand-crafted (CellProfiler-style)"]["views"]["auto"]
+    assert handcrafted["knn_balanced_accuracy"]["mean"] > 0.6
     assert set(auto["ami_compound_per_plate"]) == set(record["settings"]["mixed_plates"]) == {
         "Week4_27801", "Week4_27821"}
     assert any("ImageNet" in line for line in record["results"]["skipped"]) or any(
