@@ -55,6 +55,24 @@ def sidecar_paths(csv_path: str | os.PathLike) -> tuple[Path, Path]:
     )
 
 
+def export_paths(csv_path: str | os.PathLike, *, embeddings: bool, config: bool) -> ExportPaths:
+    """The files an export to ``csv_path`` writes: the CSV and, when asked for, its two sidecars."""
+    embeddings_path, config_path = sidecar_paths(csv_path)
+    return ExportPaths(csv=Path(csv_path), embeddings=embeddings_path if embeddings else None,
+                       config=config_path if config else None)
+
+
+def check_export_targets(paths: ExportPaths, overwrite: bool) -> None:
+    """OutputExistsError listing every existing target unless ``overwrite``: callers check before slow work."""
+    existing = [path for path in paths.written() if path.exists()]
+    if existing and not overwrite:
+        raise OutputExistsError(
+            f"Export would replace {len(existing)} existing file(s): {', '.join(map(str, existing))}. "
+            "Choose another file name, or ask to overwrite (--overwrite, or confirm in the dialog). "
+            "Nothing was written."
+        )
+
+
 def cluster_table(
     cells: pd.DataFrame, clustering: Clustering, umap_xy: np.ndarray | None = None
 ) -> pd.DataFrame:
@@ -164,20 +182,8 @@ def export_clusters(
     if embeddings is not None:
         check_embeddings_rows(embeddings, len(table))
     config_text = config_yaml(config) if config is not None else None
-    embeddings_path, config_path = sidecar_paths(csv_path)
-    paths = ExportPaths(
-        csv=csv_path,
-        embeddings=embeddings_path if embeddings is not None else None,
-        config=config_path if config_text is not None else None,
-    )
-
-    existing = [path for path in paths.written() if path.exists()]
-    if existing and not overwrite:
-        raise OutputExistsError(
-            f"Export would replace {len(existing)} existing file(s): {', '.join(map(str, existing))}. "
-            "Choose another file name, or ask to overwrite (--overwrite, or confirm in the dialog). "
-            "Nothing was written."
-        )
+    paths = export_paths(csv_path, embeddings=embeddings is not None, config=config_text is not None)
+    check_export_targets(paths, overwrite)
 
     atomic_write(
         csv_path, lambda tmp: table.to_csv(tmp, index=False, lineterminator="\n"), overwrite=overwrite

@@ -204,22 +204,23 @@ def stage_cluster(config: RunConfig, paths: RunPaths, store: TileStore, embeddin
     and all of them are checked before anything is computed or written.
     """
     from phenossl.cluster import EmbeddingSpace, clustering_metrics
-    from phenossl.export import export_clusters, save_npy, sidecar_paths
+    from phenossl.export import check_export_targets, export_clusters, export_paths, save_npy
 
     if embeddings is None:
         if not paths.embeddings.exists():
             raise InputError(f"no embeddings in {paths.root}: run 'phenossl embed' (or 'phenossl run') first")
         embeddings = np.load(paths.embeddings, mmap_mode="r")
     in_run = csv_path is None
-    targets = ([paths.clusters, paths.umap, paths.metrics] + ([paths.overview] if overview else []) if in_run
-               else [Path(csv_path), *sidecar_paths(csv_path)])
-    existing = [path for path in targets if path.exists()]
-    if existing and not overwrite:
-        where = (f"{paths.root} already holds a clustering ({', '.join(p.name for p in existing)}). Export the new "
-                 "one elsewhere with --out FILE.csv, or replace the run's own with --overwrite."
-                 if in_run else
-                 f"The export would replace {', '.join(map(str, existing))}. Choose another file, or --overwrite.")
-        raise OutputExistsError(f"{where} Nothing was written.")
+    if in_run:
+        targets = [paths.clusters, paths.umap, paths.metrics] + ([paths.overview] if overview else [])
+        existing = [path.name for path in targets if path.exists()]
+        if existing and not overwrite:
+            raise OutputExistsError(
+                f"{paths.root} already holds a clustering ({', '.join(existing)}). Export the new one elsewhere "
+                "with --out FILE.csv, or replace the run's own with --overwrite. Nothing was written."
+            )
+    else:
+        check_export_targets(export_paths(csv_path, embeddings=True, config=True), overwrite)
     space = EmbeddingSpace(embeddings, preprocessing=config.cluster.preprocessing)
     clustering = space.cluster(config.cluster.k, seed=config.seed, n_nearest=config.cluster.n_nearest)
     umap_xy = space.umap(seed=config.seed, n_neighbors=config.cluster.umap.n_neighbors,

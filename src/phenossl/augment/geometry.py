@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from phenossl.augment.specs import Affine, CenterCrop, Flip, RandomCrop, Rotation
+from phenossl.augment.specs import Affine, CenterCrop, Flip, RandomCrop, Rotation, kept_fraction
 
 # rand(*shape) -> uniform [0, 1) tensor on the batch's device, from the caller's generator.
 UniformSampler = Callable[..., torch.Tensor]
@@ -140,7 +140,7 @@ def center_crop_matrix(
 ) -> torch.Tensor:
     """The deterministic geometry (centre crops that apply at least half the time) for embedding tiles."""
     matrix = torch.eye(3, device=device, dtype=dtype)
-    matrix[0, 0] = matrix[1, 1] = math.prod(spec.fraction for spec in specs if spec.p >= 0.5)
+    matrix[0, 0] = matrix[1, 1] = kept_fraction(specs)
     return matrix.expand(batch, 3, 3)
 
 

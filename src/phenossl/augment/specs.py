@@ -269,6 +269,12 @@ def transform_from_dict(data: Any, *, source: str = "transform") -> AnyTransform
 PRESETS: tuple[str, ...] = (IDENTITY_NAME, *sorted(path.stem for path in PRESETS_DIR.glob("*.yaml")))
 
 
+def kept_fraction(transforms) -> float:
+    """Side fraction of the tile that the deterministic (embedding) view keeps: the product of the centre
+    crops drawn at least half the time, i.e. what most training views showed (1.0: the whole tile)."""
+    return math.prod(t.fraction for t in transforms if t.kind == "center_crop" and t.p >= 0.5)
+
+
 def identity_composition() -> Composition:
     """The composition that changes nothing but the size: baselines and tests."""
     return Composition(name=IDENTITY_NAME, description="no augmentation: the tile resized to the output size")

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from phenossl.augment.pipeline import Augmenter
 from phenossl.config import TrainConfig
+from phenossl.methods.model import dual_loss
 from phenossl.train.schedule import autocast_dtype, lr_schedule
 
 LossParts = dict[str, Tensor]
@@ -44,10 +45,7 @@ class SSLStep:
 
     def __init__(self, model, augmenters: Mapping[str, Augmenter], config: TrainConfig, device: torch.device,
                  total_steps: int, warmup_steps: int) -> None:
-        from phenossl.methods import dual_loss
-
         self.model, self.augmenters, self.config = model, dict(augmenters), config
-        self._dual_loss = dual_loss
         self.weight_a = config.branch_weights()["a"]
         self.condition_width = max(a.param_dim for a in self.augmenters.values()) if config.cassle else 0
         trainable = [p for p in model.parameters() if p.requires_grad]  # momentum copies follow by EMA
@@ -75,7 +73,7 @@ class SSLStep:
         """The dual loss of ``views``, backward, optimizer and schedule, then the momentum networks."""
         with torch.autocast(self.device_type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             losses = self.model(views, aug_params)
-            total = self._dual_loss(losses, self.weight_a)
+            total = dual_loss(losses, self.weight_a)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         self.scaler.step(self.optimizer)

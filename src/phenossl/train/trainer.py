@@ -109,10 +109,11 @@ def generated_size(config: TrainConfig, tile_size: int | None = None) -> int:
     sharpness alone). Only tiles larger than needed are not matched: a composition keeping a centre crop of
     fraction f shows f of the tile at the training resolution, so resolution / f px suffice (both then
     shrink). Without a tile size, that is the size."""
+    from phenossl.augment.specs import kept_fraction
+
     needed = []
     for composition in config.compositions().values():
-        kept = math.prod(t.fraction for t in composition.transforms if t.kind == "center_crop" and t.p >= 0.5)
-        needed.append(math.ceil(config.resolution / kept))
+        needed.append(math.ceil(config.resolution / kept_fraction(composition.transforms)))
     return max(needed) if tile_size is None else min(tile_size, max(needed))
 
 
