@@ -77,6 +77,10 @@ class TrainConfig(_Section):
         "mocov2", description="an SSL method, or gandl: a GAN whose discriminator is the encoder (GAN-DL)"
     )
     encoder: Literal["resnet18", "vgg13"] = "resnet18"
+    stem: Literal["imagenet", "small"] = Field(
+        "imagenet", description="small: ResNet18 with a 3x3 stride-1 first convolution and no max-pool, for "
+        "small cells (16x the compute); imagenet: torchvision's"
+    )
     composition_a: Composition = Field("morphology", validate_default=True, description="preset name, YAML file or inline")
     composition_b: Composition = Field("context", validate_default=True)
     weight_a: float = Field(1.0, ge=0.0, le=1.0, description="total loss = w * L_A + (1 - w) * L_B")
@@ -106,6 +110,13 @@ class TrainConfig(_Section):
         return value
 
     @model_validator(mode="after")
+    def _weights_need_their_stem(self) -> TrainConfig:
+        if self.stem == "small" and self.encoder_weights is not None:
+            raise ValueError("ImageNet weights fit the imagenet stem only (their first convolution is 7x7): "
+                             "use stem: imagenet, or train the small stem from scratch")
+        return self
+
+    @model_validator(mode="after")
     def _cassle_needs_an_ssl_projector(self) -> TrainConfig:
         if self.cassle and self.method == "gandl":
             raise ValueError("cassle conditions an SSL projector; GAN-DL has none (use another method or cassle: false)")
@@ -131,6 +142,21 @@ class EmbedConfig(_Section):
     view: Literal["auto", "full"] = Field(
         "auto", description="auto: the deterministic geometry (centre crop) of the main composition"
     )
+    average: str = Field(
+        "none", description="average each cell's features over orientations: none, d4 (the 8 rotations by "
+        "multiples of 90 degrees and their mirrors) or rot-N (N evenly spaced angles)"
+    )
+
+    @field_validator("average")
+    @classmethod
+    def _known_average(cls, value: str) -> str:
+        from phenossl.augment.pipeline import orientations
+
+        try:
+            orientations(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("embed.average ")) from None
+        return value
 
 
 class UmapConfig(_Section):

@@ -6,7 +6,7 @@ UMAP and the napari views all read that file, so reclustering never re-embeds.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,30 +34,33 @@ def load_trained_model(checkpoint: str | Path, device: str = "cpu"):
     return model, config
 
 
-def embedding_view(config: TrainConfig, view: str = "auto") -> Callable:
-    """How a tile is shown to the encoder at embedding time (deterministic, training resolution)."""
-    from phenossl.augment.pipeline import eval_view
+def embedding_view(config: TrainConfig, view: str = "auto", average: str = "none") -> list[Callable]:
+    """How a tile is shown to the encoder at embedding time (deterministic, training resolution): the views
+    whose features are averaged (one unless ``average`` is d4 or rot-N)."""
+    from phenossl.augment.pipeline import eval_views
     from phenossl.augment.specs import Composition
     from phenossl.train.trainer import main_composition
 
     composition = main_composition(config) if view == "auto" else Composition(name="full", transforms=[])
-    return eval_view(composition, config.resolution)
+    return eval_views(composition, config.resolution, average)
 
 
 def embed_tiles(
     model,
     tiles: np.ndarray,
-    view: Callable,
+    view: Callable | Sequence[Callable],
     *,
     batch_size: int = 256,
     out: np.ndarray | None = None,
     cancel=None,
 ) -> np.ndarray:
-    """Encoder features (N, D) float32 of ``tiles`` (N, C, S, S), written into ``out`` if given."""
+    """Encoder features (N, D) float32 of ``tiles`` (N, C, S, S), written into ``out`` if given; with several
+    views, the mean of their features (each batch is read once and shown in every view)."""
     import torch
 
     from phenossl.errors import Cancelled
 
+    views = [view] if callable(view) else list(view)
     device = next(model.parameters()).device
     model.eval()
     n = len(tiles)
@@ -67,7 +70,8 @@ def embed_tiles(
                 raise Cancelled("Embedding cancelled; the trained model is kept and can be embedded again.")
             chunk = np.array(tiles[start : start + batch_size])  # a copy: memmaps are read-only
             batch = torch.from_numpy(chunk).to(device).float()
-            features = model.embed(view(batch)).float().cpu().numpy()
+            features = sum(model.embed(v(batch)).float() for v in views) / len(views)
+            features = features.cpu().numpy()
             if out is None:
                 out = np.empty((n, features.shape[1]), dtype=np.float32)
             out[start : start + len(features)] = features
@@ -82,6 +86,7 @@ def embed_store(
     batch_size: int = 256,
     device: str = "auto",
     view: str = "auto",
+    average: str = "none",
     overwrite: bool = True,
     cancel=None,
 ) -> np.ndarray:
@@ -93,7 +98,7 @@ def embed_store(
     from phenossl.train.devices import is_out_of_memory
 
     model, config = load_trained_model(checkpoint, device=device)
-    transform = embedding_view(config, view)
+    transform = embedding_view(config, view, average)
     try:
         with atomic_path(out_path, overwrite=overwrite) as tmp:
             probe = embed_tiles(model, store.tiles[:1], transform)

@@ -191,7 +191,8 @@ def stage_embed(config: RunConfig, paths: RunPaths, store: TileStore, *, overwri
             "--overwrite. Nothing was changed."
         )
     return embed_store(store, paths.checkpoint, paths.embeddings, batch_size=config.embed.batch_size,
-                       device=config.train.device, view=config.embed.view, overwrite=overwrite, cancel=cancel)
+                       device=config.train.device, view=config.embed.view, average=config.embed.average,
+                       overwrite=overwrite, cancel=cancel)
 
 
 def stage_cluster(config: RunConfig, paths: RunPaths, store: TileStore, embeddings: np.ndarray | None = None,

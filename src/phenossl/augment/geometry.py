@@ -144,6 +144,21 @@ def center_crop_matrix(
     return matrix.expand(batch, 3, 3)
 
 
+def orientation_matrix(angle: float, flip: bool, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(3, 3) sampling matrix of a turn by ``angle`` degrees (counter-clockwise as displayed) after an optional
+    left-right mirror, about the tile centre. Multiples of 90 degrees have exact 0 / +-1 entries, so those
+    views equal ``torch.rot90`` / ``torch.flip`` of the tile."""
+    quarter = round(angle / 90.0)
+    if math.isclose(angle, 90.0 * quarter, abs_tol=1e-9):
+        cos, sin = ((1, 0), (0, 1), (-1, 0), (0, -1))[quarter % 4]
+    else:
+        cos, sin = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+    mirror = -1.0 if flip else 1.0
+    # the view shows the tile turned by +angle: sample at R(-angle) @ out (see _draw_rotation), mirrored first
+    return torch.tensor([[mirror * cos, -mirror * sin, 0.0], [sin, cos, 0.0], [0.0, 0.0, 1.0]],
+                        device=device, dtype=dtype)
+
+
 def compose(
     matrices: Sequence[torch.Tensor], batch: int, device: torch.device, dtype: torch.dtype
 ) -> torch.Tensor:

@@ -100,17 +100,45 @@ class Augmenter:
         return AugmentedBatch(_like_input(views, x), all_params.float())
 
 
-def eval_view(composition: Composition, out_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
+def eval_view(
+    composition: Composition, out_size: int, *, angle: float = 0.0, flip: bool = False
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """Deterministic view for embedding tiles after training: the composition's centre crop (those with
-    p >= 0.5, i.e. what most training views showed) and the resize; random transforms are left out."""
+    p >= 0.5, i.e. what most training views showed) and the resize; random transforms are left out.
+    ``angle`` (degrees, counter-clockwise) and ``flip`` (left-right) turn the tile about its centre first:
+    the views that :func:`eval_views` averages over."""
     crops = [spec for spec in composition.transforms if spec.kind == "center_crop"]
-    return functools.partial(_deterministic_view, crops=crops, out_size=_checked_out_size(out_size))
+    return functools.partial(_deterministic_view, crops=crops, out_size=_checked_out_size(out_size),
+                             angle=float(angle), flip=bool(flip))
 
 
-def _deterministic_view(x: torch.Tensor, *, crops: list[CenterCrop], out_size: int) -> torch.Tensor:
+def eval_views(composition: Composition, out_size: int, average: str = "none") -> list[Callable]:
+    """The views an embedding is averaged over: ``none`` (one view), ``d4`` (the 8 rotations by multiples of
+    90 degrees, with and without a mirror: exact, no interpolation) or ``rot-N`` (N evenly spaced angles).
+    Cells have no preferred orientation, so the average is an orientation-free embedding."""
+    return [eval_view(composition, out_size, angle=angle, flip=flip) for angle, flip in orientations(average)]
+
+
+def orientations(average: str) -> list[tuple[float, bool]]:
+    """(angle in degrees, mirrored) of each view that ``average`` names (see :func:`eval_views`)."""
+    if average == "none":
+        return [(0.0, False)]
+    if average == "d4":
+        return [(90.0 * quarter, flip) for flip in (False, True) for quarter in range(4)]
+    if average.startswith("rot-") and average[4:].isdigit() and 2 <= int(average[4:]) <= 360:
+        n = int(average[4:])
+        return [(360.0 * i / n, False) for i in range(n)]
+    raise ConfigError(f"embed.average must be none, d4 or rot-N with 2 <= N <= 360 (e.g. rot-8); got {average!r}")
+
+
+def _deterministic_view(
+    x: torch.Tensor, *, crops: list[CenterCrop], out_size: int, angle: float = 0.0, flip: bool = False
+) -> torch.Tensor:
     _check_batch(x, None)
     work = x.to(_working_dtype(x.dtype))
     matrix = geometry.center_crop_matrix(crops, x.shape[0], x.device, work.dtype)
+    if angle or flip:
+        matrix = geometry.orientation_matrix(angle, flip, x.device, work.dtype) @ matrix
     return _like_input(geometry.warp(work, matrix, out_size), x)
 
 

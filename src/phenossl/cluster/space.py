@@ -8,9 +8,11 @@ Nothing here builds an N x N matrix, and memory-mapped inputs are read in row ch
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Literal, get_args
 
 import numpy as np
+import pandas as pd
 
 from phenossl.cluster.kmeans import Clustering, cluster_features
 from phenossl.cluster.projection import UMAP_MAX_FIT, check_umap_request, umap_embedding
@@ -19,6 +21,7 @@ from phenossl.errors import ConfigError, InputError
 Preprocessing = Literal["standardize", "l2", "none"]
 PREPROCESSING_CHOICES: tuple[str, ...] = get_args(Preprocessing)
 
+MIN_CONTROLS = 2  # control cells a batch needs for a mean and a spread
 CHUNK_BYTES = 8 * 2**20  # float64 scratch per chunk when reading or scaling (8 MB: 2048 rows at D=512)
 
 
@@ -65,13 +68,17 @@ def count_nonfinite_rows(array: np.ndarray) -> int:
     )
 
 
-def prepare_features(embeddings: np.ndarray, preprocessing: Preprocessing = "standardize") -> np.ndarray:
+def prepare_features(embeddings: np.ndarray, preprocessing: Preprocessing = "standardize",
+                     controls: ControlGroups | None = None) -> np.ndarray:
     """Return a new C-contiguous float32 (N, D) copy of checked ``embeddings``, scaled as asked.
 
     - ``standardize``: z-score each dimension (mean 0, std 1) so that no single feature dominates
       Euclidean distances; constant dimensions become 0.
     - ``l2``: scale each row to unit length (cosine geometry, as SSL losses use); all-zero rows stay 0.
     - ``none``: the raw values, as float32.
+
+    With ``controls``, the z-score is taken against the negative-control cells of each batch (plate)
+    instead of against all cells (:func:`normalize_to_controls`); ``l2`` is applied before it.
 
     Statistics are accumulated in float64 over row chunks, so the only large allocation is the
     float32 result itself (the input may be a read-only memmap of any float dtype).
@@ -85,17 +92,92 @@ def prepare_features(embeddings: np.ndarray, preprocessing: Preprocessing = "sta
     features = np.empty(embeddings.shape, dtype=np.float32)
     for start in range(0, len(features), step):
         features[start : start + step] = embeddings[start : start + step]
+    if controls is not None:
+        if preprocessing == "l2":
+            _l2_rows(features, step)
+        normalize_to_controls(features, controls)
+        return features
     if preprocessing == "standardize":
         mean, std = column_mean_std(features)
         features -= mean.astype(np.float32)
         features /= np.where(std > 0, std, 1.0).astype(np.float32)
     elif preprocessing == "l2":
-        for start in range(0, len(features), step):
-            block = features[start : start + step]
-            block64 = block.astype(np.float64)
-            norms = np.sqrt(np.einsum("ij,ij->i", block64, block64))[:, None]
-            block /= np.where(norms > 0, norms, 1.0).astype(np.float32)
-            del block64
+        _l2_rows(features, step)
+    return features
+
+
+def _l2_rows(features: np.ndarray, step: int) -> None:
+    for start in range(0, len(features), step):
+        block = features[start : start + step]
+        block64 = block.astype(np.float64)
+        norms = np.sqrt(np.einsum("ij,ij->i", block64, block64))[:, None]
+        block /= np.where(norms > 0, norms, 1.0).astype(np.float32)
+        del block64
+
+
+@dataclass(frozen=True)
+class ControlGroups:
+    """Which cells are negative controls, and the batch (plate) of every cell: the reference each cell is
+    normalised to. ``batches`` holds small integer codes; ``names`` names them (for messages)."""
+
+    controls: np.ndarray  # (N,) bool
+    batches: np.ndarray  # (N,) int
+    names: tuple[str, ...]
+    selection: str = "controls"
+
+    def __post_init__(self) -> None:
+        if self.controls.shape != self.batches.shape:
+            raise InputError(f"controls {self.controls.shape} and batches {self.batches.shape} do not match")
+
+
+def control_groups(cells: pd.DataFrame, selection: str, batch_column: str | None = "plate") -> ControlGroups:
+    """The control cells named by ``selection`` (``"compound=DMSO"``) and each cell's batch (the groups of
+    ``batch_column``; all cells form one batch when the column is None or absent). Every batch needs at
+    least two control cells: the message names the batches that lack them."""
+    from phenossl.perturbation import parse_selector, select_cells
+
+    controls = select_cells(cells, parse_selector(selection), "control")
+    if batch_column and batch_column in cells.columns:
+        codes, names = pd.factorize(cells[batch_column].astype(str), sort=True)
+        names = tuple(str(n) for n in names)
+    else:
+        codes, names = np.zeros(len(cells), dtype=np.int64), ("all cells",)
+    counts = np.bincount(codes[controls], minlength=len(names))
+    lacking = [f"{names[i]} ({counts[i]})" for i in range(len(names)) if counts[i] < MIN_CONTROLS]
+    if lacking:
+        where = f"{batch_column} " if batch_column and batch_column in cells.columns else ""
+        raise InputError(
+            f"Normalising to the controls ({selection}) needs at least {MIN_CONTROLS} control cells in each "
+            f"{where or 'batch'}; these have fewer: {', '.join(lacking[:8])}. Choose another control selection, "
+            "drop those cells, or cluster without control normalisation."
+        )
+    return ControlGroups(controls, codes.astype(np.int64), names, selection)
+
+
+def normalize_to_controls(features: np.ndarray, groups: ControlGroups) -> np.ndarray:
+    """Z-score ``features`` (float32, in place) per batch against that batch's control cells: each plate is
+    expressed in units of its own negative controls' variation (pycytominer's ``normalize`` with
+    ``samples`` = the controls), which removes plate-to-plate shifts in staining and focus and weighs each
+    dimension by how far treated cells move relative to untreated ones. A dimension constant among the
+    controls is only centred."""
+    if groups.controls.shape[0] != features.shape[0]:
+        raise InputError(
+            f"The control selection covers {groups.controls.shape[0]} cells but there are {features.shape[0]}."
+        )
+    for batch in range(len(groups.names)):
+        rows = np.flatnonzero(groups.batches == batch)
+        if rows.size == 0:
+            continue
+        reference = features[rows[groups.controls[rows]]]
+        mean, std = column_mean_std(reference)
+        scale = np.where(std > 1e-12 * np.maximum(1.0, np.abs(mean)), std, 1.0)
+        step = chunk_rows(features.shape[1])
+        for start in range(0, rows.size, step):
+            index = rows[start : start + step]
+            block = features[index].astype(np.float64)
+            block -= mean
+            block /= scale
+            features[index] = block
     return features
 
 
@@ -121,9 +203,11 @@ class EmbeddingSpace:
     a GUI thread and one worker: UMAP layouts are computed at most once per parameter set.
     """
 
-    def __init__(self, embeddings: np.ndarray, *, preprocessing: Preprocessing = "standardize") -> None:
-        self._features = prepare_features(embeddings, preprocessing)
+    def __init__(self, embeddings: np.ndarray, *, preprocessing: Preprocessing = "standardize",
+                 controls: ControlGroups | None = None) -> None:
+        self._features = prepare_features(embeddings, preprocessing, controls)
         self.preprocessing: Preprocessing = preprocessing
+        self.controls = controls
         self._umap_cache: dict[tuple[int, int, float, int], np.ndarray] = {}
         self._umap_lock = threading.Lock()
 
@@ -146,8 +230,10 @@ class EmbeddingSpace:
         return self.n_cells
 
     def __repr__(self) -> str:
+        normalised = f", normalised to {self.controls.selection}" if self.controls is not None else ""
         return (
-            f"EmbeddingSpace({self.n_cells} cells x {self.n_dims} dims, preprocessing={self.preprocessing!r})"
+            f"EmbeddingSpace({self.n_cells} cells x {self.n_dims} dims, preprocessing={self.preprocessing!r}"
+            f"{normalised})"
         )
 
     def cluster(self, k: int, seed: int = 0, n_nearest: int = 8) -> Clustering:

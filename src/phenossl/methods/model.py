@@ -222,6 +222,7 @@ def build_ssl_model(
     *,
     encoder_weights: str | Path | None = None,
     num_samples: int | None = None,
+    stem: str = "imagenet",
 ) -> SSLModel:
     """An SSL model with a shared ``encoder`` and one ``method`` branch per name in ``branch_names``.
 
@@ -246,7 +247,7 @@ def build_ssl_model(
     params = params if params is not None else MethodParams()
     if num_samples is not None:
         params = params.for_dataset(num_samples)
-    trunk = build_encoder(encoder, in_channels)
+    trunk = build_encoder(encoder, in_channels, stem)
     if encoder_weights is not None:
         load_encoder_weights(trunk, None if str(encoder_weights) == "imagenet" else encoder_weights)
     branch_class = _BRANCHES[method]

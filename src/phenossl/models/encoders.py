@@ -20,6 +20,11 @@ from torch import Tensor, nn
 from phenossl.errors import ConfigError, InputError, WeightsNotFoundError
 
 ENCODER_NAMES: tuple[str, ...] = ("vgg13", "resnet18")
+#: ``imagenet``: torchvision's stems. ``small``: ResNet18's 7x7 stride-2 convolution and max-pool replaced by a
+#: 3x3 stride-1 convolution (solo-learn's and SimCLR's CIFAR setting): on 32-64 px cells the ImageNet stem
+#: leaves a 1x1-2x2 map at the last stage; the small one keeps 4x4-8x8 (at 16x the compute). VGG13's first
+#: convolution is already 3x3 stride 1, so its stem is the same either way.
+STEMS: tuple[str, ...] = ("imagenet", "small")
 
 # torchvision's own file names and URLs (IMAGENET1K_V1), so a file downloaded by torchvision is found.
 IMAGENET_WEIGHT_FILES: dict[str, str] = {
@@ -69,10 +74,13 @@ def embed_in_eval_mode(encoder: nn.Module, images: Tensor) -> Tensor:
         encoder.train(was_training)
 
 
-def build_encoder(name: str, in_channels: int) -> Encoder:
-    """A randomly initialised VGG13 trunk or ResNet18 whose first convolution takes ``in_channels``."""
+def build_encoder(name: str, in_channels: int, stem: str = "imagenet") -> Encoder:
+    """A randomly initialised VGG13 trunk or ResNet18 whose first convolution takes ``in_channels``
+    (``stem``: see :data:`STEMS`)."""
     if name not in ENCODER_NAMES:
         raise ConfigError(f"unknown encoder {name!r}: choose one of {', '.join(ENCODER_NAMES)}")
+    if stem not in STEMS:
+        raise ConfigError(f"unknown stem {stem!r}: choose one of {', '.join(STEMS)}")
     if not isinstance(in_channels, int) or in_channels < 1:
         raise ConfigError(f"in_channels must be a positive integer, got {in_channels!r}")
     from torchvision import models
@@ -80,7 +88,10 @@ def build_encoder(name: str, in_channels: int) -> Encoder:
     if name == "resnet18":
         body = models.resnet18(weights=None)
         body.fc = nn.Identity()  # torchvision's forward: ... -> avgpool -> flatten -> fc
-        if in_channels != 3:
+        if stem == "small":
+            body.conv1 = _kaiming_conv(nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False))
+            body.maxpool = nn.Identity()
+        elif in_channels != 3:
             body.conv1 = _kaiming_conv(
                 nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
             )

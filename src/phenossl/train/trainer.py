@@ -83,7 +83,7 @@ def build_model(config: TrainConfig, in_channels: int, num_samples: int, tile_si
         from phenossl.methods.gandl import build_gan_model
         from phenossl.models import build_encoder
 
-        encoder = build_encoder(config.encoder, in_channels)
+        encoder = build_encoder(config.encoder, in_channels, config.stem)
         size = generated_size(config, tile_size)
         return build_gan_model(encoder, config.method_params.gandl, size), augmenters
     from phenossl.methods import build_ssl_model
@@ -99,6 +99,7 @@ def build_model(config: TrainConfig, in_channels: int, num_samples: int, tile_si
         params=config.method_params,
         condition_dim=condition_dim,
         num_samples=num_samples,
+        stem=config.stem,
     )
     return model, augmenters
 
