@@ -51,6 +51,55 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
             tmp.unlink()
 
 
+@contextlib.contextmanager
+def atomic_paths(paths, overwrite: bool = True) -> Iterator[list[Path]]:
+    """Several files that belong together (a result and its description): yield one temporary path per target;
+    when the block succeeds, all of them are moved into place, and on any error none is (the temporaries are
+    removed, and targets already replaced are put back)."""
+    targets = [check_can_write(p, overwrite) for p in paths]
+    temporaries: list[Path] = []
+    try:
+        for target in targets:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+            os.close(fd)
+            temporaries.append(Path(name))
+        yield temporaries
+        if not overwrite and any(t.exists() for t in targets):
+            raise OutputExistsError(f"{', '.join(str(t) for t in targets if t.exists())} appeared while writing; "
+                                    "nothing was replaced.")
+        _replace_all(temporaries, targets)
+    finally:
+        for tmp in temporaries:
+            if tmp.exists():
+                tmp.unlink()
+
+
+def _replace_all(temporaries: list[Path], targets: list[Path]) -> None:
+    """Move each temporary onto its target; if one move fails, undo the ones made (old files restored)."""
+    done: list[tuple[Path, Path | None]] = []
+    try:
+        for tmp, target in zip(temporaries, targets):
+            backup = None
+            if target.exists():
+                backup = target.with_name(f".{target.name}.{os.getpid()}.previous")
+                os.replace(target, backup)
+            done.append((target, backup))
+            if tmp.is_file():
+                os.chmod(tmp, 0o666 & ~_UMASK)
+            os.replace(tmp, target)
+    except BaseException:
+        for target, backup in reversed(done):
+            if backup is not None:
+                os.replace(backup, target)
+            elif target.exists():
+                target.unlink()
+        raise
+    for _, backup in done:
+        if backup is not None and backup.exists():
+            backup.unlink()
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], object], overwrite: bool = True) -> Path:
     """Call ``write(tmp_path)`` then move the result onto ``path`` atomically. Returns ``path``."""
     with atomic_path(path, overwrite=overwrite) as tmp:

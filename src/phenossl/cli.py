@@ -228,6 +228,19 @@ def cmd_dose_response(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from phenossl.evaluate import EvaluationSettings, parse_k
+    from phenossl.pipeline import evaluate_runs
+
+    settings = EvaluationSettings(label=args.label, within=args.within, k=parse_k(args.k), controls=args.controls,
+                                  seeds=args.seeds)
+    table, markdown, written = evaluate_runs([Path(r) for r in args.runs], settings,
+                                             out=Path(args.out) if args.out else None, overwrite=args.overwrite)
+    print(markdown, end="")
+    print("\nwritten: " + ", ".join(str(p) for p in written))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="phenossl",
@@ -330,6 +343,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="write the table as CSV here")
     p.add_argument("--overwrite", action="store_true", help="replace an existing CSV")
     p.set_defaults(func=cmd_dose_response)
+
+    p = sub.add_parser("evaluate", help="does training beat measuring? score runs side by side against a label")
+    p.add_argument("runs", nargs="+", help="run folders (with embeddings): trained, cellprofiler, random-init...")
+    p.add_argument("--label", required=True, help="the cell table's column to separate, e.g. compound")
+    p.add_argument("--within", default=None, metavar="COLUMN",
+                   help="also score inside each group of this column (e.g. plate), K-Means refitted per group; "
+                        "1-NN then leaves one group out")
+    p.add_argument("--k", default="auto", help="clusters (default auto: the number of label values)")
+    p.add_argument("--controls", default=None, metavar="COL=VALUE",
+                   help="also score with each plate standardised to its own negative controls, e.g. compound=DMSO")
+    p.add_argument("--seeds", type=int, default=5, help="K-Means seeds averaged (default 5)")
+    p.add_argument("--out", default=None, metavar="PREFIX",
+                   help="write PREFIX.csv and PREFIX.md (default: evaluation-<label> beside the runs)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing table")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

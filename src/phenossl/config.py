@@ -19,6 +19,9 @@ from phenossl.errors import ConfigError
 from phenossl.methods.params import MethodParams
 
 METHODS = ("mocov2", "simclr", "byol", "vicreg", "gandl")
+#: what a run's embedding is: a self-supervised encoder (ssl), CellProfiler measurements of each cell
+#: (cellprofiler, no training) or the chosen encoder untrained (random-init, the baseline training must beat)
+REPRESENTATIONS = ("ssl", "cellprofiler", "random-init")
 ENCODERS = ("resnet18", "vgg13")
 
 
@@ -159,6 +162,12 @@ class EmbedConfig(_Section):
         return value
 
 
+class MeasureConfig(_Section):
+    """CellProfiler measurements (``representation: cellprofiler``)."""
+
+    workers: int = Field(0, ge=0, description="processes measuring cells; 0 = every core but one")
+
+
 class UmapConfig(_Section):
     n_neighbors: int = Field(15, ge=2)
     min_dist: float = Field(0.1, ge=0)
@@ -170,8 +179,27 @@ class ClusterConfig(_Section):
     k: int = Field(4, ge=2)
     n_nearest: int = Field(8, ge=1, description="cells shown per cluster (nearest the centroid)")
     preprocessing: Literal["standardize", "l2", "none"] = "standardize"
+    controls: str | None = Field(
+        None, description="the negative-control cells, e.g. 'compound=DMSO': each plate is standardised to its own "
+        "controls before clustering (pycytominer's normalize), removing plate-to-plate staining shifts"
+    )
+    control_batch: str | None = Field(
+        "plate", description="column whose groups (plates) are normalised to their own controls; none = all cells"
+    )
     umap: UmapConfig = Field(default_factory=UmapConfig)
     label_columns: list[str] | None = Field(None, description="columns to report AMI against")
+
+    @field_validator("controls")
+    @classmethod
+    def _controls_syntax(cls, value: str | None) -> str | None:
+        if value is not None:
+            from phenossl.perturbation import parse_selector
+
+            try:
+                parse_selector(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
 
 class OutputConfig(_Section):
@@ -184,11 +212,16 @@ class RunConfig(_Section):
 
     name: str = "run"
     seed: int = 0
+    representation: Literal["ssl", "cellprofiler", "random-init"] = Field(
+        "ssl", description="ssl: train a self-supervised encoder; cellprofiler: measure each cell (cp_measure), "
+        "no training; random-init: the chosen encoder untrained (a baseline)"
+    )
     input: InputConfig = Field(default_factory=InputConfig)
     segmentation: SegmentConfig = Field(default_factory=SegmentConfig)
     tiles: TileConfig = Field(default_factory=TileConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
+    measure: MeasureConfig = Field(default_factory=MeasureConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from phenossl.atomic import atomic_write, atomic_write_text
+from phenossl.atomic import atomic_paths, atomic_write, atomic_write_text
 from phenossl.config import RunConfig, resolve_paths, save_config
 from phenossl.errors import ConfigError, InputError, OutputExistsError
 from phenossl.tiles.store import TileStore
@@ -34,6 +34,7 @@ EMBEDDINGS_FILE = "embeddings.npy"
 UMAP_FILE = "umap.npy"
 CLUSTERS_FILE = "clusters.csv"
 METRICS_FILE = "metrics.json"
+FEATURE_NAMES_FILE = "features.json"  # cellprofiler runs: the name of each embedding column
 OVERVIEW_FILE = "overview.png"
 
 #: on_event(stage, payload): payload is a StepProgress/EpochDone for "train", (done, total) otherwise.
@@ -63,6 +64,10 @@ class RunPaths:
     @property
     def embeddings(self) -> Path:
         return self.root / EMBEDDINGS_FILE
+
+    @property
+    def feature_names(self) -> Path:
+        return self.root / FEATURE_NAMES_FILE
 
     @property
     def umap(self) -> Path:
@@ -164,14 +169,22 @@ def stage_tile(config: RunConfig, paths: RunPaths, *, on_event: EventHandler | N
 def stage_train(config: RunConfig, paths: RunPaths, store: TileStore, *, resume: bool = False,
                 overwrite: bool = False, on_event: EventHandler | None = None,
                 cancel: threading.Event | None = None):
-    """Train (or with ``resume`` continue) the run's encoder; a trained model is replaced only on ``overwrite``."""
-    from phenossl.train import train
+    """Train (or with ``resume`` continue) the run's encoder; a trained model is replaced only on ``overwrite``.
+    A ``random-init`` run saves its untrained encoder instead; a ``cellprofiler`` run has nothing to train."""
+    from phenossl.train import save_untrained, train
 
+    if config.representation == "cellprofiler":
+        raise InputError(
+            f"{paths.root} measures its cells (representation: cellprofiler): there is no encoder to train. "
+            "Measure them with 'phenossl embed RUN' (or 'phenossl run')."
+        )
     if paths.checkpoint.exists() and not (resume or overwrite):
         raise OutputExistsError(
             f"{paths.root} already holds a trained model ({paths.checkpoint.name}). Continue its training with "
             "--resume, or train again from scratch with --overwrite. Nothing was changed."
         )
+    if config.representation == "random-init":
+        return save_untrained(store, config.train, paths.root, seed=config.seed, run_info=config.to_dict())
 
     progress = (lambda event: on_event("train", event)) if on_event else None
     return train(store, config.train, paths.root, seed=config.seed, resume=resume, cancel=cancel,
@@ -179,10 +192,13 @@ def stage_train(config: RunConfig, paths: RunPaths, store: TileStore, *, resume:
 
 
 def stage_embed(config: RunConfig, paths: RunPaths, store: TileStore, *, overwrite: bool = False,
-                cancel: threading.Event | None = None) -> np.ndarray:
-    """Embed every cell with the run's checkpoint into ``embeddings.npy`` (replaced only on ``overwrite``)."""
+                cancel: threading.Event | None = None, on_event: EventHandler | None = None) -> np.ndarray:
+    """Embed every cell with the run's checkpoint into ``embeddings.npy`` (replaced only on ``overwrite``);
+    a ``cellprofiler`` run measures its cells instead (:func:`stage_measure`)."""
     from phenossl.embed import embed_store
 
+    if config.representation == "cellprofiler":
+        return stage_measure(config, paths, store, overwrite=overwrite, cancel=cancel, on_event=on_event)
     if not paths.checkpoint.exists():
         raise InputError(f"no trained model in {paths.root}: run 'phenossl train' (or 'phenossl run') first")
     if paths.embeddings.exists() and not overwrite:
@@ -195,6 +211,47 @@ def stage_embed(config: RunConfig, paths: RunPaths, store: TileStore, *, overwri
                        overwrite=overwrite, cancel=cancel)
 
 
+def stage_measure(config: RunConfig, paths: RunPaths, store: TileStore, *, overwrite: bool = False,
+                  cancel: threading.Event | None = None, on_event: EventHandler | None = None) -> np.ndarray:
+    """CellProfiler measurements of every cell (cp_measure) as the run's embeddings: ``embeddings.npy`` holds
+    the z-scored features, ``features.json`` their names and what was dropped. Both are written together."""
+    import os
+
+    from phenossl.measure import measure_store
+
+    targets = [paths.embeddings, paths.feature_names]
+    existing = [p.name for p in targets if p.exists()]
+    if existing and not overwrite:
+        raise OutputExistsError(
+            f"{paths.root} already holds measurements ({', '.join(existing)}). Measure again with --overwrite. "
+            "Nothing was changed."
+        )
+    workers = config.measure.workers or max(1, (os.cpu_count() or 2) - 1)
+    progress = (lambda stage, done, total: on_event(stage, (done, total))) if on_event else None
+    measurements = measure_store(store, workers=workers, progress=progress, cancel=cancel)
+    features, names, report = measurements.features()
+    description = {"representation": "cellprofiler (cp_measure)", "object": "nucleus", "features": names,
+                   "report": {**measurements.report, **report}}
+    from phenossl.export import save_npy
+
+    with atomic_paths(targets, overwrite=overwrite) as (embeddings_tmp, names_tmp):
+        save_npy(embeddings_tmp, features)
+        names_tmp.write_text(json.dumps(description, indent=1))
+    return np.load(paths.embeddings, mmap_mode="r")
+
+
+def clustering_space(config: RunConfig, store: TileStore, embeddings: np.ndarray):
+    """The run's embeddings prepared for clustering as its configuration says (preprocessing, and each plate
+    normalised to its own controls when ``cluster.controls`` names them)."""
+    from phenossl.cluster import EmbeddingSpace
+    from phenossl.cluster.space import control_groups
+
+    groups = None
+    if config.cluster.controls:
+        groups = control_groups(store.cells, config.cluster.controls, config.cluster.control_batch)
+    return EmbeddingSpace(embeddings, preprocessing=config.cluster.preprocessing, controls=groups)
+
+
 def stage_cluster(config: RunConfig, paths: RunPaths, store: TileStore, embeddings: np.ndarray | None = None,
                   *, csv_path: Path | None = None, overwrite: bool = False, overview: bool = True) -> RunResult:
     """K-Means + UMAP + metrics on the cached embeddings (never re-embedded).
@@ -204,7 +261,7 @@ def stage_cluster(config: RunConfig, paths: RunPaths, store: TileStore, embeddin
     beside the CSV, and the run folder is left as it was. Existing files are replaced only on ``overwrite``,
     and all of them are checked before anything is computed or written.
     """
-    from phenossl.cluster import EmbeddingSpace, clustering_metrics
+    from phenossl.cluster import clustering_metrics
     from phenossl.export import check_export_targets, export_clusters, export_paths, save_npy
 
     if embeddings is None:
@@ -222,7 +279,7 @@ def stage_cluster(config: RunConfig, paths: RunPaths, store: TileStore, embeddin
             )
     else:
         check_export_targets(export_paths(csv_path, embeddings=True, config=True), overwrite)
-    space = EmbeddingSpace(embeddings, preprocessing=config.cluster.preprocessing)
+    space = clustering_space(config, store, embeddings)
     clustering = space.cluster(config.cluster.k, seed=config.seed, n_nearest=config.cluster.n_nearest)
     umap_xy = space.umap(seed=config.seed, n_neighbors=config.cluster.umap.n_neighbors,
                          min_dist=config.cluster.umap.min_dist)
@@ -293,9 +350,10 @@ def run_pipeline(config: RunConfig, *, resume: bool = False, on_event: EventHand
             "lower k or add images"
         )
     # the folder is new, or --resume / --overwrite allowed this run to replace what the chain derives
-    stage_train(config, paths, store, resume=resume, overwrite=config.output.overwrite, on_event=on_event,
-                cancel=cancel)
-    embeddings = stage_embed(config, paths, store, overwrite=True, cancel=cancel)
+    if config.representation != "cellprofiler":
+        stage_train(config, paths, store, resume=resume, overwrite=config.output.overwrite, on_event=on_event,
+                    cancel=cancel)
+    embeddings = stage_embed(config, paths, store, overwrite=True, cancel=cancel, on_event=on_event)
     if on_event:
         on_event("clustering", "K-Means, UMAP (its first run compiles for ~20 s), metrics, CSV and overview")
     return stage_cluster(config, paths, store, embeddings, overwrite=True)
@@ -314,12 +372,11 @@ def stage_dose_response(config: RunConfig, paths: RunPaths, store: TileStore, *,
                         overwrite: bool = False) -> tuple[pd.DataFrame, PerturbationAxis]:
     """Scores every cell on the control -> reference axis of the run's embeddings and averages them per
     group of ``by`` (default: the reference's columns); writes the table to ``csv_path`` if given."""
-    from phenossl.cluster import prepare_features
     from phenossl.perturbation import dose_response, fit_axis, select_cells
 
     if not paths.embeddings.exists():
         raise InputError(f"no embeddings in {paths.root}: run 'phenossl embed' (or 'phenossl run') first")
-    features = prepare_features(np.load(paths.embeddings, mmap_mode="r"), config.cluster.preprocessing)
+    features = clustering_space(config, store, np.load(paths.embeddings, mmap_mode="r")).features
     cells = store.cells
     axis = fit_axis(features, select_cells(cells, control, "control"), select_cells(cells, reference, "reference"))
     table = dose_response(axis.score(features), cells, by or list(reference))
@@ -338,3 +395,49 @@ def open_run(run_dir: str | Path) -> tuple[RunConfig, RunPaths, TileStore]:
 
 def read_clusters(paths: RunPaths) -> pd.DataFrame:
     return pd.read_csv(paths.clusters)
+
+
+def describe_representation(config: RunConfig) -> str:
+    """A run's representation in a few words, for tables that set runs side by side."""
+    if config.representation == "cellprofiler":
+        return "CellProfiler features (cp_measure)"
+    train = config.train
+    if config.representation == "random-init":
+        return f"untrained {train.encoder}"
+    weights = train.branch_weights()
+    mix = (train.composition_a.name if train.weight_a >= 1 else train.composition_b.name if train.weight_a <= 0
+           else f"{weights['a']:g}·{train.composition_a.name} + {weights['b']:g}·{train.composition_b.name}")
+    return f"{train.method}/{train.encoder}, {mix}, {train.epochs} epochs at {train.resolution} px"
+
+
+def evaluate_runs(run_dirs: list[Path], settings, *, out: Path | None = None,
+                  overwrite: bool = False) -> tuple[pd.DataFrame, str, list[Path]]:
+    """Score runs side by side (:mod:`phenossl.evaluate`) and write the table as ``out``.csv and ``out``.md
+    (default: ``evaluation-<label>`` in the runs' common folder). Every run is checked before any is scored."""
+    from phenossl.evaluate import EvaluatedRun, check_labels, evaluation_table, table_markdown
+
+    runs = []
+    for run_dir in run_dirs:
+        config, paths, store = open_run(run_dir)
+        if not paths.embeddings.exists():
+            raise InputError(f"run {paths.root} has no embeddings yet: run 'phenossl embed {paths.root}' first")
+        check_labels(store.cells, settings, f"run {paths.root.name}")
+        runs.append((config, paths, store))
+    if out is None:
+        import os
+
+        common = Path(os.path.commonpath([str(Path(r).resolve().parent) for r in run_dirs]))
+        out = common / f"evaluation-{settings.label}"
+    targets = [out.with_name(out.name + ".csv"), out.with_name(out.name + ".md")]
+    from phenossl.atomic import check_can_write
+
+    for target in targets:
+        check_can_write(target, overwrite)
+    evaluated = [EvaluatedRun(paths.root.name, describe_representation(config),
+                              np.load(paths.embeddings, mmap_mode="r"), store.cells) for config, paths, store in runs]
+    table = evaluation_table(evaluated, settings)
+    markdown = table_markdown(table, settings)
+    with atomic_paths(targets, overwrite=overwrite) as (csv_tmp, md_tmp):
+        table.to_csv(csv_tmp, index=False)
+        md_tmp.write_text(markdown, encoding="utf-8")
+    return table, markdown, targets

@@ -145,10 +145,10 @@ def control_groups(cells: pd.DataFrame, selection: str, batch_column: str | None
     counts = np.bincount(codes[controls], minlength=len(names))
     lacking = [f"{names[i]} ({counts[i]})" for i in range(len(names)) if counts[i] < MIN_CONTROLS]
     if lacking:
-        where = f"{batch_column} " if batch_column and batch_column in cells.columns else ""
+        where = batch_column if batch_column and batch_column in cells.columns else "batch"
         raise InputError(
             f"Normalising to the controls ({selection}) needs at least {MIN_CONTROLS} control cells in each "
-            f"{where or 'batch'}; these have fewer: {', '.join(lacking[:8])}. Choose another control selection, "
+            f"{where}; these have fewer: {', '.join(lacking[:8])}. Choose another control selection, "
             "drop those cells, or cluster without control normalisation."
         )
     return ControlGroups(controls, codes.astype(np.int64), names, selection)

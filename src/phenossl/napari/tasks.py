@@ -269,15 +269,14 @@ class ClusterOutcome:
 def cluster_run(record: RunRecord, k: int, n_nearest: int, space: Any = None) -> ClusterOutcome:
     """K-Means with ``k`` on the run's cached embeddings; writes clusters.csv and metrics.json."""
     from phenossl.atomic import atomic_write_text
-    from phenossl.cluster import EmbeddingSpace, clustering_metrics
+    from phenossl.cluster import clustering_metrics
     from phenossl.export import export_clusters
+    from phenossl.pipeline import clustering_space
 
     with reported_as("Clustering"):
         config, paths, store = record.config, record.paths, record.tile_store()
         if space is None:
-            space = EmbeddingSpace(
-                np.load(paths.embeddings, mmap_mode="r"), preprocessing=config.cluster.preprocessing
-            )
+            space = clustering_space(config, store, np.load(paths.embeddings, mmap_mode="r"))
         clustering = space.cluster(k, seed=config.seed, n_nearest=n_nearest)
         metrics = clustering_metrics(
             space, clustering.labels, store.cells, config.cluster.label_columns, seed=config.seed
@@ -382,7 +381,7 @@ def compare_runs(a: RunRecord, b: RunRecord) -> RunComparison:
 def cluster_labels(record: RunRecord) -> np.ndarray:
     """The cluster of every store row of a run: the shown clustering, else the run's clusters.csv, else
     K-Means again on its embeddings with its saved k and seed (seeded: the clusters it had)."""
-    from phenossl.cluster import EmbeddingSpace
+    from phenossl.pipeline import clustering_space
 
     if record.clustering is not None:
         return np.asarray(record.clustering.labels)
@@ -394,9 +393,7 @@ def cluster_labels(record: RunRecord) -> np.ndarray:
             f"run {record.name} has no embeddings yet, so no clusters: embed it first (Runs > Embed cells)"
         )
     config = record.config
-    space = EmbeddingSpace(
-        np.load(record.paths.embeddings, mmap_mode="r"), preprocessing=config.cluster.preprocessing
-    )
+    space = clustering_space(config, record.tile_store(), np.load(record.paths.embeddings, mmap_mode="r"))
     return np.asarray(space.cluster(config.cluster.k, seed=config.seed, n_nearest=1).labels)
 
 

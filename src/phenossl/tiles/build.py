@@ -204,8 +204,9 @@ def build_store_from_fields(
                 if not len(nuclei):
                     continue
                 image = normalize_to_unit(item.load().image, lo_hi)
-                cut = cut_tiles(image, nuclei.reset_index(drop=True), size=size, border=tiles.border)
-                writer.append(cut.tiles)
+                cut = cut_tiles(image, nuclei.reset_index(drop=True), size=size, border=tiles.border,
+                                labels=np.load(labels_dir / f"{i}.npy"))
+                writer.append(cut.tiles, cut.masks)
                 cells.append(cut.cells)
                 if progress:
                     progress("tiling", i + 1, len(fields))
@@ -232,6 +233,34 @@ def build_store_from_fields(
         for file in labels_dir.glob("*.npy"):
             file.unlink()
         labels_dir.rmdir()
+
+
+def central_nucleus_masks(nuclear: np.ndarray) -> np.ndarray:
+    """(n, S, S) bool: in each pre-cropped cell's nuclear channel (n, S, S), the nucleus that the classical
+    backend finds under the crop's centre (crops are centred on their cell), else the one whose centroid is
+    nearest the centre; all False where no nucleus is found (those cells measure as empty)."""
+    from phenossl.segment import segment_nuclei
+
+    masks = np.zeros(nuclear.shape, dtype=bool)
+    for i, image in enumerate(nuclear):
+        try:
+            labels = segment_nuclei(np.asarray(image, dtype=np.float32), backend="classical")
+        except NoNucleiError:
+            continue
+        masks[i] = labels == central_label(labels)
+    return masks
+
+
+def central_label(labels: np.ndarray) -> int:
+    """The label under the image centre, else the one whose centroid is nearest it (0 if there is none)."""
+    centre = (labels.shape[0] // 2, labels.shape[1] // 2)
+    if labels[centre]:
+        return int(labels[centre])
+    table = nucleus_table(labels)
+    if table.empty:
+        return 0
+    distance = np.hypot(table["centroid_y"] - centre[0], table["centroid_x"] - centre[1])
+    return int(table["label"].iloc[int(np.argmin(distance.to_numpy()))])
 
 
 def _kept_by_border(nuclei: pd.DataFrame, size: int, border: str) -> np.ndarray:
@@ -298,11 +327,13 @@ def build_store_from_crops(
     sample = np.sort(rng.choice(n, size=min(n, 2000), replace=False))
     sampler.add(np.asarray(crops.images[sample]))
     lo_hi = sampler.percentiles(*tiles.percentiles)
+    nuclear = nuclear_channel_index(crops.channel_names, input_config.nuclear_channel)
     writer = TileStoreWriter(store_path, n, crops.channel_names, height, overwrite=overwrite)
     try:
         for start in range(0, n, chunk):
             _check_cancel(cancel, "Importing crops")
-            writer.append(normalize_to_unit(np.asarray(crops.images[start : start + chunk]), lo_hi, channel_axis=1))
+            images = normalize_to_unit(np.asarray(crops.images[start : start + chunk]), lo_hi, channel_axis=1)
+            writer.append(images, central_nucleus_masks(images[:, nuclear]))
             if progress:
                 progress("importing", min(start + chunk, n), n)
         return writer.finish(
@@ -310,6 +341,8 @@ def build_store_from_crops(
             {
                 "source": "crops",
                 "crops": str(crops.source),
+                "nuclear_channel": crops.channel_names[nuclear],
+                "nucleus_masks": "classical segmentation of each crop's nuclear channel, the object at the centre",
                 "normalization": {"percentiles": list(tiles.percentiles), "lo_hi": lo_hi},
                 "report": {"cells_kept": n, "metadata_rows_joined": joined},
             },

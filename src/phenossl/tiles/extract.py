@@ -23,6 +23,7 @@ class TileCut:
     tiles: np.ndarray  # (n, C, size, size)
     cells: pd.DataFrame  # one row per tile: label, centroid_y, centroid_x, area, padded
     n_skipped_border: int
+    masks: np.ndarray | None = None  # (n, size, size) bool: the central nucleus of each tile, when labels given
 
 
 def nucleus_table(labels: np.ndarray) -> pd.DataFrame:
@@ -62,11 +63,14 @@ def cut_tiles(
     size: int = 196,
     border: BorderPolicy = "skip",
     pad_value: float = 0.0,
+    labels: np.ndarray | None = None,
 ) -> TileCut:
     """Cut a (C, size, size) tile around each nucleus of ``nuclei`` (from :func:`nucleus_table`).
 
     ``border="skip"`` drops nuclei whose tile would leave the image (counted in ``n_skipped_border``);
     ``"pad"`` keeps them and fills the outside with ``pad_value`` (0 is background after normalisation).
+    With the image's nuclei ``labels`` (Y, X), each tile also gets the mask of its own nucleus (the pixels
+    of its label, not its neighbours'), which the CellProfiler measurements need.
     """
     if image.ndim != 3:
         raise InputError(f"expected a (C, Y, X) image, got shape {image.shape}")
@@ -80,17 +84,24 @@ def cut_tiles(
     keep = inside if border == "skip" else np.ones_like(inside)
     kept = np.flatnonzero(keep)
 
+    if labels is not None and labels.shape != (height, width):
+        raise InputError(f"labels of shape {labels.shape} do not match the image's {(height, width)}")
     tiles = np.empty((len(kept), n_channels, size, size), dtype=image.dtype)
+    masks = np.empty((len(kept), size, size), dtype=bool) if labels is not None else None
     if border == "pad" and not inside.all():
         margin = size
-        padded = np.pad(image, ((0, 0), (margin, margin), (margin, margin)), constant_values=pad_value)
-        source, shift = padded, margin
+        source = np.pad(image, ((0, 0), (margin, margin), (margin, margin)), constant_values=pad_value)
+        label_source = None if labels is None else np.pad(labels, margin)
+        shift = margin
     else:
-        source, shift = image, 0
+        source, label_source, shift = image, labels, 0
+    label_ids = nuclei["label"].to_numpy()
     for out_index, row in enumerate(kept):
         ys, xs = y0[row] + shift, x0[row] + shift
         tiles[out_index] = source[:, ys : ys + size, xs : xs + size]
+        if masks is not None:
+            masks[out_index] = label_source[ys : ys + size, xs : xs + size] == label_ids[row]
 
     cells = nuclei.iloc[kept].reset_index(drop=True).copy()
     cells["padded"] = ~inside[kept]
-    return TileCut(tiles=tiles, cells=cells, n_skipped_border=int((~keep).sum()))
+    return TileCut(tiles=tiles, cells=cells, n_skipped_border=int((~keep).sum()), masks=masks)

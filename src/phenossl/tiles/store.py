@@ -23,6 +23,7 @@ from phenossl.atomic import atomic_write, atomic_write_text, check_can_write
 from phenossl.errors import InputError
 
 TILES_FILE = "tiles.npy"
+MASKS_FILE = "masks.npy"  # (N, S, S) uint8: each tile's central nucleus (1) — what CellProfiler measures
 CELLS_FILE = "cells.csv"
 INFO_FILE = "store.yaml"
 LABELS_DIR = "labels"
@@ -52,13 +53,25 @@ class TileStoreWriter:
         self._tiles = np.lib.format.open_memmap(
             self.partial / TILES_FILE, mode="w+", dtype=TILE_DTYPE, shape=shape
         )
+        self._masks: np.ndarray | None = None
         self._cursor = 0
 
-    def append(self, tiles: np.ndarray) -> None:
-        """Append normalised tiles (n, C, S, S); they are stored as float16."""
+    def append(self, tiles: np.ndarray, masks: np.ndarray | None = None) -> None:
+        """Append normalised tiles (n, C, S, S), stored as float16, and their central-nucleus masks
+        (n, S, S) when known: every append of a store gives masks, or none does."""
         n = len(tiles)
         if self._cursor + n > self.n_cells:
             raise InputError(f"more tiles than announced ({self._cursor + n} > {self.n_cells})")
+        if (masks is None) != (self._masks is None) and (self._cursor > 0 or masks is None):
+            raise InputError("nucleus masks must be given with every batch of tiles or with none")
+        if masks is not None:
+            if masks.shape != (n, self.tile_size, self.tile_size):
+                raise InputError(f"masks of shape {masks.shape} do not match {n} tiles of {self.tile_size} px")
+            if self._masks is None:
+                self._masks = np.lib.format.open_memmap(
+                    self.partial / MASKS_FILE, mode="w+", dtype=np.uint8,
+                    shape=(self.n_cells, self.tile_size, self.tile_size))
+            self._masks[self._cursor : self._cursor + n] = masks
         self._tiles[self._cursor : self._cursor + n] = tiles
         self._cursor += n
 
@@ -77,6 +90,9 @@ class TileStoreWriter:
             )
         self._tiles.flush()
         del self._tiles
+        if self._masks is not None:
+            self._masks.flush()
+            self._masks = None
         cells = cells.reset_index(drop=True)
         if "cell_id" not in cells.columns:
             cells.insert(0, "cell_id", np.arange(len(cells)))
@@ -104,6 +120,7 @@ class TileStoreWriter:
         """Remove the partial store (after an error or a cancel)."""
         if hasattr(self, "_tiles"):
             del self._tiles
+        self._masks = None
         shutil.rmtree(self.partial, ignore_errors=True)
 
 
@@ -133,6 +150,23 @@ class TileStore:
     @property
     def n_cells(self) -> int:
         return int(self.info["n_cells"])
+
+    @property
+    def masks(self) -> np.ndarray | None:
+        """(N, S, S) uint8 memory-mapped masks of each tile's central nucleus, or None (a store made before
+        phenossl kept them; :func:`phenossl.measure.nucleus_masks` then derives them)."""
+        path = self.path / MASKS_FILE
+        if not path.is_file():
+            return None
+        try:
+            masks = np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise InputError(f"the nucleus masks of tile store {self.path} are damaged ({exc}); rebuild the "
+                             "store with 'phenossl tile --overwrite'") from exc
+        if masks.shape != (self.n_cells, self.tile_size, self.tile_size):
+            raise InputError(f"the nucleus masks of tile store {self.path} have shape {masks.shape}, not "
+                             f"{(self.n_cells, self.tile_size, self.tile_size)}; rebuild the store")
+        return masks
 
     @property
     def channel_names(self) -> list[str]:

@@ -251,22 +251,8 @@ def iter_training(
                     f"(spread {spread:.2e} < {config.collapse_threshold:g}). {where()} Try another method "
                     "(MoCo v2 and SimCLR resist collapse), a lower learning rate, or stronger augmentations."
                 )
-            save_checkpoint(
-                checkpoint_path,
-                {
-                    "model": model.state_dict(),
-                    **update.state_dict(),
-                    "epoch": epoch,
-                    "history": history,
-                    "train_config": config.model_dump(mode="json"),
-                    "in_channels": len(store.channel_names),
-                    "num_samples": store.n_cells,
-                    "tile_size": store.tile_size,
-                    "channel_names": store.channel_names,
-                    "seed": seed,
-                    "run_info": run_info or {},
-                },
-            )
+            save_checkpoint(checkpoint_path, {**checkpoint_payload(model, config, store, seed, run_info),
+                                              **update.state_dict(), "epoch": epoch, "history": history})
             last_saved_epoch = epoch
             _write_history(run_dir / HISTORY_FILE, history)
             yield EpochDone(epoch, config.epochs, float(np.mean(epoch_losses)), spread, checkpoint_path)
@@ -289,6 +275,39 @@ def iter_training(
         device=str(device),
         history=pd.DataFrame(history),
     )
+
+
+def checkpoint_payload(model, config: TrainConfig, store: TileStore, seed: int,
+                       run_info: dict[str, Any] | None) -> dict[str, Any]:
+    """What every checkpoint holds besides the optimiser: enough to rebuild the model and know its data."""
+    return {
+        "model": model.state_dict(),
+        "train_config": config.model_dump(mode="json"),
+        "in_channels": len(store.channel_names),
+        "num_samples": store.n_cells,
+        "tile_size": store.tile_size,
+        "channel_names": store.channel_names,
+        "seed": seed,
+        "run_info": run_info or {},
+    }
+
+
+def save_untrained(store: TileStore, config: TrainConfig, run_dir: str | Path, *, seed: int = 0,
+                   run_info: dict[str, Any] | None = None) -> TrainResult:
+    """The chosen encoder as initialised with ``seed`` and never trained, saved as the run's checkpoint
+    (``representation: random-init``): the baseline a trained encoder has to beat. Embedding, clustering and
+    napari read it as they read a trained one; it cannot be resumed (there is nothing to continue)."""
+    import torch
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model, _ = build_model(config, in_channels=len(store.channel_names), num_samples=store.n_cells,
+                           tile_size=store.tile_size)
+    checkpoint = run_dir / CHECKPOINT_FILE
+    save_checkpoint(checkpoint, {**checkpoint_payload(model, config, store, seed, run_info), "epoch": -1,
+                                 "history": [], "untrained": True})
+    return TrainResult(checkpoint=checkpoint, epochs_completed=0, device="cpu", history=pd.DataFrame())
 
 
 def train(store: TileStore, config: TrainConfig, run_dir: str | Path, *, progress=None, **kwargs) -> TrainResult:
