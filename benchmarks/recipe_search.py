@@ -28,6 +28,7 @@ from bench_common import StudyRecord, log, resolve_device, study_parser
 STUDY = "recipe_search"
 LABEL, WITHIN, CONTROLS = "compound", "plate", "compound=DMSO"
 VIEWS = (("auto", "none"), ("full", "none"), ("auto", "d4"))
+SPACES = ("standardize", "cosine")  # phenossl's clustering spaces scored, each as clustered and to controls
 CPU_EPOCH_SECONDS_64PX = 83  # measured: one epoch of MoCo v2 / ResNet18 at 64 px, batch 128, 2 CPU threads
 
 # --- compositions --------------------------------------------------------------------------------------
@@ -59,6 +60,14 @@ COMPOSITIONS = {
     "geom+weak-jitter+scale+blur": composition("geom+weak-jitter+scale+blur", ROT, crop(0.7), SCALE, WEAK,
                                                FLIP, BLUR),
     "geom+scale+blur crop0.85": composition("geom+scale+blur crop0.85", ROT, crop(0.85), SCALE, FLIP, BLUR),
+    "geom+blur": composition("geom+blur", ROT, crop(0.7), FLIP, BLUR),
+    "geom+scale": composition("geom+scale", ROT, crop(0.7), SCALE, FLIP),
+    "geom+scale+blur no crop": composition("geom+scale+blur no crop", ROT, SCALE, FLIP, BLUR),
+    "geom+scale+blur crop0.5": composition("geom+scale+blur crop0.5", ROT, crop(0.5), SCALE, FLIP, BLUR),
+    "context without jitter": composition("context without jitter", FLIP, {**ROT, "multiples_of_90": True},
+                                          {"kind": "affine", "p": 0.5, "translate": 0.1, "scale": [0.9, 1.1],
+                                           "shear": 10.0},
+                                          {"kind": "random_crop", "p": 1.0, "scale": [0.2, 1.0]}, BLUR),
     "jitter+scale+blur": composition("jitter+scale+blur", ROT, crop(0.7), SCALE, JITTER, FLIP, BLUR),
     "full+geom+crop+blur": composition("full+geom+crop+blur", ROT, FLIP,
                                        {"kind": "random_crop", "p": 1.0, "scale": [0.4, 1.0]}, BLUR),
@@ -114,6 +123,30 @@ def search_grid(seeds: int) -> list[dict]:
     rows.append(row("random-init resnet18 32px small-stem", "baselines", "geom+scale+blur",
                     representation="random-init", **{**base, "resolution": 32, "stem": "small"}))
     return [{**r, "seed": seed} for seed in range(seeds) for r in rows]
+
+
+def cpu_grid(seeds: int, resolution: int, epochs: int) -> list[dict]:
+    """What a laptop can afford (one row: at most 30 min on 2 cores): the compositions that keep stain levels
+    (no intensity jitter) against the presets that jitter them, each transform left out once, the training
+    length, a dual loss, SimCLR. Seed 0 of every row first, then the first row's other seeds."""
+    base = {"resolution": resolution, "epochs": epochs, "batch_size": 128}
+    tag = f"{resolution}px e{epochs}"
+    rows = [row(f"geom+scale+blur {tag}", "recipe", "geom+scale+blur", **base)]
+    for name in ("geom", "geom+blur", "geom+scale", "geom+scale+blur no crop", "geom+scale+blur crop0.5",
+                 "geom+shared-jitter+scale+blur", "morphology-crop0.7", "context", "context without jitter"):
+        rows.append(row(f"{name} {tag}", "compositions", name, **base))
+    for more in (epochs // 2, epochs * 2):
+        rows.append(row(f"geom+scale+blur {resolution}px e{more}", "epochs", "geom+scale+blur",
+                        **{**base, "epochs": more}))
+    rows += [
+        row(f"geom+scale+blur + context without jitter w=0.5 {tag}", "dual", "geom+scale+blur",
+            composition_b="context without jitter", weight_a=0.5, **base),
+        row(f"geom+scale+blur simclr {tag}", "methods", "geom+scale+blur", **{**base, "method": "simclr"}),
+        row(f"random-init resnet18 {resolution}px", "baselines", "geom+scale+blur", representation="random-init",
+            **base),
+    ]
+    return [{**r, "seed": 0} for r in rows] + [{**rows[0], "seed": s} for s in range(1, seeds)] + \
+        [{**rows[-1], "seed": s} for s in range(1, seeds)]
 
 
 def paper_grid(seeds: int, epochs: int) -> list[dict]:
@@ -195,15 +228,10 @@ def run_job(job: dict, store_path: str, work: str, device: str, threads: int) ->
             model, config = load_trained_model(result.checkpoint, device=device)
         record["train_seconds"] = round(time.perf_counter() - start, 1)
         tiles = np.asarray(store.tiles)
-        settings = EvaluationSettings(label=LABEL, within=WITHIN, controls=CONTROLS, seeds=3)
         record["views"] = {}
-        for view, average in VIEWS:
+        for view, average in job.get("views", VIEWS):
             embeddings = embed_tiles(model, tiles, embedding_view(config, view, average), batch_size=512)
-            scores = {}
-            for to_controls in (False, True):
-                result = evaluate_embeddings(embeddings, store.cells, settings, to_controls=to_controls)
-                scores["to controls" if to_controls else "as clustered"] = result.as_row()
-            record["views"][f"{view}/{average}"] = scores
+            record["views"][f"{view}/{average}"] = score_spaces(embeddings, store.cells)
         record["status"] = "ok"
     except Exception as exc:  # a collapse or a failure is a result of the row, not the end of the study
         record["status"] = type(exc).__name__
@@ -211,6 +239,20 @@ def run_job(job: dict, store_path: str, work: str, device: str, threads: int) ->
         record["traceback"] = traceback.format_exc()[-2000:]
     record["seconds"] = round(time.perf_counter() - start, 1) if "start" in locals() else None
     return record
+
+
+def score_spaces(embeddings, cells) -> dict[str, dict]:
+    """phenossl.evaluate's figures in every clustering space, as clustered and standardised to the controls:
+    ``{"<space>/as clustered": row, "<space>/to controls": row}``."""
+    from phenossl.evaluate import EvaluationSettings, evaluate_embeddings
+
+    scores = {}
+    for space in SPACES:
+        settings = EvaluationSettings(label=LABEL, within=WITHIN, controls=CONTROLS, seeds=3, preprocessing=space)
+        for to_controls in (False, True):
+            result = evaluate_embeddings(embeddings, cells, settings, to_controls=to_controls)
+            scores[f"{space}/{'to controls' if to_controls else 'as clustered'}"] = result.as_row()
+    return scores
 
 
 def _slug(text: str) -> str:
@@ -266,13 +308,16 @@ def _summary(record: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = study_parser(STUDY, __doc__.split("\n\n")[0])
-    parser.add_argument("--grid", choices=("search", "paper"), default="search")
+    parser.add_argument("--grid", choices=("search", "cpu", "paper"), default="search")
+    parser.add_argument("--resolution", type=int, default=32, help="the CPU grid's resolution")
     parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=100, help="epochs of the paper grid")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs (paper grid: 100; CPU grid: 20)")
     parser.add_argument("--workers", type=int, default=max(1, min(8, (os.cpu_count() or 2) // 2)))
     parser.add_argument("--budget", type=float, default=3600.0, help="wall-clock seconds for the rows")
     parser.add_argument("--partial", type=Path, default=None, help="append each finished row here (JSON lines)")
     args = parser.parse_args(argv)
+    if args.epochs is None:
+        args.epochs = 100 if args.grid == "paper" else 20
     device = resolve_device(args.device)
     record = StudyRecord(STUDY, args, device, argv, result_name=f"{STUDY}_{args.grid}" if not args.smoke else STUDY)
     import sys
@@ -281,8 +326,9 @@ def main(argv: list[str] | None = None) -> dict:
     from quality_bbbc021 import crops_store
 
     store = crops_store(args.data, args.cache_dir, 96 if args.smoke else None)
-    jobs = smoke_grid() if args.smoke else search_grid(args.seeds) if args.grid == "search" else \
-        paper_grid(args.seeds, args.epochs)
+    grids = {"search": lambda: search_grid(args.seeds), "paper": lambda: paper_grid(args.seeds, args.epochs),
+             "cpu": lambda: cpu_grid(args.seeds, args.resolution, args.epochs)}
+    jobs = smoke_grid() if args.smoke else grids[args.grid]()
     cpus = os.cpu_count() or 2
     threads = max(1, cpus // args.workers)
     log(f"{len(jobs)} rows on {device} with {args.workers} workers x {threads} threads, budget {args.budget:.0f} s")

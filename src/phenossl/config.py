@@ -178,7 +178,10 @@ class ClusterConfig(_Section):
 
     k: int = Field(4, ge=2)
     n_nearest: int = Field(8, ge=1, description="cells shown per cluster (nearest the centroid)")
-    preprocessing: Literal["standardize", "l2", "none"] = "standardize"
+    preprocessing: Literal["cosine", "standardize", "l2", "none"] = Field(
+        "standardize", description="cosine: z-score each dimension, then compare cells by direction (see "
+        "phenossl.cluster.space); standardize: z-score; l2: unit-length rows; none: as embedded"
+    )
     controls: str | None = Field(
         None, description="the negative-control cells, e.g. 'compound=DMSO': each plate is standardised to its own "
         "controls before clustering (pycytominer's normalize), removing plate-to-plate staining shifts"

@@ -417,3 +417,35 @@ def test_runs_are_kept_switched_compared_and_reopened(workflow, qtbot, make_napa
         click(qtbot, reopened.compare_button)
     assert reopened.comparison.ami == pytest.approx(comparison.ami)
     assert np.array_equal(reopened.comparison.changed_cells, changed)
+
+
+def test_measured_and_untrained_baselines_sit_beside_trained_runs_in_the_evaluation(workflow, qtbot):
+    """Measure cells (real cp_measure) and the untrained encoder, from the Train step's baseline buttons; the
+    Runs step's evaluation table then sets them side by side on the plate's own labels (the two fields are
+    DMSO wells, sparse and dense: density is what there is to separate)."""
+    _, widget = workflow
+    controller = widget.controller
+    segment_and_tile(qtbot, widget)
+    set_fast_training(widget)
+    with qtbot.waitSignal(controller.clustering_changed, timeout=300_000):
+        click(qtbot, widget.train.measure_button)
+    measured = controller.active
+    assert measured.config.representation == "cellprofiler" and measured.has_embeddings
+    assert not measured.has_checkpoint and measured.disk_status() == "measured"
+    assert measured.paths.feature_names.is_file() and measured.clustering is not None
+    with qtbot.waitSignal(controller.clustering_changed, timeout=180_000):
+        click(qtbot, widget.train.untrained_button)
+    untrained = controller.active
+    assert untrained.config.representation == "random-init" and untrained.has_checkpoint
+
+    runs = widget.runs
+    assert runs.eval_label.currentText() == "density_condition"  # compound has one value in these wells
+    assert runs.eval_controls.text() == "compound=DMSO"
+    with qtbot.waitSignal(controller.evaluation_ready, timeout=120_000):
+        click(qtbot, runs.evaluate_button)
+    table = runs.evaluation
+    assert table.rowCount() == 4  # two runs, as clustered and standardised to the controls
+    assert [table.item(r, 0).text() for r in range(4)] == [measured.name] * 2 + [untrained.name] * 2
+    assert table.item(1, 1).text() == "to controls"
+    assert "Best at separating density_condition" in runs.evaluation_note.text()
+    assert "baseline, no training" in runs.table.item(0, 1).text()

@@ -170,3 +170,15 @@ def test_cassle_trains_a_projector_conditioned_on_the_augmentation_parameters(ti
     assert len(projectors) >= 2  # one per composition (plus MoCo's momentum copies)
     embeddings = embed_store(tiny_store, result.checkpoint, tmp_path / "run" / "embeddings.npy")
     assert embeddings.shape == (48, model.feature_dim) and np.isfinite(embeddings).all()
+
+
+def test_the_device_cache_is_the_store_copied_in_chunks_without_warnings(tiny_store):
+    import warnings
+
+    from phenossl.train.loader import TileBatches
+
+    batches = TileBatches(tiny_store.tiles, 16, "cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a read-only memmap wrapped as a tensor warns
+        cache = batches._copy_to_device(chunk_bytes=5 * tiny_store.tiles[0].nbytes)  # 10 chunks of 5 tiles
+    np.testing.assert_array_equal(cache.numpy(), np.asarray(tiny_store.tiles))

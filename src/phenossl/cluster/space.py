@@ -18,7 +18,7 @@ from phenossl.cluster.kmeans import Clustering, cluster_features
 from phenossl.cluster.projection import UMAP_MAX_FIT, check_umap_request, umap_embedding
 from phenossl.errors import ConfigError, InputError
 
-Preprocessing = Literal["standardize", "l2", "none"]
+Preprocessing = Literal["cosine", "standardize", "l2", "none"]
 PREPROCESSING_CHOICES: tuple[str, ...] = get_args(Preprocessing)
 
 MIN_CONTROLS = 2  # control cells a batch needs for a mean and a spread
@@ -72,6 +72,10 @@ def prepare_features(embeddings: np.ndarray, preprocessing: Preprocessing = "sta
                      controls: ControlGroups | None = None) -> np.ndarray:
     """Return a new C-contiguous float32 (N, D) copy of checked ``embeddings``, scaled as asked.
 
+    - ``cosine``: ``standardize``, then scale each cell to unit length: cells are compared by the *direction*
+      in which they differ from the average (or, with ``controls``, the untreated) cell, not by how far. A
+      treatment's weak and strong responders point the same way, so K-Means groups them instead of cutting
+      the strongest responders off from everything else (measured on BBBC021: docs/benchmarks.md).
     - ``standardize``: z-score each dimension (mean 0, std 1) so that no single feature dominates
       Euclidean distances; constant dimensions become 0.
     - ``l2``: scale each row to unit length (cosine geometry, as SSL losses use); all-zero rows stay 0.
@@ -96,11 +100,15 @@ def prepare_features(embeddings: np.ndarray, preprocessing: Preprocessing = "sta
         if preprocessing == "l2":
             _l2_rows(features, step)
         normalize_to_controls(features, controls)
+        if preprocessing == "cosine":
+            _l2_rows(features, step)
         return features
-    if preprocessing == "standardize":
+    if preprocessing in ("standardize", "cosine"):
         mean, std = column_mean_std(features)
         features -= mean.astype(np.float32)
         features /= np.where(std > 0, std, 1.0).astype(np.float32)
+        if preprocessing == "cosine":
+            _l2_rows(features, step)
     elif preprocessing == "l2":
         _l2_rows(features, step)
     return features

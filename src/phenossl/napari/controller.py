@@ -118,6 +118,7 @@ class SessionController(QObject):
     train_event = Signal(object)  # StepProgress / EpochDone
     training_finished = Signal(object)  # tasks.TrainOutcome
     comparison_ready = Signal(object)  # tasks.RunComparison
+    evaluation_ready = Signal(object)  # pandas DataFrame: phenossl.evaluate's table
     task_state = Signal(str, bool)  # task name, running
     status = Signal(str)  # one line for the widgets' status labels
 
@@ -545,11 +546,59 @@ class SessionController(QObject):
         self, train: dict[str, Any], *, seed: int = 0, init_from: str | None = None
     ) -> RunRecord:
         """Create the next run folder and train it in a worker; then embed, cluster and lay out (UMAP)."""
-        if self.running("train"):
-            raise PhenosslError("a training is already running: wait for it or cancel it")
+        record = self._new_run(train, seed=seed, init_from=init_from)
+        record.status = "training"
+        self.runs_changed.emit()
+        cancel = self._cancels["train"] = threading.Event()
+        total = tasks.expected_events(record.tile_store().n_cells, record.config)
+        self._launch(
+            "train",
+            tasks.train_run,
+            record,
+            cancel,
+            progress={"total": total, "desc": f"Training {record.name}"},
+            on_yielded=self.train_event.emit,
+            on_returned=partial(self._trained, record, cancel),
+            on_errored=partial(self._training_failed, record),
+        )
+        self.status.emit(f"Training {record.name}: {record.describe()}")
+        return record
+
+    def start_baseline(self, representation: str, train: dict[str, Any], *, seed: int = 0) -> RunRecord:
+        """A run whose cells are represented without training, to compare trained runs with: CellProfiler
+        measurements (``cellprofiler``, measured in a worker) or the chosen encoder untrained (``random-init``).
+        Then clustered like any run."""
+        record = self._new_run(train, seed=seed, representation=representation)
+        self.runs_changed.emit()
+        if representation == "random-init":
+            record.status = "training"
+            cancel = self._cancels["train"] = threading.Event()
+            self._launch("train", tasks.untrained_run, record, progress={"desc": f"Untrained encoder {record.name}"},
+                         on_returned=partial(self._trained, record, cancel),
+                         on_errored=partial(self._training_failed, record))
+        else:
+            self._measure(record)
+        self.status.emit(f"{record.name}: {record.describe()}")
+        return record
+
+    def _measure(self, record: RunRecord):
+        from phenossl.measure import CHUNK
+
+        record.status = "measuring"
+        cancel = self._cancels["embed"] = threading.Event()
+        chunks = -(-record.tile_store().n_cells // CHUNK)
+        return self._launch("embed", tasks.measure_run, record, cancel,
+                            progress={"total": chunks, "desc": f"Measuring cells ({record.name})"},
+                            on_returned=partial(self._embedded, record),
+                            on_errored=partial(self._training_failed, record))
+
+    def _new_run(self, train: dict[str, Any], *, seed: int, init_from: str | None = None,
+                 representation: str = "ssl") -> RunRecord:
+        if self.running("train") or (representation == "cellprofiler" and self.running("embed")):
+            raise PhenosslError("a training or measuring is already running: wait for it or cancel it")
         store = self.session.store
         if store is None:
-            raise InputError("make the tiles first (step 1): training needs single-cell tiles")
+            raise InputError("make the tiles first (step 1): runs need single-cell tiles")
         compositions = self.compositions()
         settings = {
             **train,
@@ -567,24 +616,9 @@ class SessionController(QObject):
             input_section=self.input_section or {"kind": "plate"},
             cluster={"k": self.k, "n_nearest": self.n_nearest, "label_columns": labels or None},
             seed=seed,
+            representation=representation,
         )
-        record = self.session.new_run(config)
-        record.status = "training"
-        self.runs_changed.emit()
-        cancel = self._cancels["train"] = threading.Event()
-        total = tasks.expected_events(store.n_cells, record.config)
-        self._launch(
-            "train",
-            tasks.train_run,
-            record,
-            cancel,
-            progress={"total": total, "desc": f"Training {record.name}"},
-            on_yielded=self.train_event.emit,
-            on_returned=partial(self._trained, record, cancel),
-            on_errored=partial(self._training_failed, record),
-        )
-        self.status.emit(f"Training {record.name}: {record.describe()}")
-        return record
+        return self.session.new_run(config)
 
     def cancel_training(self) -> None:
         """Stop the training before its next step (the last epoch's checkpoint is kept), or the embedding
@@ -619,7 +653,12 @@ class SessionController(QObject):
     def embed(self, record: RunRecord, *, cancel: threading.Event | None = None):
         """Embed every cell with the run's checkpoint (worker), then show the run and cluster it.
 
-        The Train step's Cancel stops it; after a training it shares the training's ``cancel``."""
+        The Train step's Cancel stops it; after a training it shares the training's ``cancel``. A run of
+        CellProfiler measurements is measured again instead."""
+        if record.config.representation == "cellprofiler":
+            if self.running("embed"):
+                raise PhenosslError("cells are being embedded or measured already: wait for it or cancel it")
+            return self._measure(record)
         if not record.has_checkpoint:
             raise InputError(f"run {record.name} has no checkpoint yet: train it first")
         cancel = self._cancels["embed"] = cancel or threading.Event()
@@ -633,6 +672,8 @@ class SessionController(QObject):
         )
 
     def _embedded(self, record: RunRecord, outcome: tasks.EmbedOutcome) -> None:
+        if record.status == "measuring":
+            record.status = "cancelled" if outcome.status == "cancelled" else "trained"
         if outcome.status == "cancelled":
             from napari.utils.notifications import show_info
 
@@ -922,6 +963,24 @@ class SessionController(QObject):
             runs[name_b],
             progress={"desc": f"Comparing {name_a} and {name_b}"},
             on_returned=self.comparison_ready.emit,
+        )
+
+    def evaluate(self, label: str, within: str | None = None, controls: str | None = None):
+        """Score every run with embeddings against ``label`` (worker; the table comes as ``evaluation_ready``)."""
+        from phenossl.evaluate import EvaluationSettings
+
+        if controls:
+            from phenossl.perturbation import parse_selector
+
+            parse_selector(controls)  # a typo is reported now, not from the worker
+        settings = EvaluationSettings(label=label, within=within or None, controls=controls or None)
+        return self._launch(
+            "evaluate",
+            tasks.evaluate_runs,
+            list(self.session.runs.values()),
+            settings,
+            progress={"desc": f"Evaluating runs against {label}"},
+            on_returned=self.evaluation_ready.emit,
         )
 
     def start_export(self, csv_path: str | Path, *, overwrite: bool = False):

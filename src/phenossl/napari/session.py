@@ -95,7 +95,12 @@ class RunRecord:
         return self.store
 
     def describe(self) -> str:
-        """One line: method, encoder, the compositions and their weight, the training length."""
+        """One line: method, encoder, the compositions and their weight, the training length (or, for a
+        baseline, what represents the cells)."""
+        if self.config.representation != "ssl":
+            from phenossl.pipeline import describe_representation
+
+            return f"{describe_representation(self.config)} (baseline, no training)"
         t = self.config.train
         mix = (
             f"A={t.composition_a.name}"
@@ -108,10 +113,10 @@ class RunRecord:
         return f"{t.method}/{t.encoder}, {mix}, {t.epochs} ep @ {t.resolution}px{start}"
 
     def disk_status(self) -> str:
-        if self.status in ("training", "failed", "cancelled"):
+        if self.status in ("training", "measuring", "failed", "cancelled"):
             return self.status
         if self.has_embeddings:
-            return "embedded"
+            return "measured" if self.config.representation == "cellprofiler" else "embedded"
         return "trained" if self.has_checkpoint else self.status
 
 
@@ -185,11 +190,13 @@ def run_config(
     input_section: dict[str, Any],
     cluster: dict[str, Any],
     seed: int = 0,
+    representation: str = "ssl",
 ) -> RunConfig:
     """A validated RunConfig from the widgets' settings (ConfigError names any bad value)."""
     return config_from_dict(
         {
             "seed": seed,
+            "representation": representation,
             "input": input_section,
             "segmentation": segmentation,
             "tiles": tiles,

@@ -254,6 +254,53 @@ def embed_run(record: RunRecord, cancel: threading.Event, *, threads: int | None
         return EmbedOutcome("embedded", f"embedded {record.tile_store().n_cells} cells")
 
 
+def untrained_run(record: RunRecord) -> TrainOutcome:
+    """Save the run's encoder as initialised, untrained (``representation: random-init``): the baseline."""
+    from phenossl.pipeline import stage_train
+
+    with reported_as("Making the untrained encoder"):
+        result = stage_train(record.config, record.paths, record.tile_store())
+        return TrainOutcome("trained", f"untrained {record.config.train.encoder} saved (a baseline)",
+                            result.checkpoint)
+
+
+def measure_run(record: RunRecord, cancel: threading.Event) -> Generator[int, None, EmbedOutcome]:
+    """Measure every cell with CellProfiler's measurements (``representation: cellprofiler``) into the run's
+    embeddings, yielding the number of cells measured so far. ``cancel`` stops it between chunks; nothing
+    is written then. Worker processes do the measuring: all cores but one, so the viewer keeps one. The
+    measuring reports through a callback; a helper thread turns it into this generator's yields."""
+    import queue
+
+    from phenossl.pipeline import stage_measure
+
+    done: queue.SimpleQueue = queue.SimpleQueue()
+    with reported_as("Measuring cells"):
+        config = record.config.model_copy(deep=True)
+        if not config.measure.workers:
+            config.measure.workers = ui_thread_budget()
+        errors: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                stage_measure(config, record.paths, record.tile_store(), cancel=cancel,
+                              on_event=lambda _stage, progress: done.put(progress[0]))
+            except BaseException as exc:  # handed to the worker thread below
+                errors.append(exc)
+            finally:
+                done.put(None)
+
+        thread = threading.Thread(target=work, name="phenossl-measure", daemon=True)
+        thread.start()
+        while (item := done.get()) is not None:
+            yield item
+        thread.join()
+        if errors:
+            if isinstance(errors[0], Cancelled):
+                return EmbedOutcome("cancelled", str(errors[0]))
+            raise errors[0]
+        return EmbedOutcome("embedded", f"measured {record.tile_store().n_cells} cells")
+
+
 # --------------------------------------------------------------------------------------------------
 # 4. Cluster, UMAP, export, compare
 
@@ -412,3 +459,18 @@ def saved_cluster_labels(record: RunRecord) -> np.ndarray | None:
     ):
         return None
     return table["cluster"].to_numpy(dtype=np.int64)
+
+
+def evaluate_runs(records: Sequence[RunRecord], settings: Any) -> pd.DataFrame:
+    """The ``phenossl evaluate`` table for the session's runs that have embeddings (trained, measured,
+    untrained side by side): does training beat measuring, on this plate's own labels?"""
+    from phenossl.evaluate import EvaluatedRun, evaluation_table
+    from phenossl.pipeline import describe_representation
+
+    with reported_as("Evaluating the runs"):
+        ready = [r for r in records if r.has_embeddings]
+        if not ready:
+            raise PhenosslError("no run has embeddings yet: train, measure or embed a run first")
+        runs = [EvaluatedRun(r.name, describe_representation(r.config), np.load(r.paths.embeddings, mmap_mode="r"),
+                             r.tile_store().cells) for r in ready]
+        return evaluation_table(runs, settings)

@@ -53,7 +53,19 @@ class TileBatches:
                 return None
         elif mode == "auto":
             return None
-        return torch.from_numpy(np.ascontiguousarray(self.tiles)).to(self.device)
+        return self._copy_to_device()
+
+    def _copy_to_device(self, chunk_bytes: int = 256 * 2**20):
+        """The whole store on the device, copied in chunks of about ``chunk_bytes``: a read-only memmap is
+        never wrapped as a (writable) tensor, and the host never holds a second copy of the store."""
+        import torch
+
+        cache = torch.empty(self.tiles.shape, dtype=torch.from_numpy(self.tiles[:0].copy()).dtype,
+                            device=self.device)
+        rows = max(1, chunk_bytes // max(1, self.tiles[0].size * self.tiles.itemsize))
+        for start in range(0, len(self.tiles), rows):
+            cache[start : start + rows] = torch.from_numpy(np.array(self.tiles[start : start + rows])).to(self.device)
+        return cache
 
     def order(self, epoch: int) -> np.ndarray:
         """The permutation of cell indices used in ``epoch``."""

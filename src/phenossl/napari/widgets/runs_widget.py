@@ -7,9 +7,11 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QComboBox,
+    QFormLayout,
     QGroupBox,
     QHeaderView,
     QLabel,
+    QLineEdit,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
@@ -28,6 +30,8 @@ from phenossl.napari.qt_helpers import (
 )
 
 COLUMNS = ("run", "training", "status")
+EVALUATION_COLUMNS = ("run", "space", "AMI", "AMI within", "1-NN bal. acc.")
+NO_GROUPS = "(all cells together)"
 
 
 class RunsWidget(QWidget):
@@ -96,6 +100,7 @@ class RunsWidget(QWidget):
         self.changed_button.setEnabled(False)
         compare_layout.addWidget(row(self.changed_button))
         layout.addWidget(compare_box)
+        layout.addWidget(self._evaluation_box())
         self.status = note_label()
         layout.addWidget(self.status)
         layout.addStretch(1)
@@ -111,8 +116,90 @@ class RunsWidget(QWidget):
         self.controller.active_run_changed.connect(self.refresh)
         self.controller.clustering_changed.connect(self.refresh)
         self.controller.comparison_ready.connect(self._show_comparison)
+        self.controller.evaluation_ready.connect(self._show_evaluation)
+        self.controller.store_changed.connect(self._refresh_label_columns)
+        self.controller.session_changed.connect(self._refresh_label_columns)
         self.controller.task_state.connect(self._task_state)
         self.refresh()
+        self._refresh_label_columns()
+
+    def _evaluation_box(self) -> QGroupBox:
+        """Every run side by side on the plate's own labels: does training beat measuring the cells?"""
+        box = QGroupBox("Does training beat measuring?")
+        layout = QVBoxLayout(box)
+        form = QFormLayout()
+        self.eval_label = QComboBox()
+        self.eval_label.setToolTip("The treatment column the runs should separate (from the plate's metadata)")
+        self.eval_within = QComboBox()
+        self.eval_within.setToolTip("Also score inside each plate (K-Means refitted there): no plate effect can help")
+        self.eval_controls = QLineEdit()
+        self.eval_controls.setPlaceholderText("e.g. compound=DMSO")
+        self.eval_controls.setToolTip(
+            "Negative controls: each plate is also scored standardised to its own controls, the profiling "
+            "field's correction for plate-to-plate staining differences"
+        )
+        form.addRow("Separate", self.eval_label)
+        form.addRow("Within each", self.eval_within)
+        form.addRow("Controls", self.eval_controls)
+        layout.addLayout(form)
+        self.evaluate_button = QPushButton("Evaluate the runs")
+        self.evaluate_button.setToolTip(
+            "K-Means AMI, AMI within groups and 1-NN balanced accuracy of every run with embeddings: "
+            "trained, measured (CellProfiler) and untrained side by side"
+        )
+        layout.addWidget(row(self.evaluate_button))
+        self.evaluation = QTableWidget(0, len(EVALUATION_COLUMNS))
+        self.evaluation.setHorizontalHeaderLabels(list(EVALUATION_COLUMNS))
+        self.evaluation.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.evaluation.verticalHeader().setVisible(False)
+        self.evaluation.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.evaluation.setMinimumHeight(90)
+        layout.addWidget(self.evaluation)
+        self.evaluation_note = note_label(
+            "Measure cells (step 3) gives the CellProfiler baseline. Higher is better; 1-NN leaves one group "
+            "out. The same table as 'phenossl evaluate'."
+        )
+        layout.addWidget(self.evaluation_note)
+        self.evaluate_button.clicked.connect(self._evaluate)
+        return box
+
+    def _refresh_label_columns(self) -> None:
+        store = self.controller.session.store
+        cells = store.cells if store is not None else None
+        labels, groups = label_choices(cells)
+        for combo, items in ((self.eval_label, labels), (self.eval_within, [NO_GROUPS, *groups])):
+            current = combo.currentText()
+            combo.clear()
+            combo.addItems(items)
+            if current in items:
+                combo.setCurrentText(current)
+        if "plate" in groups and self.eval_within.currentText() == NO_GROUPS:
+            self.eval_within.setCurrentText("plate")
+        if not self.eval_controls.text() and cells is not None:
+            self.eval_controls.setText(guess_controls(cells))
+
+    @reports_errors("Evaluating the runs")
+    def _evaluate(self, *_):
+        within = self.eval_within.currentText()
+        return self.controller.evaluate(self.eval_label.currentText(), None if within == NO_GROUPS else within,
+                                        self.eval_controls.text().strip() or None)
+
+    def _show_evaluation(self, table) -> None:
+        self.evaluation.setRowCount(len(table))
+        for r, item in enumerate(table.itertuples(index=False)):
+            within = "–" if item.ami_within_mean is None or item.ami_within_mean != item.ami_within_mean \
+                else f"{item.ami_within_mean:.2f}"
+            values = (item.run, item.space, f"{item.ami_mean:.2f} ± {item.ami_sd:.2f}", within,
+                      f"{item.knn_balanced_accuracy:.2f}")
+            for c, text in enumerate(values):
+                cell = QTableWidgetItem(text)
+                cell.setToolTip(f"{item.run}: {item.representation}")
+                self.evaluation.setItem(r, c, cell)
+        best = table.loc[table["ami_within_mean"].fillna(table["ami_mean"]).idxmax()]
+        self.evaluation_note.setText(
+            f"Best at separating {self.eval_label.currentText()}: {best['run']} ({best['representation']}, "
+            f"{best['space']}). 1-NN: {table['knn_scheme'].iloc[0]}."
+        )
 
     def refresh(self) -> None:
         session = self.controller.session
@@ -180,6 +267,9 @@ class RunsWidget(QWidget):
         self.changed_button.setEnabled(comparison.changed_cells.size > 0)
 
     def _task_state(self, task: str, running: bool) -> None:
+        if task == "evaluate":
+            self.evaluate_button.setEnabled(not running)
+            self.evaluate_button.setText("Evaluating…" if running else "Evaluate the runs")
         if task == "compare":
             self.compare_button.setEnabled(not running)
             self.compare_button.setText("Comparing…" if running else "Compare")
@@ -201,3 +291,32 @@ class RunsWidget(QWidget):
 
     def open_session(self, folder: str) -> None:
         open_session_folder(self.controller, folder)
+
+
+def label_choices(cells) -> tuple[list[str], list[str]]:
+    """Columns a run can be scored against (treatments: 2-50 values) and grouped by (plate, well...)."""
+    if cells is None:
+        return [], []
+    skip = {"cell_id", "label", "centroid_y", "centroid_x", "area", "padded", "crop_index", "key"}
+    labels, groups = [], []
+    for column in cells.columns:
+        if column in skip or str(column).startswith("file"):  # file names are not treatments
+            continue
+        values = cells[column].nunique(dropna=True)
+        if column in ("plate", "well", "field", "site"):
+            groups.append(column)
+        elif 2 <= values <= 50:
+            labels.append(column)
+    known = [c for c in ("compound", "treatment", "moa", "phenotype") if c in labels]
+    return known + [c for c in labels if c not in known], groups
+
+
+def guess_controls(cells) -> str:
+    """``compound=DMSO`` when a treatment column holds a usual negative-control name, else empty."""
+    for column in ("compound", "treatment", "perturbation"):
+        if column in cells.columns:
+            values = {str(v) for v in cells[column].dropna().unique()}
+            for name in ("DMSO", "dmso", "control", "untreated", "NT", "vehicle"):
+                if name in values:
+                    return f"{column}={name}"
+    return ""

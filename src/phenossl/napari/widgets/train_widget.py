@@ -151,6 +151,23 @@ class TrainWidget(QWidget):
         )
         self.cancel_button.setEnabled(False)
         layout.addWidget(row(self.train_button, self.cancel_button))
+        baselines = QGroupBox("Baselines: no training")
+        baselines_layout = QVBoxLayout(baselines)
+        self.measure_button = QPushButton("Measure cells")
+        self.measure_button.setToolTip(
+            "CellProfiler features (cp_measure) of each nucleus, no training: size, shape, intensity, texture... "
+            "A trained encoder is worth its time only if it separates your treatments better than this."
+        )
+        self.untrained_button = QPushButton("Untrained encoder")
+        self.untrained_button.setToolTip(
+            "The chosen encoder with random weights, no training: what the network alone gives."
+        )
+        baselines_layout.addWidget(row(self.measure_button, self.untrained_button))
+        baselines_layout.addWidget(note_label(
+            "Measure cells: CellProfiler features, no training. Compare the runs in step 5 "
+            "(Does training beat measuring?)."
+        ))
+        layout.addWidget(baselines)
         self.progress_label = QLabel("")
         layout.addWidget(self.progress_label)
         self.loss_plot = LossPlot(napari_viewer)
@@ -161,6 +178,8 @@ class TrainWidget(QWidget):
 
         self.method.setCurrentText(defaults.method)
         self.train_button.clicked.connect(self._train)
+        self.measure_button.clicked.connect(lambda *_: self._baseline("cellprofiler"))
+        self.untrained_button.clicked.connect(lambda *_: self._baseline("random-init"))
         self.cancel_button.clicked.connect(self._cancel)
         self.device.currentIndexChanged.connect(self._device_changed)
         self.controller.train_event.connect(self._on_event)
@@ -194,6 +213,14 @@ class TrainWidget(QWidget):
         self.loss_plot.reset(f"{record.name}: {record.config.train.method}/{record.config.train.encoder}")
         self.progress_label.setText("starting…")
         self._last = None
+        return record
+
+    @reports_errors("Starting the baseline")
+    def _baseline(self, representation: str):
+        record = self.controller.start_baseline(representation, self.settings(), seed=self.seed.value())
+        self.progress_label.setText(
+            "measuring the cells…" if representation == "cellprofiler" else "saving the untrained encoder…"
+        )
         return record
 
     def _cancel(self, *_):
@@ -237,7 +264,12 @@ class TrainWidget(QWidget):
             self.train_button.setText("Training…" if running else "Train")
         if task in ("train", "embed"):  # Cancel also stops the embedding that follows a training
             controller = self.controller
-            self.cancel_button.setEnabled(controller.running("train") or controller.running("embed"))
+            busy = controller.running("train") or controller.running("embed")
+            self.cancel_button.setEnabled(busy)
+            self.measure_button.setEnabled(not busy)
+            self.untrained_button.setEnabled(not controller.running("train"))
+            if task == "embed" and not running and self.progress_label.text().startswith("measuring"):
+                self.progress_label.setText("measuring finished (see the status below)")
 
     def _device_changed(self, *_):
         option = self.device.currentData()
