@@ -7,12 +7,13 @@ ways. The standardisation in front of the axis (z-score per dimension, phenossl'
 fitted on the fit plate's cells only and applied unchanged to the scored plate. What the scored plate's
 cells did reach: the self-supervised training of the encoders, which sees every cell without any label.
 If the representation captures the drug's effect, the scored plate's doses line up 0 < (5 <) 15 < 50 uM.
-Representations: hand-crafted features, a randomly initialised ResNet18, and MoCo v2 / ResNet18 trained
-with ``context``, ``morphology-crop0.7`` and the dual loss (w = 0.5), and GAN-DL (the discriminator of a GAN,
-a ResNet18, seeing cells through ``morphology-crop0.7``), with the quality study's CPU settings.
+Representations: CellProfiler's measurements (cp_measure), the default run's encoder untrained, the default
+run itself (MoCo v2 / ResNet18, ``morphology``), the previous default (``morphology-jitter``, crop 0.7), the
+dual loss (w = 0.5 with ``context``) and GAN-DL (the discriminator of a GAN, a ResNet18, seeing cells through
+``morphology``), all trained as the default run is (``examples/bbbc021_crops.yaml``); models the quality study
+trained with the same settings are reused from the cache, not trained again.
 
     .venv/bin/python benchmarks/dose_response_bbbc021.py
-    .venv/bin/python benchmarks/dose_response_bbbc021.py --epochs 4 --resolution 48 --out /tmp/d.json
     .venv/bin/python benchmarks/dose_response_bbbc021.py --smoke --out /tmp/d.json
 """
 
@@ -26,14 +27,13 @@ import pandas as pd
 from bench_common import StudyRecord, apply_threads, log, resolve_device, study_parser
 from quality_bbbc021 import (
     RunSpec,
-    build_compositions,
+    cellprofiler_features,
     crops_store,
-    embed_views,
-    handcrafted_features,
-    random_encoder_embeddings,
-    study_settings,
+    default_run,
+    embed,
     train_config,
-    view_name,
+    train_or_reuse,
+    untrained_embeddings,
 )
 
 STUDY = "dose_response_bbbc021"
@@ -41,13 +41,12 @@ CONTROL = {"compound": "DMSO"}
 DOSE_COLUMN = "concentration_uM"
 REFERENCE_DOSE = "50"
 PLATES = ("Week4_27801", "Week4_27821")  # the two plates holding both compounds
-TRAINED = [
-    RunSpec("MoCo v2 context", "dose", "context"),
-    RunSpec("MoCo v2 morphology-crop0.7", "dose", "morphology-crop0.7"),
-    RunSpec("MoCo v2 dual w=0.5", "dose", "morphology-crop0.7", "context", 0.5),
-    # GAN-DL's own use: the discriminator's features on the on-perturbation axis
-    RunSpec("GAN-DL morphology-crop0.7", "dose", "morphology-crop0.7", method="gandl"),
+TRAINED = [  # named as in the quality study, so its trained models are reused (same settings, seed 0)
+    RunSpec("phenossl default", "default"),
+    RunSpec("morphology-jitter crop 0.7 (the previous default)", "compositions", "morphology-jitter", crop=0.7),
+    RunSpec("dual w=0.5 (morphology + context)", "dose", "morphology", "context", 0.5),
 ]
+GAN = RunSpec("GAN-DL morphology", "dose")  # GAN-DL's own use: the discriminator's features on the axis
 
 
 class StudyDataError(SystemExit):
@@ -140,32 +139,32 @@ def held_out_curves(embeddings: np.ndarray, cells: pd.DataFrame) -> dict[str, An
 # --- representations -----------------------------------------------------------------------------------------
 
 
-def representations(store, compositions: dict, settings: dict, device, work, smoke: bool):
+def representations(store, base, device, work, workers: int, smoke: bool):
     """(name, record) for each representation; record holds the embedded view and either the embeddings
     of every cell or, for a training that collapsed or diverged, the failure (a result, not a crash)."""
     from phenossl.embed import load_trained_model
     from phenossl.errors import CollapseError, DivergedError
-    from phenossl.train import train
 
-    yield "hand-crafted (CellProfiler-style)", {"view": "whole tile", "embeddings": handcrafted_features(store.tiles)}
-    yield "random-init resnet18", {
-        "view": "centre crop 0.7",  # the morphology-crop0.7 embedding view (random_encoder_embeddings' "auto")
-        "embeddings": random_encoder_embeddings("resnet18", 0, store, compositions, settings, device)["auto"]}
-    for spec in TRAINED[:1] if smoke else TRAINED:
-        config = train_config(spec, compositions, settings, device)
+    view = f"{base.embed.view} view" + (f", {base.embed.average}-averaged" if base.embed.average != "none" else "")
+    yield "CellProfiler (cp_measure)", {"view": "nucleus mask", "embeddings": cellprofiler_features(store, workers)[0]}
+    yield "untrained encoder (random-init)", {"view": view,
+                                              "embeddings": untrained_embeddings(store, base, 0, device)}
+    specs = TRAINED[:1] if smoke else [*TRAINED, GAN]
+    for spec in specs:
+        config = train_config(spec, base, device)
+        if spec is GAN:
+            config = config.model_copy(update={"method": "gandl"})
         start = time.perf_counter()
         try:
-            result = train(store, config, work / spec.name.replace(" ", "_"), seed=0)
+            checkpoint, history, reused = train_or_reuse(store, config, work / spec.name.replace(" ", "_"), 0)
         except (CollapseError, DivergedError) as error:
-            yield spec.name, {"view": view_name(config, "auto"), "status": type(error).__name__,
-                              "error": str(error).split(". ")[0],
+            yield spec.name, {"view": view, "status": type(error).__name__, "error": str(error).split(". ")[0],
                               "train_seconds": round(time.perf_counter() - start, 1)}
             continue
-        seconds = round(time.perf_counter() - start, 1)
-        model, config = load_trained_model(result.checkpoint, device=str(device))
-        yield spec.name, {"view": view_name(config, "auto"), "train_seconds": seconds,
-                          "final_loss": float(result.history["loss"].iloc[-1]),
-                          "embeddings": embed_views(model, config, store.tiles, views=("auto",))["auto"]}
+        model, trained = load_trained_model(checkpoint, device=str(device))
+        yield spec.name, {"view": view, "train_seconds": history["train_seconds"], "reused": reused,
+                          "final_loss": history["final_loss"],
+                          "embeddings": embed(model, trained, store.tiles, base.embed.view, base.embed.average)}
 
 
 # --- main ----------------------------------------------------------------------------------------------------
@@ -173,23 +172,8 @@ def representations(store, compositions: dict, settings: dict, device, work, smo
 
 def parse_args(argv: list[str] | None):
     parser = study_parser(STUDY, __doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=None, help="default: the quality study's (2 on the CPU grid)")
-    parser.add_argument("--resolution", type=int, default=None, help="default: the quality study's (32 px)")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: the quality study's (64)")
+    parser.add_argument("--workers", type=int, default=2, help="processes measuring the CellProfiler features")
     return parser.parse_args(argv)
-
-
-def quality_settings_args(args):
-    """The quality study's arguments (its CPU grid, or its smoke settings), with this run's --epochs,
-    --resolution and --batch-size overrides: ``study_settings`` of the result gives the same training."""
-    from quality_bbbc021 import parse_args as quality_parse_args
-
-    argv = ["--smoke"] if args.smoke else []
-    for flag, value in (("--epochs", args.epochs), ("--resolution", args.resolution),
-                        ("--batch-size", args.batch_size)):
-        if value is not None:
-            argv += [flag, str(value)]
-    return quality_parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -197,13 +181,13 @@ def main(argv: list[str] | None = None) -> dict:
     apply_threads(args)
     device = resolve_device(args.device)
     record = StudyRecord(STUDY, args, device, argv)
-    settings = study_settings(quality_settings_args(args))
-    compositions = build_compositions()
-    store = crops_store(args.data, args.cache_dir, settings["max_cells"])
+    base = default_run(args.smoke)
+    max_cells = 96 if args.smoke else None
+    store = crops_store(args.data, args.cache_dir, max_cells)
     check_groups(store.cells)
     results: dict[str, Any] = {}
     notes = []
-    for name, item in representations(store, compositions, settings, device, args.cache_dir / "dose-runs",
+    for name, item in representations(store, base, device, args.cache_dir / "quality-runs", args.workers,
                                       args.smoke):
         embeddings = item.pop("embeddings", None)
         if embeddings is None:
@@ -215,7 +199,9 @@ def main(argv: list[str] | None = None) -> dict:
         for direction, curve in results[name]["curves"].items():
             points = ", ".join(f"{d:g} uM {m:.2f}" for d, m in zip(curve["doses"], curve["mean"], strict=True))
             log(f"{name} | {direction}: {points}; rho {curve['spearman_rho']:.2f}")
-    study = {k: settings[k] for k in ("epochs", "resolution", "batch_size", "lr", "max_cells")}
+    study = {"default_run": "examples/bbbc021_crops.yaml", "train": base.train.model_dump(mode="json"),
+             "embed": base.embed.model_dump(mode="json"), "max_cells": max_cells,
+             "epochs": base.train.epochs, "resolution": base.train.resolution}
     study.update(
         n_cells=store.n_cells, control=CONTROL, reference={DOSE_COLUMN: REFERENCE_DOSE}, plates=list(PLATES),
         seed=0,

@@ -21,7 +21,6 @@ import os
 import time
 import traceback
 from pathlib import Path
-from typing import Any
 
 from bench_common import StudyRecord, log, resolve_device, study_parser
 
@@ -204,7 +203,6 @@ def run_job(job: dict, store_path: str, work: str, device: str, threads: int) ->
 
     torch.set_num_threads(threads)
     from phenossl.embed import embed_tiles, embedding_view, load_trained_model
-    from phenossl.evaluate import EvaluationSettings, evaluate_embeddings
     from phenossl.tiles.store import TileStore
     from phenossl.train import train
 
@@ -262,6 +260,13 @@ def _slug(text: str) -> str:
 # --- main ------------------------------------------------------------------------------------------------
 
 
+def previous_rows(partial: Path | None) -> list[dict]:
+    """Rows a stopped study already finished (its --partial file), kept and not run again."""
+    if partial is None or not partial.is_file():
+        return []
+    return [json.loads(line) for line in partial.read_text().splitlines() if line.strip()]
+
+
 def _worker(args: tuple) -> dict:
     return run_job(*args)
 
@@ -314,7 +319,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=int, default=None, help="epochs (paper grid: 100; CPU grid: 20)")
     parser.add_argument("--workers", type=int, default=max(1, min(8, (os.cpu_count() or 2) // 2)))
     parser.add_argument("--budget", type=float, default=3600.0, help="wall-clock seconds for the rows")
-    parser.add_argument("--partial", type=Path, default=None, help="append each finished row here (JSON lines)")
+    parser.add_argument("--partial", type=Path, default=None,
+                        help="append each finished row here (JSON lines); rows already in it are not run again")
+    parser.add_argument("--rows", default=None, help="only these rows of the grid (names separated by ';')")
     args = parser.parse_args(argv)
     if args.epochs is None:
         args.epochs = 100 if args.grid == "paper" else 20
@@ -329,6 +336,14 @@ def main(argv: list[str] | None = None) -> dict:
     grids = {"search": lambda: search_grid(args.seeds), "paper": lambda: paper_grid(args.seeds, args.epochs),
              "cpu": lambda: cpu_grid(args.seeds, args.resolution, args.epochs)}
     jobs = smoke_grid() if args.smoke else grids[args.grid]()
+    if args.rows:
+        wanted = [name.strip() for name in args.rows.split(";")]
+        unknown = [name for name in wanted if name not in {job["name"] for job in jobs}]
+        if unknown:
+            raise SystemExit(f"--rows names rows the grid does not have: {unknown}")
+        jobs = [job for job in jobs if job["name"] in wanted]
+    earlier = previous_rows(args.partial)
+    jobs = [job for job in jobs if (job["name"], job["seed"]) not in {(r["name"], r["seed"]) for r in earlier}]
     cpus = os.cpu_count() or 2
     threads = max(1, cpus // args.workers)
     log(f"{len(jobs)} rows on {device} with {args.workers} workers x {threads} threads, budget {args.budget:.0f} s")
@@ -339,7 +354,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "threads_per_worker": threads, "budget_seconds": args.budget,
                 "cpu_epoch_seconds_64px": CPU_EPOCH_SECONDS_64PX,
                 "compositions": {**COMPOSITIONS, "context": preset("context")}}
-    return record.finish(settings, {"rows": done, "skipped": skipped})
+    return record.finish(settings, {"rows": earlier + done, "skipped": skipped})
 
 
 if __name__ == "__main__":

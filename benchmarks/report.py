@@ -24,6 +24,8 @@ from __future__ import annotations
 import argparse
 import json
 import re
+
+import numpy as np
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,8 @@ OUTPUT = REPO_ROOT / "docs" / "benchmarks.md"
 PLACEHOLDER = re.compile(r"\{\{(table|meta|value):([^}]+)\}\}")
 RERUN = {  # what produced the committed results (2-core CPU machine, torch's default of 2 threads)
     "quality_bbbc021": ".venv/bin/python benchmarks/quality_bbbc021.py --device cpu --threads 2",
-    "quality_bbbc021_full": ".venv/bin/python benchmarks/quality_bbbc021.py --grid full --device cuda",
+    "recipe_search_cpu": ".venv/bin/python benchmarks/recipe_search.py --grid cpu --device cpu --workers 2",
+    "recipe_search_paper": "bash benchmarks/gpu_check.sh  # on a GPU loan, through the device tool",
     "segmentation": ".venv/bin/python benchmarks/segmentation.py --threads 2",
     "speed_training": ".venv/bin/python benchmarks/speed_training.py --device cpu --threads 2",
     "speed_training_gpu": ".venv/bin/python benchmarks/speed_training.py --device cuda",
@@ -87,80 +90,152 @@ def need(results: dict, name: str) -> dict:
 
 # --- quality -------------------------------------------------------------------------------------------------------
 
-QUALITY_COLUMNS = ["AMI compound", "AMI plate", "AMI compound within plate", "1-NN accuracy", "1-NN balanced acc."]
-QUALITY_KEYS = ["ami_compound", "ami_plate", "ami_compound_within_plate_mean", "knn_accuracy", "knn_balanced_accuracy"]
+SPACE_LABELS = {"cosine/as clustered": "cosine", "cosine/to controls": "cosine, to controls",
+                "standardize/as clustered": "z-score", "standardize/to controls": "z-score, to controls"}
 
 
-def quality_row(label: str, row: dict, view: str = "auto") -> list[str]:
-    seeds = f"{len(row['seeds'])}" + (f" (+{len(row['failed'])} failed)" if row.get("failed") else "")
-    if view not in row["views"]:
-        status = ", ".join(f["status"] for f in row.get("failed", [])) or "–"
-        return [label, "–", *(["–"] * len(QUALITY_KEYS)), seeds + f" {status}"]
-    metrics = row["views"][view]
-    return [label, metrics["view"], *(pm(metrics[k]) for k in QUALITY_KEYS), seeds]
-
-
-def quality_table(results: dict, name: str, rows: list[tuple[str, str]], view: str = "auto") -> str:
+def quality_rows(results: dict, name: str = "quality_bbbc021") -> list[tuple[str, dict]]:
     summary = need(results, name)["results"]["summary"]
-    body = [quality_row(label, summary[key], view) for key, label in rows if key in summary]
-    return table(["row", "embedded view", *QUALITY_COLUMNS, "seeds"], body)
+    order = {"default": 0, "compositions": 1, "baselines": 2, "stains": 3}
+    return sorted(summary.items(), key=lambda item: order.get(item[1]["group"], 9))
+
+
+def seeds_text(row: dict) -> str:
+    return f"{len(row['seeds'])}" + (f" (+{len(row['failed'])} failed)" if row.get("failed") else "")
 
 
 def quality_main(results: dict, name: str = "quality_bbbc021") -> str:
-    summary = need(results, name)["results"]["summary"]
-    rows = [(k, k) for k, v in summary.items() if v["group"] == "compositions"]
-    rows += [(k, f"*baseline:* {k}") for k, v in summary.items() if v["group"] == "baselines"]
-    return quality_table(results, name, rows)
-
-
-def quality_group(group: str, extra: list[tuple[str, str]] = (), name: str = "quality_bbbc021"):
-    def render(results: dict) -> str:
-        summary = need(results, name)["results"]["summary"]
-        rows = [(k, k) for k, v in summary.items() if v["group"] == group]
-        return quality_table(results, name, list(extra) + rows)
-
-    return render
-
-
-def quality_ablation(results: dict, name: str = "quality_bbbc021") -> str:
-    rows = [("none", "none (two identical views)"), ("+rotation", "+ rotation 360°"),
-            ("+centre crop 0.7", "+ centre crop 0.7"), ("+intensity", "+ intensity jitter"),
-            ("morphology-crop0.7", "+ flips (= morphology-crop0.7)"),
-            ("context without random crop", "context without random crop"),
-            ("context", "+ random crop (= context)")]
-    return quality_table(results, name, rows)
+    """Each row's best figures (over the four clustering spaces), then its within-plate AMI in each space."""
+    variants = need(results, name)["settings"]["spaces"]
+    body = []
+    for key, row in quality_rows(results, name):
+        if "best" not in row:
+            body.append([key, seeds_text(row), *(["–"] * (3 + len(variants)))])
+            continue
+        best = row["best"]
+        body.append([key, seeds_text(row), f"**{pm(best['ami_within'])}** ({SPACE_LABELS[best['space']]})",
+                     f"{pm(best['knn'])} ({SPACE_LABELS[best['knn_space']]})",
+                     pm(row["spaces"][best["space"]]["ami_mean"]),
+                     *(pm(row["spaces"][v]["ami_within_mean"]) for v in variants)])
+    return table(["row", "seeds", "within-plate AMI (best space)", "1-NN balanced acc. (best space)",
+                  "pooled AMI (best space)", *(f"within-plate AMI, {SPACE_LABELS[v]}" for v in variants)], body)
 
 
 def quality_per_plate(results: dict, name: str = "quality_bbbc021") -> str:
-    summary = need(results, name)["results"]["summary"]
     plates = need(results, name)["settings"]["mixed_plates"]
-    header = ["row", *(f"AMI compound {p}" for p in plates), *(f"1-NN bal. acc. {p}" for p in plates)]
-    body = []
-    for key, row in summary.items():
-        if row["group"] not in ("compositions", "baselines") or "auto" not in row["views"]:
-            continue
-        metrics = row["views"]["auto"]
-        body.append([key, *(pm(metrics["ami_compound_per_plate"].get(p)) for p in plates),
-                     *(pm(metrics["knn_balanced_accuracy_per_plate"].get(p)) for p in plates)])
-    return table(header, body)
+    body = [[key, SPACE_LABELS[row["best"]["space"]],
+             *(pm(row["spaces"][row["best"]["space"]]["per_plate"].get(p)) for p in plates)]
+            for key, row in quality_rows(results, name) if "best" in row]
+    return table(["row", "its best space", *(f"AMI compound, {p}" for p in plates)], body)
 
 
-def quality_views(results: dict, name: str = "quality_bbbc021") -> str:
-    summary = need(results, name)["results"]["summary"]
-    header = ["row", "view", "AMI compound", "AMI compound within plate", "1-NN balanced acc."]
+def quality_target(results: dict, name: str = "quality_bbbc021") -> str:
+    target = need(results, name)["results"]["target"]
+    body = [[check, "yes" if ok else "**no**"] for check, ok in target["checks"].items()]
+    return table(["the default run's ...", "met"], body)
+
+
+def quality_cells(results: dict, name: str = "quality_bbbc021") -> str:
+    counts = need(results, name)["settings"]["cells_per_plate_compound"]
+    return table(["plate / compound", "cells"], [[k, str(v)] for k, v in counts.items()])
+
+
+# --- the recipe search ------------------------------------------------------------------------------------------
+
+RECIPE_VIEWS = {"auto/none": "training crop", "full/none": "whole tile", "auto/d4": "training crop, D4-averaged"}
+
+
+def recipe_rows(records: list[dict]) -> dict[str, list[dict]]:
+    """Records by row name; a row listed twice in one grid (the same name and seed) counts once."""
+    rows: dict[str, list[dict]] = {}
+    for record in records:
+        same = rows.setdefault(record["name"], [])
+        if not any(r["seed"] == record["seed"] and r.get("views") == record.get("views") for r in same):
+            same.append(record)
+    return rows
+
+
+def recipe_cpu_table(results: dict, name: str = "recipe_search_cpu") -> str:
+    """Every row tried on the CPU: within-plate AMI and 1-NN in each clustering space and view (seed means)."""
+    record = need(results, name)
     body = []
-    for key, row in summary.items():
-        if row["group"] == "baselines" and "full" not in row["views"]:
+    for row, records in recipe_rows(record["results"]["rows"]).items():
+        ok = [r for r in records if r["status"] == "ok"]
+        if not ok:
+            body.append([row, "–", f"*{records[0]['status']}*", *(["–"] * 5)])
             continue
-        views = [v for v in ("auto", "full") if v in row["views"]]
-        if len(views) == 2 and row["views"]["auto"]["view"] == row["views"]["full"]["view"]:
-            views = ["auto"]  # embedded from the whole tile either way: one line
-        for view in views:
-            if view in row["views"]:
-                m = row["views"][view]
-                body.append([key, m["view"], pm(m["ami_compound"]), pm(m["ami_compound_within_plate_mean"]),
-                             pm(m["knn_balanced_accuracy"])])
-    return table(header, body)
+        def stat(view, space, figure="ami_within_mean"):
+            return pm(mean_sd([r["views"][view][space][figure] for r in ok if view in r["views"]]))
+        seconds = [r["train_seconds"] for r in ok if r.get("train_seconds")]
+        body.append([row, str(len(ok)), fmt(np.mean(seconds) / 60 if seconds else None, ".0f"),
+                     f"**{stat('auto/none', 'cosine/to controls')}**", stat("auto/none", "cosine/as clustered"),
+                     stat("auto/none", "standardize/as clustered"), stat("full/none", "cosine/to controls"),
+                     stat("auto/d4", "cosine/to controls"),
+                     stat("auto/none", "cosine/to controls", "knn_balanced_accuracy")])
+    return table(["row", "seeds", "train min (1 thread, 2 rows at once)", "within-plate AMI: cosine, to controls",
+                  "cosine", "z-score", "cosine, to controls, whole tile", "cosine, to controls, D4-averaged",
+                  "1-NN bal. acc. (cosine, to controls)"], body)
+
+
+def recipe_gpu_table(results: dict) -> str:
+    """The rows the GPU loan reached (z-score spaces only: cosine came later), from both of its calls."""
+    records = []
+    for name in ("recipe_search_gpu_call1", "recipe_search_gpu_call2"):
+        records += need(results, name)["results"]["rows"]
+    body = []
+    for row, items in recipe_rows(records).items():
+        ok = [r for r in items if r["status"] == "ok"]
+        if not ok:
+            body.append([row, "0", f"*{items[0]['status']}: {items[0].get('error', '')[:60]}*", "–", "–", "–"])
+            continue
+        def stat(view, space, figure="ami_within_mean"):
+            values = [r["views"][view][space][figure] for r in ok if view in r["views"] and space in r["views"][view]]
+            return pm(mean_sd(values))
+        body.append([row, str(len(ok)), stat("auto/none", "as clustered"), stat("auto/none", "to controls"),
+                     stat("full/none", "as clustered"), stat("auto/none", "to controls", "knn_balanced_accuracy")])
+    return table(["row (MoCo v2 / ResNet18, 64 px, 20 epochs unless named)", "runs", "within-plate AMI: z-score",
+                  "z-score, to controls", "z-score, whole tile", "1-NN bal. acc. (to controls)"], body)
+
+
+def mean_sd(values: list[float]) -> dict:
+    values = [float(v) for v in values if v is not None and v == v]
+    if not values:
+        return {"mean": None, "sd": None, "n": 0}
+    return {"mean": float(np.mean(values)), "sd": float(np.std(values, ddof=1)) if len(values) > 1 else None,
+            "n": len(values)}
+
+
+GPU_CASE = re.compile(r"SpeedCase\(method='(\w+)', encoder='(\w+)', resolution=(\d+), weight_a=([\d.]+), "
+                      r"cache_on_device='(\w+)'")
+GPU_ABLATION = re.compile(r"before/after: (.+)")
+GPU_TIMING = re.compile(r"pipeline ([\d.]+) cells/s, ceiling ([\d.]+) -> (\d+) %(?:.*?(\d+) % of the defaults)?")
+
+
+def gpu_speed_log(results: dict) -> str:
+    """The GPU speed cases of the loan's log (the study was stopped at its time limit before writing its JSON:
+    these lines are what it printed)."""
+    path = RESULTS_DIR / "gpu" / "gpu_check_2026-12-04.log"
+    if not path.is_file():
+        raise MissingResult("gpu/gpu_check_2026-12-04.log")
+    cases, ablation, current = [], [], None
+    for line in path.read_text().splitlines():  # a case line, then (after any warnings) its timing line
+        if case := GPU_CASE.search(line):
+            m = case.groups()
+            current = ("case", f"{m[0]} / {m[1]} / {m[2]} px" + (f" / dual w={float(m[3]):g}" if float(m[3]) != 1
+                       else "") + (f" / device cache {m[4]}" if m[4] != "auto" else ""))
+        elif step := GPU_ABLATION.search(line):
+            current = ("ablation", step.group(1))
+        elif (timing := GPU_TIMING.search(line)) and current is not None:
+            pipeline, ceiling, ratio, vs_defaults = timing.groups()
+            if current[0] == "case":
+                cases.append([current[1], pipeline, ceiling, f"{ratio} %"])
+            else:
+                ablation.append([current[1], pipeline, ceiling, f"{ratio} %", f"{vs_defaults} %"])
+            current = None
+    return (table(["case (batch 128, AMP, channels_last)", "pipeline cells/s", "ceiling cells/s", "ratio"], cases)
+            + "\n\nBefore / after (MoCo v2 / ResNet18, 128 px):\n\n"
+            + table(["row", "pipeline cells/s", "its ceiling cells/s", "ratio", "vs the defaults' pipeline"],
+                    ablation))
 
 
 def dose_response_table(results: dict) -> str:
@@ -186,16 +261,6 @@ def dose_response_table(results: dict) -> str:
                          "yes" if curve["monotone"] else "no", f"{curve['separated_steps']} of {curve['steps']}",
                          fmt(curve["spearman_rho"], ".2f")])
     return table(header, body)
-
-
-def quality_cells(results: dict, name: str = "quality_bbbc021") -> str:
-    counts = need(results, name)["settings"]["cells_per_plate_compound"]
-    return table(["plate / compound", "cells"], [[k, str(v)] for k, v in counts.items()])
-
-
-def quality_skipped(results: dict, name: str = "quality_bbbc021") -> str:
-    skipped = need(results, name)["results"]["skipped"]
-    return "\n".join(f"- {line}" for line in skipped) if skipped else "- nothing skipped"
 
 
 # --- segmentation --------------------------------------------------------------------------------------------------
@@ -365,14 +430,12 @@ def memory_table(results: dict) -> str:
 TABLES: dict[str, Callable[[dict], str]] = {
     "quality_main": quality_main,
     "quality_per_plate": quality_per_plate,
-    "quality_ablation": quality_ablation,
-    "quality_methods": quality_group("methods", [("morphology-crop0.7", "mocov2 morphology-crop0.7")]),
-    "quality_encoders": quality_group("encoders", [("morphology-crop0.7", "resnet18 morphology-crop0.7")]),
-    "quality_views": quality_views,
+    "quality_target": quality_target,
     "quality_cells": quality_cells,
+    "recipe_cpu": recipe_cpu_table,
+    "recipe_gpu": recipe_gpu_table,
+    "gpu_speed_log": gpu_speed_log,
     "dose_response": dose_response_table,
-    "quality_skipped": quality_skipped,
-    "quality_full_main": lambda r: quality_main(r, "quality_bbbc021_full"),
     "segmentation": segmentation_table,
     "segmentation_per_image": segmentation_per_image,
     "segmentation_skipped": lambda r: skipped_lines(r, "segmentation"),
@@ -440,7 +503,7 @@ def _split_path(dotted: str) -> list[str]:
     return [p.strip("[]") for p in re.findall(r"\[[^\]]*\]|[^.]+", dotted)]
 
 
-GPU_RESULTS = ("speed_training_gpu", "quality_bbbc021_full")
+GPU_RESULTS = ("speed_training_gpu", "recipe_search_paper")
 
 
 def missing_note(name: str) -> str:

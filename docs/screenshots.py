@@ -182,6 +182,18 @@ def main(argv: list[str] | None = None) -> int:
     widget.clusters.export_to(target)
     wait_until(lambda: not asker.isActive() and not controller.busy, timeout=120)
 
+    # does training beat measuring? the CellProfiler measurements beside the trained runs, scored on the plate's
+    # own treatment column (each plate standardised to its DMSO wells too)
+    widget.tabs.setCurrentIndex(2)
+    widget.train._baseline("cellprofiler")
+    wait_until(lambda: not controller.busy)
+    shot("13-measure-cells")
+    widget.tabs.setCurrentIndex(4)
+    widget.runs._evaluate()
+    wait_until(lambda: not controller.busy)
+    widget.runs.evaluation.scrollToTop()
+    shot("14-training-vs-measuring")
+
     # where the plugin is in napari's menus
     try:
         menu = viewer.window.plugins_menu

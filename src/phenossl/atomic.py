@@ -4,12 +4,14 @@ and nothing is replaced unless the caller asked for it."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from phenossl.errors import OutputExistsError
+from phenossl.errors import DiskFullError, InputError, OutputExistsError, PhenosslError
 
 # mkstemp creates owner-only (0600) files; results should get the usual permissions of new files.
 _UMASK = os.umask(0)
@@ -17,14 +19,66 @@ os.umask(_UMASK)
 
 
 def check_can_write(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Raise OutputExistsError if ``path`` exists and ``overwrite`` is False; return it as a Path."""
+    """Raise OutputExistsError if ``path`` exists and ``overwrite`` is False, or if it is a folder (a file is
+    never written over a folder); return it as a Path."""
     path = Path(path)
+    if path.is_dir():
+        raise OutputExistsError(
+            f"{path} is a folder, not a file: phenossl will not replace a folder with a file. Choose a file name "
+            "(e.g. inside that folder)."
+        )
     if path.exists() and not overwrite:
         raise OutputExistsError(
             f"{path} already exists. Choose another name, or ask to overwrite it "
             "(--overwrite on the command line, or confirm in the dialog)."
         )
     return path
+
+
+def _temporary_beside(target: Path) -> Path:
+    """An empty temporary file in ``target``'s folder (so the final rename is atomic), with a clear error when
+    that folder cannot be written."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise unwritable_error(target, exc) from exc
+    os.close(fd)
+    return Path(name)
+
+
+def unwritable_error(target: Path, exc: OSError) -> PhenosslError:
+    """The PhenosslError that says why ``target`` could not be written (full disk, read-only, permissions)."""
+    if exc.errno == errno.ENOSPC:
+        return DiskFullError(
+            f"The disk holding {target.parent} is full: {target.name} could not be written "
+            f"({free_space_text(target.parent)}). Nothing was replaced. Free some space and run the command again."
+        )
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        what = "is on a read-only file system" if exc.errno == errno.EROFS else "is not writable for you"
+        return InputError(
+            f"Cannot write {target.name}: the folder {target.parent} {what}. Nothing was written. Choose a folder "
+            "you can write to (e.g. in your home folder)."
+        )
+    return InputError(f"Cannot write {target}: {exc.strerror or exc}. Nothing was written.")
+
+
+def free_space_text(folder: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(folder).free / 2**20:.0f} MiB free there"
+    except OSError:
+        return "free space unknown"
+
+
+@contextlib.contextmanager
+def _writing(target: Path) -> Iterator[None]:
+    """Turn an OSError raised while writing ``target``'s temporary into the clear message the user can act on."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM):
+            raise unwritable_error(target, exc) from exc
+        raise
 
 
 @contextlib.contextmanager
@@ -35,12 +89,10 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
     the temporary file is removed and ``path`` is left exactly as it was.
     """
     target = check_can_write(path, overwrite)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _temporary_beside(target)
     try:
-        yield tmp
+        with _writing(target):
+            yield tmp
         if not overwrite and target.exists():  # appeared while we were writing
             raise OutputExistsError(f"{target} appeared while writing; it was not replaced.")
         if tmp.is_file():
@@ -60,11 +112,9 @@ def atomic_paths(paths, overwrite: bool = True) -> Iterator[list[Path]]:
     temporaries: list[Path] = []
     try:
         for target in targets:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-            os.close(fd)
-            temporaries.append(Path(name))
-        yield temporaries
+            temporaries.append(_temporary_beside(target))
+        with _writing(targets[0]):
+            yield temporaries
         if not overwrite and any(t.exists() for t in targets):
             raise OutputExistsError(f"{', '.join(str(t) for t in targets if t.exists())} appeared while writing; "
                                     "nothing was replaced.")

@@ -51,6 +51,14 @@ def _load(path: str, overrides: list[str] | None = None):
     return apply_overrides(config, overrides or [])
 
 
+def _run_lock(config, what: str):
+    """The run folder's lock (see phenossl.runlock), held while a command writes into it."""
+    from phenossl.config import resolve_paths
+    from phenossl.runlock import run_folder_lock
+
+    return run_folder_lock(resolve_paths(config, Path.cwd()).run_dir(), what)
+
+
 def _print_result(result) -> None:
     print(f"\n{result.n_cells} cells in {len(result.cluster_sizes)} clusters (sizes {result.cluster_sizes})")
     for name, value in result.metrics.items():
@@ -134,8 +142,9 @@ def cmd_tile(args: argparse.Namespace) -> int:
     config = _load(args.config, args.set)
     if args.overwrite:
         config.output.overwrite = True
-    paths = prepare_run_dir(config, resume=True)
-    store = stage_tile(config, paths, on_event=_Printer())
+    with _run_lock(config, "phenossl tile"):
+        paths = prepare_run_dir(config, resume=True)
+        store = stage_tile(config, paths, on_event=_Printer())
     report = store.info.get("report", {})
     print(f"{store.n_cells} cells in {paths.store} ({report})")
     return 0
@@ -148,9 +157,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = _load(args.config, args.set)
     if args.overwrite:
         config.output.overwrite = True
-    paths = prepare_run_dir(config, resume=True)  # the run's config.yaml must say what was trained
-    result = stage_train(config, paths, TileStore(paths.store), resume=args.resume, overwrite=args.overwrite,
-                         on_event=_Printer())
+    with _run_lock(config, "phenossl train"):
+        paths = prepare_run_dir(config, resume=True)  # the run's config.yaml must say what was trained
+        result = stage_train(config, paths, TileStore(paths.store), resume=args.resume, overwrite=args.overwrite,
+                             on_event=_Printer())
     print(f"trained {result.epochs_completed} epochs on {result.device}; checkpoint {result.checkpoint}")
     return 0
 
@@ -167,14 +177,29 @@ def cmd_embed(args: argparse.Namespace) -> int:
 def cmd_cluster(args: argparse.Namespace) -> int:
     from phenossl.pipeline import open_run, stage_cluster
 
+    from phenossl.config import apply_overrides
+
     config, paths, store = open_run(args.run)
-    if args.k is not None:
-        config.cluster.k = args.k
+    if args.k is not None:  # validated as the configuration validates it: the same one-line message
+        config = apply_overrides(config, [f"cluster.k={args.k}"])
     out = Path(args.out) if args.out else None
     result = stage_cluster(config, paths, store, csv_path=out, overwrite=args.overwrite)
     _print_result(result)
     if out:
         print(f"  exported {out} (with its embeddings and configuration beside it)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from phenossl.pipeline import open_run, stage_export
+
+    config, paths, store = open_run(args.run)
+    out = Path(args.out)
+    result = stage_export(config, paths, store, out, overwrite=args.overwrite)
+    if result is not None:
+        _print_result(result)
+        print("  (the run had no clustering of its current embeddings: clustered as its configuration says)")
+    print(f"  exported {out} (with its embeddings and configuration beside it)")
     return 0
 
 
@@ -204,6 +229,9 @@ def cmd_compose(args: argparse.Namespace) -> int:
         else:
             ids = np.unique(np.linspace(0, store.n_cells - 1, min(4, store.n_cells)).astype(int)).tolist()
         out = Path(args.png or f"{composition.name}-views.png")
+        from phenossl.augment.specs import resolve_composition
+
+        composition = resolve_composition(composition, store.nucleus_diameter, store.tile_size)
         plot_views_sheet(out, store.tiles[ids], ids, composition, n_views=args.views, seed=args.seed,
                          out_size=args.resolution, overwrite=args.overwrite)
         print(f"  {len(ids)} cells x {args.views} views -> {out}")
@@ -331,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder")
     p.add_argument("--out", required=True, help="the CSV; embeddings and configuration are written beside it")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export")
-    p.set_defaults(func=cmd_cluster, k=None)
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("dose-response", help="score cells on the control -> perturbation axis, per treatment and dose")
     p.add_argument("run", help="run folder (with embeddings)")

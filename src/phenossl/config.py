@@ -90,7 +90,8 @@ class TrainConfig(_Section):
     cassle: bool = Field(False, description="condition the projector on augmentation parameters (CASSLE)")
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(128, ge=2)
-    resolution: int = Field(96, ge=16, le=512, description="training resolution in px")
+    resolution: int = Field(32, ge=16, le=512, description="training resolution in px (the views: a centre crop "
+                            "of about three nucleus diameters, at about 10 px per diameter)")
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
@@ -179,7 +180,7 @@ class ClusterConfig(_Section):
     k: int = Field(4, ge=2)
     n_nearest: int = Field(8, ge=1, description="cells shown per cluster (nearest the centroid)")
     preprocessing: Literal["cosine", "standardize", "l2", "none"] = Field(
-        "standardize", description="cosine: z-score each dimension, then compare cells by direction (see "
+        "cosine", description="cosine: z-score each dimension, then compare cells by direction (see "
         "phenossl.cluster.space); standardize: z-score; l2: unit-length rows; none: as embedded"
     )
     controls: str | None = Field(
@@ -283,7 +284,23 @@ def load_config(path: str | Path) -> RunConfig:
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of sections (input, train, ...), not {type(data).__name__}")
     config = config_from_dict(data or {})
-    return resolve_paths(config, path.parent)
+    config = resolve_paths(config, path.parent)
+    return _in_its_own_run_folder(config, path)
+
+
+def _in_its_own_run_folder(config: RunConfig, path: Path) -> RunConfig:
+    """A run folder's own config.yaml names the folder it was made in; when the folder has been moved or copied
+    since, the run is where the file is now (so ``run moved/config.yaml --resume`` continues *that* run, not the
+    old path)."""
+    folder = path.resolve().parent
+    is_run_folder = path.name == "config.yaml" and ((folder / "store").exists() or (folder / "checkpoint.pt").exists())
+    if is_run_folder and config.output.dir is not None and Path(config.output.dir).resolve() != folder:
+        import logging
+
+        logging.getLogger(__name__).info("run folder %s was moved from %s: using it where it is", folder,
+                                         config.output.dir)
+        config.output.dir = folder
+    return config
 
 
 def resolve_paths(config: RunConfig, base: Path) -> RunConfig:

@@ -55,5 +55,13 @@ class Cancelled(PhenosslError):
     """The user cancelled a long-running step; what was saved before is kept."""
 
 
+class DiskFullError(PhenosslError):
+    """The disk ran out of space while a result was written; what was saved before is kept."""
+
+
+class RunFolderBusyError(PhenosslError):
+    """Another process is writing into the same run folder."""
+
+
 class OutputExistsError(PhenosslError):
     """Writing would replace an existing file or run directory and overwrite was not asked for."""

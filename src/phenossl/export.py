@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from phenossl.atomic import atomic_write, atomic_write_text
+from phenossl.atomic import atomic_paths
 from phenossl.cluster.kmeans import Clustering
 from phenossl.errors import ConfigError, InputError, OutputExistsError
 
@@ -63,7 +63,13 @@ def export_paths(csv_path: str | os.PathLike, *, embeddings: bool, config: bool)
 
 
 def check_export_targets(paths: ExportPaths, overwrite: bool) -> None:
-    """OutputExistsError listing every existing target unless ``overwrite``: callers check before slow work."""
+    """OutputExistsError listing every existing target unless ``overwrite`` (and for a target that is a folder,
+    always): callers check before slow work."""
+    from phenossl.atomic import check_can_write
+
+    for path in paths.written():
+        if path.is_dir():
+            check_can_write(path, overwrite)  # says it is a folder, not a file
     existing = [path for path in paths.written() if path.exists()]
     if existing and not overwrite:
         raise OutputExistsError(
@@ -185,11 +191,12 @@ def export_clusters(
     paths = export_paths(csv_path, embeddings=embeddings is not None, config=config_text is not None)
     check_export_targets(paths, overwrite)
 
-    atomic_write(
-        csv_path, lambda tmp: table.to_csv(tmp, index=False, lineterminator="\n"), overwrite=overwrite
-    )
-    if paths.embeddings is not None:
-        atomic_write(paths.embeddings, lambda tmp: save_npy(tmp, embeddings), overwrite=overwrite)
-    if paths.config is not None:
-        atomic_write_text(paths.config, config_text, overwrite=overwrite)
+    # one unit: every file is written to a temporary first, then all are moved into place (or none is)
+    with atomic_paths(paths.written(), overwrite=overwrite) as temporaries:
+        writes = iter(temporaries)
+        table.to_csv(next(writes), index=False, lineterminator="\n")
+        if paths.embeddings is not None:
+            save_npy(next(writes), embeddings)
+        if paths.config is not None:
+            next(writes).write_text(config_text, encoding="utf-8")
     return paths

@@ -21,6 +21,7 @@ import pandas as pd
 from phenossl.atomic import atomic_paths, atomic_write, atomic_write_text
 from phenossl.config import RunConfig, resolve_paths, save_config
 from phenossl.errors import ConfigError, InputError, OutputExistsError
+from phenossl.runlock import run_folder_lock
 from phenossl.tiles.store import TileStore
 
 if TYPE_CHECKING:
@@ -68,6 +69,24 @@ class RunPaths:
     @property
     def feature_names(self) -> Path:
         return self.root / FEATURE_NAMES_FILE
+
+    def load_embeddings(self) -> np.ndarray:
+        """The run's embeddings, memory-mapped read-only; a clear error naming the file when it is missing or
+        damaged (cut short by a crash or a full disk), with the command that rebuilds it."""
+        path = self.embeddings
+        if not path.is_file():
+            raise InputError(f"no embeddings in {self.root}: run 'phenossl embed {self.root}' (or 'phenossl run') first")
+        try:
+            embeddings = np.load(path, mmap_mode="r")
+        except (OSError, ValueError, EOFError) as exc:
+            raise InputError(
+                f"{path} is damaged ({exc}): it was probably cut short by a crash or a full disk. Rebuild it with "
+                f"'phenossl embed {self.root} --overwrite'."
+            ) from exc
+        if embeddings.ndim != 2:
+            raise InputError(f"{path} is not a cells x features table (shape {embeddings.shape}): rebuild it with "
+                             f"'phenossl embed {self.root} --overwrite'.")
+        return embeddings
 
     @property
     def umap(self) -> Path:
@@ -154,16 +173,17 @@ def stage_tile(config: RunConfig, paths: RunPaths, *, on_event: EventHandler | N
     from phenossl.tiles.build import build_store
 
     progress = (lambda stage, done, total: on_event(stage, (done, total))) if on_event else None
-    return build_store(
-        config.input,
-        paths.store,
-        segmentation=config.segmentation,
-        tiles=config.tiles,
-        overwrite=config.output.overwrite,
-        progress=progress,
-        cancel=cancel,
-        seed=config.seed,
-    )
+    with run_folder_lock(paths.root, "making tiles"):
+        return build_store(
+            config.input,
+            paths.store,
+            segmentation=config.segmentation,
+            tiles=config.tiles,
+            overwrite=config.output.overwrite,
+            progress=progress,
+            cancel=cancel,
+            seed=config.seed,
+        )
 
 
 def stage_train(config: RunConfig, paths: RunPaths, store: TileStore, *, resume: bool = False,
@@ -183,12 +203,12 @@ def stage_train(config: RunConfig, paths: RunPaths, store: TileStore, *, resume:
             f"{paths.root} already holds a trained model ({paths.checkpoint.name}). Continue its training with "
             "--resume, or train again from scratch with --overwrite. Nothing was changed."
         )
-    if config.representation == "random-init":
-        return save_untrained(store, config.train, paths.root, seed=config.seed, run_info=config.to_dict())
-
-    progress = (lambda event: on_event("train", event)) if on_event else None
-    return train(store, config.train, paths.root, seed=config.seed, resume=resume, cancel=cancel,
-                 progress=progress, run_info=config.to_dict())
+    with run_folder_lock(paths.root, "training"):
+        if config.representation == "random-init":
+            return save_untrained(store, config.train, paths.root, seed=config.seed, run_info=config.to_dict())
+        progress = (lambda event: on_event("train", event)) if on_event else None
+        return train(store, config.train, paths.root, seed=config.seed, resume=resume, cancel=cancel,
+                     progress=progress, run_info=config.to_dict())
 
 
 def stage_embed(config: RunConfig, paths: RunPaths, store: TileStore, *, overwrite: bool = False,
@@ -206,9 +226,10 @@ def stage_embed(config: RunConfig, paths: RunPaths, store: TileStore, *, overwri
             f"{paths.embeddings} already exists (its clusters may have been exported). Embed again with "
             "--overwrite. Nothing was changed."
         )
-    return embed_store(store, paths.checkpoint, paths.embeddings, batch_size=config.embed.batch_size,
-                       device=config.train.device, view=config.embed.view, average=config.embed.average,
-                       overwrite=overwrite, cancel=cancel)
+    with run_folder_lock(paths.root, "embedding"):
+        return embed_store(store, paths.checkpoint, paths.embeddings, batch_size=config.embed.batch_size,
+                           device=config.train.device, view=config.embed.view, average=config.embed.average,
+                           overwrite=overwrite, cancel=cancel)
 
 
 def stage_measure(config: RunConfig, paths: RunPaths, store: TileStore, *, overwrite: bool = False,
@@ -228,16 +249,17 @@ def stage_measure(config: RunConfig, paths: RunPaths, store: TileStore, *, overw
         )
     workers = config.measure.workers or max(1, (os.cpu_count() or 2) - 1)
     progress = (lambda stage, done, total: on_event(stage, (done, total))) if on_event else None
-    measurements = measure_store(store, workers=workers, progress=progress, cancel=cancel)
-    features, names, report = measurements.features()
-    description = {"representation": "cellprofiler (cp_measure)", "object": "nucleus", "features": names,
-                   "report": {**measurements.report, **report}}
     from phenossl.export import save_npy
 
-    with atomic_paths(targets, overwrite=overwrite) as (embeddings_tmp, names_tmp):
-        save_npy(embeddings_tmp, features)
-        names_tmp.write_text(json.dumps(description, indent=1))
-    return np.load(paths.embeddings, mmap_mode="r")
+    with run_folder_lock(paths.root, "measuring cells"):
+        measurements = measure_store(store, workers=workers, progress=progress, cancel=cancel)
+        features, names, report = measurements.features()
+        description = {"representation": "cellprofiler (cp_measure)", "object": "nucleus", "features": names,
+                       "report": {**measurements.report, **report}}
+        with atomic_paths(targets, overwrite=overwrite) as (embeddings_tmp, names_tmp):
+            save_npy(embeddings_tmp, features)
+            names_tmp.write_text(json.dumps(description, indent=1))
+        return paths.load_embeddings()
 
 
 def clustering_space(config: RunConfig, store: TileStore, embeddings: np.ndarray):
@@ -265,9 +287,7 @@ def stage_cluster(config: RunConfig, paths: RunPaths, store: TileStore, embeddin
     from phenossl.export import check_export_targets, export_clusters, export_paths, save_npy
 
     if embeddings is None:
-        if not paths.embeddings.exists():
-            raise InputError(f"no embeddings in {paths.root}: run 'phenossl embed' (or 'phenossl run') first")
-        embeddings = np.load(paths.embeddings, mmap_mode="r")
+        embeddings = paths.load_embeddings()
     in_run = csv_path is None
     if in_run:
         targets = [paths.clusters, paths.umap, paths.metrics] + ([paths.overview] if overview else [])
@@ -289,14 +309,53 @@ def stage_cluster(config: RunConfig, paths: RunPaths, store: TileStore, embeddin
         export_clusters(csv_path, store.cells, clustering, umap_xy=umap_xy, embeddings=np.asarray(embeddings),
                         config=config.to_dict(), overwrite=overwrite)
         return result
-    atomic_write(paths.umap, lambda tmp: save_npy(tmp, np.asarray(umap_xy)))
-    export_clusters(paths.clusters, store.cells, clustering, umap_xy=umap_xy, overwrite=True)
-    summary = {"k": config.cluster.k, "n_cells": store.n_cells, **metrics,
-               "cluster_sizes": clustering.sizes.tolist()}
-    atomic_write_text(paths.metrics, json.dumps(summary, indent=2, default=float))
-    if overview:
-        write_overview(config, paths, store, clustering, umap_xy)
+    with run_folder_lock(paths.root, "clustering"):
+        atomic_write(paths.umap, lambda tmp: save_npy(tmp, np.asarray(umap_xy)))
+        export_clusters(paths.clusters, store.cells, clustering, umap_xy=umap_xy, overwrite=True)
+        summary = {"k": config.cluster.k, "n_cells": store.n_cells, **metrics,
+                   "cluster_sizes": clustering.sizes.tolist()}
+        atomic_write_text(paths.metrics, metrics_json(summary))
+        if overview:
+            write_overview(config, paths, store, clustering, umap_xy)
     return result
+
+
+def metrics_json(summary: dict[str, Any]) -> str:
+    """``metrics.json``'s text: strict JSON, an undefined score (NaN, e.g. a silhouette of one cluster) as null."""
+    def finite(value: Any) -> Any:
+        if isinstance(value, float) and not np.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: finite(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [finite(v) for v in value]
+        return value.item() if isinstance(value, np.generic) else value
+
+    return json.dumps(finite(summary), indent=2, allow_nan=False)
+
+
+def stage_export(config: RunConfig, paths: RunPaths, store: TileStore, csv_path: Path, *,
+                 overwrite: bool = False) -> RunResult | None:
+    """Export the run's own clustering to ``csv_path`` with its embeddings and configuration beside it: the
+    run's clusters.csv as it is (no K-Means or UMAP again) when it belongs to the current embeddings; else
+    the run is clustered as its configuration says (``stage_cluster``). All three files appear, or none."""
+    from phenossl.export import check_export_targets, export_paths, save_npy
+
+    targets = export_paths(csv_path, embeddings=True, config=True)
+    check_export_targets(targets, overwrite)
+    embeddings = paths.load_embeddings()
+    clusters = paths.clusters
+    if not clusters.is_file() or clusters.stat().st_mtime < paths.embeddings.stat().st_mtime:
+        return stage_cluster(config, paths, store, embeddings, csv_path=csv_path, overwrite=overwrite)
+    table = pd.read_csv(clusters)
+    if len(table) != store.n_cells:
+        raise InputError(f"{clusters} has {len(table)} rows but the run has {store.n_cells} cells: recluster it "
+                         f"with 'phenossl cluster {paths.root} --overwrite', then export again.")
+    with atomic_paths(targets.written(), overwrite=overwrite) as (csv_tmp, embeddings_tmp, config_tmp):
+        table.to_csv(csv_tmp, index=False, lineterminator="\n")
+        save_npy(embeddings_tmp, np.asarray(embeddings))
+        config_tmp.write_text(config.to_yaml(), encoding="utf-8")
+    return None
 
 
 def write_overview(config: RunConfig, paths: RunPaths, store: TileStore, clustering, umap_xy, max_fields: int = 4):
@@ -335,7 +394,14 @@ def _nuclear_images(config: RunConfig, store: TileStore, max_fields: int) -> dic
 
 def run_pipeline(config: RunConfig, *, resume: bool = False, on_event: EventHandler | None = None,
                  cancel: threading.Event | None = None) -> RunResult:
-    """Everything: tile store, training, embeddings, clusters, CSV and overview, in the run folder."""
+    """Everything: tile store, training, embeddings, clusters, CSV and overview, in the run folder (locked
+    against any other process for the whole run)."""
+    with run_folder_lock(resolve_paths(config, Path.cwd()).run_dir(), "phenossl run"):
+        return _run_locked(config, resume=resume, on_event=on_event, cancel=cancel)
+
+
+def _run_locked(config: RunConfig, *, resume: bool, on_event: EventHandler | None,
+                cancel: threading.Event | None) -> RunResult:
     paths = prepare_run_dir(config, resume=resume)
     config = load_run_config(paths)
     if resume and paths.store.exists():
@@ -374,9 +440,7 @@ def stage_dose_response(config: RunConfig, paths: RunPaths, store: TileStore, *,
     group of ``by`` (default: the reference's columns); writes the table to ``csv_path`` if given."""
     from phenossl.perturbation import dose_response, fit_axis, select_cells
 
-    if not paths.embeddings.exists():
-        raise InputError(f"no embeddings in {paths.root}: run 'phenossl embed' (or 'phenossl run') first")
-    features = clustering_space(config, store, np.load(paths.embeddings, mmap_mode="r")).features
+    features = clustering_space(config, store, paths.load_embeddings()).features
     cells = store.cells
     axis = fit_axis(features, select_cells(cells, control, "control"), select_cells(cells, reference, "reference"))
     table = dose_response(axis.score(features), cells, by or list(reference))
@@ -419,8 +483,7 @@ def evaluate_runs(run_dirs: list[Path], settings, *, out: Path | None = None,
     runs = []
     for run_dir in run_dirs:
         config, paths, store = open_run(run_dir)
-        if not paths.embeddings.exists():
-            raise InputError(f"run {paths.root} has no embeddings yet: run 'phenossl embed {paths.root}' first")
+        paths.load_embeddings()  # missing or damaged: said before any run is scored
         check_labels(store.cells, settings, f"run {paths.root.name}")
         runs.append((config, paths, store))
     if out is None:
@@ -433,8 +496,8 @@ def evaluate_runs(run_dirs: list[Path], settings, *, out: Path | None = None,
 
     for target in targets:
         check_can_write(target, overwrite)
-    evaluated = [EvaluatedRun(paths.root.name, describe_representation(config),
-                              np.load(paths.embeddings, mmap_mode="r"), store.cells) for config, paths, store in runs]
+    evaluated = [EvaluatedRun(paths.root.name, describe_representation(config), paths.load_embeddings(), store.cells)
+                 for config, paths, store in runs]
     table = evaluation_table(evaluated, settings)
     markdown = table_markdown(table, settings)
     with atomic_paths(targets, overwrite=overwrite) as (csv_tmp, md_tmp):

@@ -22,14 +22,17 @@ from phenossl.errors import ConfigError, OutputExistsError
 
 
 def test_presets_are_listed_and_loadable_by_name():
-    assert set(PRESETS) == {"none", "context", "morphology"}
+    assert set(PRESETS) == {"none", "context", "morphology", "morphology-jitter", "context-jitter"}
     for name in PRESETS:
         assert load_composition(name).name == name
     assert load_composition("none").transforms == ()
 
 
-def test_morphology_preset_keeps_the_central_cell_at_any_orientation():
+def test_morphology_preset_keeps_the_central_cell_at_any_orientation_and_its_stain_levels():
     kinds = {spec.kind: spec for spec in load_composition("morphology").transforms}
+    assert set(kinds) == {"rotation", "center_crop", "affine", "flip", "blur"}  # no intensity jitter
+    assert kinds["center_crop"].fraction == "auto"
+    kinds = {spec.kind: spec for spec in load_composition("morphology-jitter").transforms}
     assert set(kinds) == {"rotation", "center_crop", "intensity", "flip"}
     assert (
         kinds["rotation"].degrees == 180
@@ -39,8 +42,10 @@ def test_morphology_preset_keeps_the_central_cell_at_any_orientation():
     assert kinds["center_crop"].fraction == 0.5 and kinds["center_crop"].p == 1
 
 
-def test_context_preset_crops_anywhere():
+def test_context_preset_crops_anywhere_and_keeps_stain_levels():
     kinds = [spec.kind for spec in load_composition("context").transforms]
+    assert kinds == ["flip", "rotation", "affine", "random_crop", "blur"]
+    kinds = [spec.kind for spec in load_composition("context-jitter").transforms]
     assert kinds == ["intensity", "flip", "rotation", "affine", "random_crop"]
 
 
@@ -67,7 +72,7 @@ def test_save_refuses_to_overwrite(tmp_path):
 
 
 def test_unknown_preset_lists_the_presets():
-    with pytest.raises(ConfigError, match=r"unknown composition 'morphologie'.*none, context, morphology"):
+    with pytest.raises(ConfigError, match=r"unknown composition 'morphologie'.*none, context, context-jitter, morphology, morphology-jitter"):
         load_composition("morphologie")
 
 
@@ -111,8 +116,9 @@ def test_missing_kind_is_explained():
             {"kind": "rotation", "degrees": 30, "multiples_of_90": True},
             "degrees has no effect with multiples_of_90",
         ),
-        ({"kind": "center_crop", "fraction": 0}, r"fraction: .*greater than 0 \(got 0\)"),
-        ({"kind": "center_crop", "fraction": 1.5}, r"fraction: .*less than or equal to 1"),
+        ({"kind": "center_crop", "fraction": 0}, r"fraction: .*auto or in \(0, 1\], got 0"),
+        ({"kind": "center_crop", "fraction": 1.5}, r"fraction: .*auto or in \(0, 1\], got 1.5"),
+        ({"kind": "center_crop", "fraction": "big"}, r"fraction"),
         ({"kind": "random_crop", "scale": [0.8, 0.2]}, r"scale .* 0 < min <= max <= 1, got \[0.8, 0.2\]"),
         ({"kind": "random_crop", "ratio": [0, 1]}, r"ratio .* 0 < min <= max, got \[0, 1\]"),
         ({"kind": "random_crop", "scale": 0.5}, r"expected a \[min, max\] pair \(got 0.5\)"),

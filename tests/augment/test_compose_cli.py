@@ -14,9 +14,9 @@ def test_compose_prints_the_full_composition_and_saves_it_once(tmp_path, capsys)
     saved = tmp_path / "mine.yaml"
     assert main(["compose", "morphology", "--save", str(saved)]) == 0
     out = capsys.readouterr().out
-    assert "kind: rotation" in out and "kind: center_crop" in out and "fraction: 0.5" in out
+    assert "kind: rotation" in out and "kind: center_crop" in out and "fraction: auto" in out
     assert load_composition(saved) == load_composition("morphology")
-    saved.write_text(saved.read_text().replace("fraction: 0.5", "fraction: 0.6"))
+    saved.write_text(saved.read_text().replace("fraction: auto", "fraction: 0.6"))
     assert main(["compose", "context", "--save", str(saved)]) == 2
     assert "already exists" in capsys.readouterr().err
     assert load_composition(saved).transforms != load_composition("context").transforms  # left as it was

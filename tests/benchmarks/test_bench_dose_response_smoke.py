@@ -16,9 +16,9 @@ import dose_response_bbbc021 as study  # noqa: E402
 def test_dose_response_study_scores_held_out_plates_for_every_representation(run_benchmark, shared_data):
     record = run_benchmark("dose_response_bbbc021.py", "--data", shared_data)
     representations = record["results"]["representations"]
-    assert {"hand-crafted (CellProfiler-style)", "random-init resnet18", "MoCo v2 context"} <= set(representations)
-    assert representations["MoCo v2 context"]["view"] == "full tile"
-    assert representations["random-init resnet18"]["view"] == "centre crop 0.7"
+    assert {"CellProfiler (cp_measure)", "untrained encoder (random-init)", "phenossl default"} <= set(representations)
+    assert representations["phenossl default"]["view"] == "auto view"
+    assert representations["CellProfiler (cp_measure)"]["view"] == "nucleus mask"
     doses = record["settings"]["doses_per_plate"]
     assert doses == {"Week4_27801": [0, 5, 15, 50], "Week4_27821": [0, 15, 50]}
     for item in representations.values():
@@ -67,32 +67,26 @@ def test_monotone_means_strict_increase_and_separated_steps_count_non_overlappin
 
 
 def test_a_training_that_collapses_is_recorded_and_the_study_goes_on(monkeypatch, tmp_path):
-    from types import SimpleNamespace
-
     import phenossl.train
     from phenossl.errors import CollapseError
+    from phenossl.tiles import TileStoreWriter
 
     def collapse(*args, **kwargs):
         raise CollapseError("The representation collapsed at epoch 1: all cells get nearly the same embedding. More")
 
     monkeypatch.setattr(phenossl.train, "train", collapse)
     rng = np.random.default_rng(0)
-    store = SimpleNamespace(tiles=rng.random((8, 3, 40, 40), dtype=np.float32), channel_names=["a", "b", "c"],
-                            n_cells=8)
-    settings = study.study_settings(study.quality_settings_args(study.parse_args(["--smoke"])))
-    found = dict(study.representations(store, study.build_compositions(), settings, study.resolve_device("cpu"),
-                                       tmp_path, smoke=False))
-    assert [name for name in found] == ["hand-crafted (CellProfiler-style)", "random-init resnet18",
-                                        *(spec.name for spec in study.TRAINED)]
-    for spec in study.TRAINED:
-        assert found[spec.name]["status"] == "CollapseError" and "embeddings" not in found[spec.name]
-        assert found[spec.name]["error"] == "The representation collapsed at epoch 1: all cells get nearly the same embedding"
-    assert found["random-init resnet18"]["embeddings"].shape[0] == 8
-
-
-def test_epochs_and_resolution_override_the_quality_settings():
-    args = study.parse_args(["--epochs", "3", "--resolution", "48"])
-    settings = study.study_settings(study.quality_settings_args(args))
-    assert (settings["epochs"], settings["resolution"], settings["batch_size"], settings["max_cells"]) == (3, 48, 64, None)
-    smoke = study.study_settings(study.quality_settings_args(study.parse_args(["--smoke"])))
-    assert (smoke["epochs"], smoke["max_cells"]) == (1, 96)
+    yy, xx = np.mgrid[:40, :40]
+    disc = (yy - 20) ** 2 + (xx - 20) ** 2 <= 64
+    writer = TileStoreWriter(tmp_path / "store", 8, ["a", "b", "c"], 40)
+    writer.append(rng.random((8, 3, 40, 40), dtype=np.float32) * 0.5 + disc * 0.4, np.repeat(disc[None], 8, 0))
+    store = writer.finish(pd.DataFrame({"label": range(8)}), {})
+    base = study.default_run(smoke=True)
+    found = dict(study.representations(store, base, study.resolve_device("cpu"), tmp_path / "runs", 1, smoke=False))
+    trained = [spec.name for spec in (*study.TRAINED, study.GAN)]
+    assert list(found) == ["CellProfiler (cp_measure)", "untrained encoder (random-init)", *trained]
+    for name in trained:
+        assert found[name]["status"] == "CollapseError" and "embeddings" not in found[name]
+        assert found[name]["error"] == "The representation collapsed at epoch 1: all cells get nearly the same embedding"
+    assert found["untrained encoder (random-init)"]["embeddings"].shape[0] == 8
+    assert found["CellProfiler (cp_measure)"]["embeddings"].shape[0] == 8

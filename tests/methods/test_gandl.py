@@ -47,12 +47,15 @@ def test_generated_batches_leave_the_running_statistics_alone():
 
 
 def test_generated_images_are_made_like_the_tiles():
-    morphology = TrainConfig(method="gandl", resolution=96, composition_a="morphology")  # centre crop 0.5
+    morphology = TrainConfig(method="gandl", resolution=96, composition_a="morphology-jitter")  # centre crop 0.5
     assert generated_size(morphology, tile_size=196) == 192  # larger tiles only shrink: 192 px suffice
     assert generated_size(morphology, tile_size=68) == 68  # small crops are upsampled: the same for both
     assert generated_size(TrainConfig(method="gandl", resolution=96, composition_a="context"), 196) == 96
-    assert generated_size(TrainConfig(method="gandl", resolution=96, weight_a=0.5), 196) == 192
+    assert generated_size(TrainConfig(method="gandl", resolution=96, weight_a=0.5,
+                                      composition_a="morphology-jitter"), 196) == 192
     assert generated_size(morphology) == 192
+    auto = TrainConfig(method="gandl", resolution=96, composition_a="morphology")  # crop 'auto' unresolved
+    assert generated_size(auto, tile_size=196) == 136  # at most 1/sqrt(2) of the side: 96 / 0.707
 
 
 def test_cassle_has_no_projector_to_condition_in_a_gan():

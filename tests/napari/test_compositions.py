@@ -13,7 +13,17 @@ def test_every_transform_kind_has_a_knob_whose_default_is_in_range():
     assert list(KNOBS) == list(TRANSFORM_TYPES)
     for kind, knob in KNOBS.items():
         value = magnitude(TRANSFORM_TYPES[kind]())
-        assert value is None or knob.minimum <= value <= knob.maximum, kind
+        assert value is None or knob.minimum <= value <= knob.maximum or value == knob.special_value, kind
+
+
+def test_the_centre_crop_knob_shows_auto_below_its_smallest_fraction():
+    draft = CompositionDraft.from_preset("morphology")
+    knob = KNOBS["center_crop"]
+    assert magnitude(draft.specs["center_crop"]) == knob.special_value == pytest.approx(0.05)
+    draft.set_magnitude("center_crop", 0.6)
+    assert draft.specs["center_crop"].fraction == 0.6
+    draft.set_magnitude("center_crop", knob.special_value)
+    assert draft.specs["center_crop"].fraction == "auto"
 
 
 @pytest.mark.parametrize("preset", ["morphology", "context", "none"])
@@ -23,7 +33,7 @@ def test_an_untouched_preset_gives_back_the_preset(preset):
 
 
 def test_edits_keep_the_order_and_the_other_fields_and_rename():
-    draft = CompositionDraft.from_preset("context")
+    draft = CompositionDraft.from_preset("context-jitter")
     draft.set_magnitude("random_crop", 0.5)
     draft.set_enabled("center_crop", True)
     comp = draft.composition()
@@ -33,7 +43,7 @@ def test_edits_keep_the_order_and_the_other_fields_and_rename():
     )
     crop = comp.transforms[4]
     assert crop.scale == (0.5, 1.0) and crop.ratio == pytest.approx((0.75, 4 / 3))
-    assert comp.name == "context-edited"
+    assert comp.name == "context-jitter-edited"
 
 
 def test_range_knobs_move_the_other_end_when_they_would_cross():
@@ -56,7 +66,7 @@ def test_values_the_core_rejects_are_config_errors_and_change_nothing():
     draft = CompositionDraft.from_preset("morphology")
     before = draft.composition()
     with pytest.raises(ConfigError, match="fraction"):
-        draft.set_magnitude("center_crop", 0.0)
+        draft.set_magnitude("center_crop", 1.5)
     with pytest.raises(ConfigError):
         draft.set_probability("flip", 1.5)
     assert draft.composition() == before

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from phenossl.augment import geometry, intensity
-from phenossl.augment.specs import GEOMETRIC_KINDS, CenterCrop, Composition
+from phenossl.augment.specs import GEOMETRIC_KINDS, CenterCrop, Composition, resolve_composition
 from phenossl.errors import ConfigError, InputError
 
 PARAM_NAMES: dict[str, tuple[str, ...]] = {**geometry.PARAM_NAMES, **intensity.PARAM_NAMES}
@@ -56,6 +56,7 @@ class Augmenter:
     """
 
     def __init__(self, composition: Composition, out_size: int) -> None:
+        composition = resolve_composition(composition, None, None)  # training resolves 'auto' for its tiles first
         self.composition = composition
         self.out_size = _checked_out_size(out_size)
         self.param_names: tuple[str, ...] = tuple(
@@ -107,6 +108,7 @@ def eval_view(
     p >= 0.5, i.e. what most training views showed) and the resize; random transforms are left out.
     ``angle`` (degrees, counter-clockwise) and ``flip`` (left-right) turn the tile about its centre first:
     the views that :func:`eval_views` averages over."""
+    composition = resolve_composition(composition, None, None)
     crops = [spec for spec in composition.transforms if spec.kind == "center_crop"]
     return functools.partial(_deterministic_view, crops=crops, out_size=_checked_out_size(out_size),
                              angle=float(angle), flip=bool(flip))

@@ -89,17 +89,34 @@ class Rotation(_Spec):
         return self
 
 
+#: ``center_crop.fraction: auto`` keeps this many nucleus diameters around the centre (a cell is about three
+#: nuclei across), as a fraction of the tile, between AUTO_CROP_RANGE: at most 1/sqrt(2), so that a rotated
+#: tile's empty corners never show. The nuclei are measured in the tile store (:func:`auto_crop_fraction`).
+AUTO_CROP_DIAMETERS = 3.0
+AUTO_CROP_RANGE = (0.2, 0.707)
+
+
 class CenterCrop(_Spec):
     """Keep ``fraction`` of the side around the centre: tiles are centred on a nucleus, so this is the cell.
 
     Placed after a rotation, fractions <= 1/sqrt(2) (0.707) never show the empty corners of the rotated tile.
+    ``auto`` keeps about three nucleus diameters, measured on the tiles it is used with (see
+    :data:`AUTO_CROP_DIAMETERS`): the crop then suits 68 px pre-cropped cells and 196 px tiles alike.
     """
 
     kind: Literal["center_crop"] = "center_crop"
     p: Probability = 1.0
-    fraction: float = Field(
-        0.5, gt=0.0, le=1.0, description="kept fraction of the side (0.5 of 196 px = 98 px)"
+    fraction: float | Literal["auto"] = Field(
+        "auto", description="kept fraction of the side (0.5 of 196 px = 98 px), or auto: about three nucleus "
+        "diameters, from the tiles' nuclei"
     )
+
+    @field_validator("fraction")
+    @classmethod
+    def _fraction_in_unit_interval(cls, value: float | str) -> float | str:
+        if value != "auto" and not 0.0 < float(value) <= 1.0:
+            raise ValueError(f"fraction must be auto or in (0, 1], got {value}")
+        return value
 
 
 class RandomCrop(_Spec):
@@ -272,7 +289,27 @@ PRESETS: tuple[str, ...] = (IDENTITY_NAME, *sorted(path.stem for path in PRESETS
 def kept_fraction(transforms) -> float:
     """Side fraction of the tile that the deterministic (embedding) view keeps: the product of the centre
     crops drawn at least half the time, i.e. what most training views showed (1.0: the whole tile)."""
-    return math.prod(t.fraction for t in transforms if t.kind == "center_crop" and t.p >= 0.5)
+    crops = [t for t in transforms if t.kind == "center_crop" and t.p >= 0.5]
+    return math.prod(AUTO_CROP_RANGE[1] if t.fraction == "auto" else t.fraction for t in crops)
+
+
+def auto_crop_fraction(nucleus_diameter: float, tile_size: int) -> float:
+    """The centre-crop fraction that keeps AUTO_CROP_DIAMETERS nucleus diameters of a ``tile_size`` tile."""
+    low, high = AUTO_CROP_RANGE
+    return round(min(high, max(low, AUTO_CROP_DIAMETERS * nucleus_diameter / tile_size)), 3)
+
+
+def resolve_composition(composition: Composition, nucleus_diameter: float | None, tile_size: int | None) -> Composition:
+    """``composition`` with every ``fraction: auto`` centre crop made a number for these tiles (unchanged if it
+    has none). Without a measured diameter, auto keeps the largest fraction (AUTO_CROP_RANGE's top): what the
+    augmentation applies when it is handed an unresolved composition (training resolves for its store first)."""
+    if not any(t.kind == "center_crop" and t.fraction == "auto" for t in composition.transforms):
+        return composition
+    fraction = AUTO_CROP_RANGE[1] if not nucleus_diameter or not tile_size else \
+        auto_crop_fraction(nucleus_diameter, tile_size)
+    transforms = tuple(t.model_copy(update={"fraction": fraction}) if t.kind == "center_crop" and t.fraction == "auto"
+                       else t for t in composition.transforms)
+    return composition.model_copy(update={"transforms": transforms})
 
 
 def identity_composition() -> Composition:

@@ -40,6 +40,12 @@ class Knob:
     help: str = ""
     option: str | None = None  # a boolean field shown as a check box (rotation: 90-degree steps)
     option_label: str = ""
+    special: str | None = None  # a word the field may hold instead of a number (centre crop: "auto"),
+    # shown one step below ``minimum``
+
+    @property
+    def special_value(self) -> float:
+        return round(self.minimum - self.step, self.decimals)
 
 
 KNOBS: dict[str, Knob] = {
@@ -69,7 +75,9 @@ KNOBS: dict[str, Knob] = {
             0.05,
             2,
             " of side",
-            "Keep this fraction of the tile's side around the nucleus: the central cell, not its neighbours.",
+            "Keep this fraction of the tile's side around the nucleus: the central cell, not its neighbours. "
+            "auto (the lowest value): about three nucleus diameters, measured on your tiles.",
+            special="auto",
         ),
         Knob(
             "random_crop",
@@ -138,6 +146,8 @@ def magnitude(spec: Any) -> float | None:
     if knob.field is None:
         return None
     value = getattr(spec, knob.field)
+    if knob.special is not None and value == knob.special:
+        return knob.special_value
     return float(value if knob.element is None else value[knob.element])
 
 
@@ -147,7 +157,9 @@ def with_magnitude(spec: Any, value: float) -> Any:
     knob = KNOBS[spec.kind]
     if knob.field is None:
         return spec
-    if knob.element is None:
+    if knob.special is not None and value <= knob.special_value + 1e-9:
+        new = knob.special
+    elif knob.element is None:
         new = float(value)
     else:
         low, high = getattr(spec, knob.field)

@@ -521,12 +521,16 @@ class SessionController(QObject):
             return
         self._preview_request += 1
         request = self._preview_request
+        from phenossl.augment.specs import resolve_composition
+
         tile = np.array(store.tiles[cell_id], dtype=np.float32)
+        compositions = {branch: resolve_composition(composition, store.nucleus_diameter, store.tile_size)
+                        for branch, composition in self.compositions().items()}  # 'auto' crops: as training will
         self._launch(
             "preview",
             tasks.preview_compositions,
             tile,
-            self.compositions(),
+            compositions,
             cell_id=cell_id,
             n=n,
             seed=seed,

@@ -10,7 +10,6 @@ exception chained. A cancel is not an error: training returns a ``TrainOutcome``
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import threading
 from collections.abc import Generator, Iterator, Sequence
@@ -25,6 +24,7 @@ from phenossl.config import InputConfig, RunConfig, SegmentConfig, TileConfig
 from phenossl.errors import Cancelled, NoNucleiError, OutputExistsError, PhenosslError
 from phenossl.napari.plate import PlateInfo
 from phenossl.napari.session import RunRecord
+from phenossl.runlock import run_folder_lock
 
 
 class TaskError(PhenosslError):
@@ -216,7 +216,8 @@ def train_run(
     from phenossl.train import iter_training
 
     config = record.config
-    with reported_as("Training"), torch_threads(threads or ui_thread_budget()):
+    with reported_as("Training"), torch_threads(threads or ui_thread_budget()), \
+            run_folder_lock(record.paths.root, "training (napari)"):
         try:
             result = yield from iter_training(
                 record.tile_store(),
@@ -318,12 +319,12 @@ def cluster_run(record: RunRecord, k: int, n_nearest: int, space: Any = None) ->
     from phenossl.atomic import atomic_write_text
     from phenossl.cluster import clustering_metrics
     from phenossl.export import export_clusters
-    from phenossl.pipeline import clustering_space
+    from phenossl.pipeline import clustering_space, metrics_json
 
     with reported_as("Clustering"):
         config, paths, store = record.config, record.paths, record.tile_store()
         if space is None:
-            space = clustering_space(config, store, np.load(paths.embeddings, mmap_mode="r"))
+            space = clustering_space(config, store, paths.load_embeddings())
         clustering = space.cluster(k, seed=config.seed, n_nearest=n_nearest)
         metrics = clustering_metrics(
             space, clustering.labels, store.cells, config.cluster.label_columns, seed=config.seed
@@ -332,9 +333,10 @@ def cluster_run(record: RunRecord, k: int, n_nearest: int, space: Any = None) ->
         if layout is None and paths.umap.is_file():
             saved = np.load(paths.umap)
             layout = saved if saved.shape == (space.n_cells, 2) else None
-        export_clusters(paths.clusters, store.cells, clustering, umap_xy=layout, overwrite=True)
         summary = {"k": k, "n_cells": store.n_cells, **metrics, "cluster_sizes": clustering.sizes.tolist()}
-        atomic_write_text(paths.metrics, json.dumps(summary, indent=2, default=float))
+        with run_folder_lock(paths.root, "clustering (napari)"):
+            export_clusters(paths.clusters, store.cells, clustering, umap_xy=layout, overwrite=True)
+            atomic_write_text(paths.metrics, metrics_json(summary))
         return ClusterOutcome(space, clustering, metrics, layout)
 
 
@@ -353,11 +355,12 @@ def umap_run(record: RunRecord, space: Any, clustering: Any = None) -> np.ndarra
 
     with reported_as("UMAP"):
         layout = np.asarray(space.umap(**umap_params(record.config)))
-        atomic_write(record.paths.umap, lambda tmp: save_npy(tmp, layout))
-        if clustering is not None:
-            export_clusters(
-                record.paths.clusters, record.tile_store().cells, clustering, umap_xy=layout, overwrite=True
-            )
+        with run_folder_lock(record.paths.root, "saving the UMAP layout (napari)"):
+            atomic_write(record.paths.umap, lambda tmp: save_npy(tmp, layout))
+            if clustering is not None:
+                export_clusters(
+                    record.paths.clusters, record.tile_store().cells, clustering, umap_xy=layout, overwrite=True
+                )
         return layout
 
 
@@ -384,7 +387,7 @@ def export_run(record: RunRecord, csv_path: Path, *, overwrite: bool) -> Any:
                 record.tile_store().cells,
                 record.clustering,
                 umap_xy=record.umap,
-                embeddings=np.load(record.paths.embeddings),
+                embeddings=np.asarray(record.paths.load_embeddings()),
                 config=record.config.to_dict(),
                 overwrite=overwrite,
             )
@@ -440,7 +443,7 @@ def cluster_labels(record: RunRecord) -> np.ndarray:
             f"run {record.name} has no embeddings yet, so no clusters: embed it first (Runs > Embed cells)"
         )
     config = record.config
-    space = clustering_space(config, record.tile_store(), np.load(record.paths.embeddings, mmap_mode="r"))
+    space = clustering_space(config, record.tile_store(), record.paths.load_embeddings())
     return np.asarray(space.cluster(config.cluster.k, seed=config.seed, n_nearest=1).labels)
 
 
@@ -471,6 +474,6 @@ def evaluate_runs(records: Sequence[RunRecord], settings: Any) -> pd.DataFrame:
         ready = [r for r in records if r.has_embeddings]
         if not ready:
             raise PhenosslError("no run has embeddings yet: train, measure or embed a run first")
-        runs = [EvaluatedRun(r.name, describe_representation(r.config), np.load(r.paths.embeddings, mmap_mode="r"),
+        runs = [EvaluatedRun(r.name, describe_representation(r.config), r.paths.load_embeddings(),
                              r.tile_store().cells) for r in ready]
         return evaluation_table(runs, settings)

@@ -29,6 +29,9 @@ from phenossl.tiles.store import TileStore, TileStoreWriter
 
 logger = logging.getLogger(__name__)
 
+#: the smallest tile (and crop) phenossl accepts, in px: TileConfig.size and TrainConfig.resolution's floor too
+MIN_TILE_SIZE = 16
+
 #: progress(stage, done, total) — called from the worker thread; must not touch any UI directly.
 Progress = Callable[[str, int, int], None]
 
@@ -322,6 +325,12 @@ def build_store_from_crops(
     n, n_channels, height, width = crops.images.shape
     if height != width:
         raise InputError(f"crops must be square, got {height}x{width} in {crops.source}")
+    if height < MIN_TILE_SIZE:
+        raise InputError(
+            f"the crops in {crops.source} are {height}x{width} px: too small to hold a cell. phenossl needs at least "
+            f"{MIN_TILE_SIZE} px (its smallest tile and training resolution: a nucleus of the smallest size the "
+            "segmentation keeps, with its border). Crop larger cells, or check the stack's axis order."
+        )
     sampler = PercentileSampler(n_channels, samples_per_image=200_000, seed=seed)
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(n, size=min(n, 2000), replace=False))

@@ -152,6 +152,22 @@ class TileStore:
         return int(self.info["n_cells"])
 
     @property
+    def nucleus_diameter(self) -> float | None:
+        """Median equivalent diameter (px) of the tiles' nuclei: from the nucleus areas of a plate's cells,
+        else from the central-nucleus masks (up to 2,000 of them); None when neither is known."""
+        if "_nucleus_diameter" not in self.__dict__:
+            areas = None
+            if "area" in self.cells.columns:
+                areas = pd.to_numeric(self.cells["area"], errors="coerce").dropna().to_numpy()
+            elif self.masks is not None:
+                step = max(1, self.n_cells // 2000)
+                areas = np.asarray(self.masks[::step], dtype=bool).reshape(-1, self.tile_size ** 2).sum(axis=1)
+            areas = None if areas is None else areas[areas > 0]
+            self.__dict__["_nucleus_diameter"] = (
+                float(2 * np.sqrt(np.median(areas) / np.pi)) if areas is not None and areas.size else None)
+        return self.__dict__["_nucleus_diameter"]
+
+    @property
     def masks(self) -> np.ndarray | None:
         """(N, S, S) uint8 memory-mapped masks of each tile's central nucleus, or None (a store made before
         phenossl kept them; :func:`phenossl.measure.nucleus_masks` then derives them)."""

@@ -12,6 +12,7 @@ out-of-memory error stops the run with a message that says what to change; GPU m
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -25,7 +26,14 @@ import pandas as pd
 
 from phenossl.atomic import atomic_write
 from phenossl.config import TrainConfig
-from phenossl.errors import Cancelled, CollapseError, DeviceOutOfMemoryError, DivergedError, InputError
+from phenossl.errors import (
+    Cancelled,
+    CollapseError,
+    DeviceOutOfMemoryError,
+    DiskFullError,
+    DivergedError,
+    InputError,
+)
 from phenossl.tiles.store import TileStore
 from phenossl.train.checkpoint import load_checkpoint, save_checkpoint
 from phenossl.train.devices import is_out_of_memory, resolve_device
@@ -33,6 +41,7 @@ from phenossl.train.loader import TileBatches
 from phenossl.train.monitors import embedding_spread, is_finite
 
 CHECKPOINT_FILE = "checkpoint.pt"
+logger = logging.getLogger(__name__)
 HISTORY_FILE = "history.csv"
 PROBE_CELLS = 256
 
@@ -104,6 +113,32 @@ def build_model(config: TrainConfig, in_channels: int, num_samples: int, tile_si
     return model, augmenters
 
 
+def resolve_for_store(config: TrainConfig, store: TileStore) -> TrainConfig:
+    """``config`` with its size-aware settings made numbers for this store's tiles (a centre crop of fraction
+    ``auto`` keeps about three of its nuclei's diameters); the checkpoint saves the result."""
+    from phenossl.augment.specs import resolve_composition
+
+    diameter, size = store.nucleus_diameter, store.tile_size
+    a = resolve_composition(config.composition_a, diameter, size)
+    b = resolve_composition(config.composition_b, diameter, size)
+    if a is config.composition_a and b is config.composition_b:
+        return config
+    return config.model_copy(update={"composition_a": a, "composition_b": b})
+
+
+def warn_if_upsampled(config: TrainConfig, store: TileStore) -> None:
+    """A training resolution above what the tiles show (the centre crop of the main composition) only upsamples:
+    nothing is gained and each step costs more. Said as a warning (the run goes on)."""
+    from phenossl.augment.specs import kept_fraction
+
+    shown = store.tile_size * kept_fraction(main_composition(config).transforms)
+    if config.resolution > shown * 1.05:
+        logger.warning(
+            "train.resolution %d px upsamples the %.0f px the views show (%d px tiles%s): nothing is gained and each "
+            "step costs about %.0fx more; train.resolution: %d would do.", config.resolution, shown, store.tile_size,
+            "" if shown == store.tile_size else ", centre crop", (config.resolution / shown) ** 2, int(shown))
+
+
 def generated_size(config: TrainConfig, tile_size: int | None = None) -> int:
     """GAN-DL's image size. Generated images go through the same augmentation as the real tiles, so at the
     tiles' own size they are resampled exactly alike (otherwise the discriminator could tell them apart by
@@ -152,6 +187,8 @@ def iter_training(
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = run_dir / CHECKPOINT_FILE
     device = resolve_device(config.device)
+    config = resolve_for_store(config, store)
+    warn_if_upsampled(config, store)
     torch.manual_seed(seed)
 
     model = update = batches = None
@@ -251,8 +288,14 @@ def iter_training(
                     f"(spread {spread:.2e} < {config.collapse_threshold:g}). {where()} Try another method "
                     "(MoCo v2 and SimCLR resist collapse), a lower learning rate, or stronger augmentations."
                 )
-            save_checkpoint(checkpoint_path, {**checkpoint_payload(model, config, store, seed, run_info),
-                                              **update.state_dict(), "epoch": epoch, "history": history})
+            try:
+                save_checkpoint(checkpoint_path, {**checkpoint_payload(model, config, store, seed, run_info),
+                                                  **update.state_dict(), "epoch": epoch, "history": history})
+            except DiskFullError as exc:
+                raise DiskFullError(
+                    f"{exc} Epoch {epoch + 1} could not be saved. {where()} Free some space, then continue with "
+                    "--resume ('phenossl train CONFIG --resume' or 'phenossl run CONFIG --resume')."
+                ) from exc
             last_saved_epoch = epoch
             _write_history(run_dir / HISTORY_FILE, history)
             yield EpochDone(epoch, config.epochs, float(np.mean(epoch_losses)), spread, checkpoint_path)
@@ -302,6 +345,7 @@ def save_untrained(store: TileStore, config: TrainConfig, run_dir: str | Path, *
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
+    config = resolve_for_store(config, store)
     model, _ = build_model(config, in_channels=len(store.channel_names), num_samples=store.n_cells,
                            tile_size=store.tile_size)
     checkpoint = run_dir / CHECKPOINT_FILE

@@ -68,9 +68,11 @@ class CompositionPanel(QGroupBox):
             toggle.toggled.connect(lambda on, kind=knob.kind: self._edit(self.draft.set_enabled, kind, on))
             if knob.field is not None:
                 spin = QDoubleSpinBox()
-                spin.setRange(knob.minimum, knob.maximum)
+                spin.setRange(knob.special_value if knob.special else knob.minimum, knob.maximum)
                 spin.setSingleStep(knob.step)
                 spin.setDecimals(knob.decimals)
+                if knob.special:
+                    spin.setSpecialValueText(knob.special)  # shown at the lowest value
                 spin.setSuffix(knob.suffix)
                 spin.setToolTip(knob.help)
                 spin.setKeyboardTracking(False)
