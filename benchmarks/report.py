@@ -39,6 +39,9 @@ RERUN = {  # what produced the committed results (2-core CPU machine, torch's de
     "quality_bbbc021": ".venv/bin/python benchmarks/quality_bbbc021.py --device cpu --threads 2",
     "recipe_search_cpu": ".venv/bin/python benchmarks/recipe_search.py --grid cpu --device cpu --workers 2",
     "recipe_search_paper": "bash benchmarks/gpu_check.sh  # on a GPU loan, through the device tool",
+    "recipe_search_gpu_call1": "bash benchmarks/gpu_check.sh  # on a GPU loan, through the device tool",
+    "recipe_search_gpu_call2": "bash benchmarks/gpu_check.sh  # on a GPU loan, through the device tool",
+    "gpu/gpu_check_2026-12-04.log": "bash benchmarks/gpu_check.sh  # on a GPU loan, through the device tool",
     "segmentation": ".venv/bin/python benchmarks/segmentation.py --threads 2",
     "speed_training": ".venv/bin/python benchmarks/speed_training.py --device cpu --threads 2",
     "speed_training_gpu": ".venv/bin/python benchmarks/speed_training.py --device cuda",
@@ -53,7 +56,10 @@ class MissingResult(Exception):
 
 
 def load_results(folder: Path) -> dict[str, dict]:
-    return {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))}
+    """Every result file of ``folder`` by name; text logs (e.g. a GPU loan's, ``gpu/*.log``) by relative path."""
+    results: dict[str, Any] = {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))}
+    results.update({str(path.relative_to(folder)): path.read_text() for path in sorted(folder.glob("gpu/*.log"))})
+    return results
 
 
 # --- formatting -------------------------------------------------------------------------------------------------
@@ -82,7 +88,7 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def need(results: dict, name: str) -> dict:
+def need(results: dict, name: str) -> Any:
     if name not in results:
         raise MissingResult(name)
     return results[name]
@@ -177,24 +183,35 @@ def recipe_cpu_table(results: dict, name: str = "recipe_search_cpu") -> str:
                   "1-NN bal. acc. (cosine, to controls)"], body)
 
 
+def recipe_skipped(results: dict, name: str) -> str:
+    """The rows of a grid that were not run (its time budget ran out), in one line."""
+    skipped = need(results, name)["results"]["skipped"]
+    if not skipped:
+        return ""
+    return f"*Not run ({len(skipped)} rows, time):* " + "; ".join(f"{s['name']} (seed {s['seed']})" for s in skipped) + "."
+
+
 def recipe_gpu_table(results: dict) -> str:
     """The rows the GPU loan reached (z-score spaces only: cosine came later), from both of its calls."""
     records = []
     for name in ("recipe_search_gpu_call1", "recipe_search_gpu_call2"):
         records += need(results, name)["results"]["rows"]
-    body = []
+    body, failed = [], {}
     for row, items in recipe_rows(records).items():
         ok = [r for r in items if r["status"] == "ok"]
         if not ok:
-            body.append([row, "0", f"*{items[0]['status']}: {items[0].get('error', '')[:60]}*", "–", "–", "–"])
+            failed.setdefault(f"{items[0]['status']}: {items[0].get('error', '')[:80]}", []).append(row)
             continue
         def stat(view, space, figure="ami_within_mean"):
             values = [r["views"][view][space][figure] for r in ok if view in r["views"] and space in r["views"][view]]
             return pm(mean_sd(values))
         body.append([row, str(len(ok)), stat("auto/none", "as clustered"), stat("auto/none", "to controls"),
                      stat("full/none", "as clustered"), stat("auto/none", "to controls", "knn_balanced_accuracy")])
-    return table(["row (MoCo v2 / ResNet18, 64 px, 20 epochs unless named)", "runs", "within-plate AMI: z-score",
+    text = table(["row (MoCo v2 / ResNet18, 64 px, 20 epochs unless named)", "runs", "within-plate AMI: z-score",
                   "z-score, to controls", "z-score, whole tile", "1-NN bal. acc. (to controls)"], body)
+    for reason, rows in failed.items():  # one line per cause, not one table row per row that never ran
+        text += f"\n\n*Not run ({len(rows)} rows, {reason}):* " + "; ".join(rows) + "."
+    return text
 
 
 def mean_sd(values: list[float]) -> dict:
@@ -214,11 +231,9 @@ GPU_TIMING = re.compile(r"pipeline ([\d.]+) cells/s, ceiling ([\d.]+) -> (\d+) %
 def gpu_speed_log(results: dict) -> str:
     """The GPU speed cases of the loan's log (the study was stopped at its time limit before writing its JSON:
     these lines are what it printed)."""
-    path = RESULTS_DIR / "gpu" / "gpu_check_2026-12-04.log"
-    if not path.is_file():
-        raise MissingResult("gpu/gpu_check_2026-12-04.log")
+    log_text = need(results, "gpu/gpu_check_2026-12-04.log")
     cases, ablation, current = [], [], None
-    for line in path.read_text().splitlines():  # a case line, then (after any warnings) its timing line
+    for line in log_text.splitlines():  # a case line, then (after any warnings) its timing line
         if case := GPU_CASE.search(line):
             m = case.groups()
             current = ("case", f"{m[0]} / {m[1]} / {m[2]} px" + (f" / dual w={float(m[3]):g}" if float(m[3]) != 1
@@ -433,6 +448,7 @@ TABLES: dict[str, Callable[[dict], str]] = {
     "quality_target": quality_target,
     "quality_cells": quality_cells,
     "recipe_cpu": recipe_cpu_table,
+    "recipe_cpu_skipped": lambda r: recipe_skipped(r, "recipe_search_cpu"),
     "recipe_gpu": recipe_gpu_table,
     "gpu_speed_log": gpu_speed_log,
     "dose_response": dose_response_table,
@@ -503,13 +519,15 @@ def _split_path(dotted: str) -> list[str]:
     return [p.strip("[]") for p in re.findall(r"\[[^\]]*\]|[^.]+", dotted)]
 
 
-GPU_RESULTS = ("speed_training_gpu", "recipe_search_paper")
+GPU_RESULTS = ("speed_training_gpu", "recipe_search_paper", "recipe_search_gpu_call1", "recipe_search_gpu_call2",
+               "gpu/gpu_check_2026-12-04.log")
 
 
 def missing_note(name: str) -> str:
     command = RERUN.get(name, f".venv/bin/python benchmarks/{name}.py")
     needs = "; needs a GPU" if name in GPU_RESULTS else ""
-    return f"*No result yet ({name}.json{needs}): run `{command}`.*"
+    file = name if name.endswith(".log") else f"{name}.json"
+    return f"*No result yet ({file}{needs}): run `{command}`.*"
 
 
 def render(template: str, results: dict) -> str:

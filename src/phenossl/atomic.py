@@ -18,11 +18,12 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def check_can_write(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Raise OutputExistsError if ``path`` exists and ``overwrite`` is False, or if it is a folder (a file is
-    never written over a folder); return it as a Path."""
+def check_can_write(path: str | os.PathLike, overwrite: bool, folder: bool = False) -> Path:
+    """Raise OutputExistsError if ``path`` exists and ``overwrite`` is False, or if a file target is a folder
+    (a file is never written over a folder; ``folder=True`` for targets that are folders, like a tile store);
+    return it as a Path."""
     path = Path(path)
-    if path.is_dir():
+    if path.is_dir() and not folder:
         raise OutputExistsError(
             f"{path} is a folder, not a file: phenossl will not replace a folder with a file. Choose a file name "
             "(e.g. inside that folder)."

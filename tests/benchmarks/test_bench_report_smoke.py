@@ -41,10 +41,10 @@ def test_report_says_how_to_produce_a_missing_result(tmp_path):
 
 def test_report_notes_a_missing_result_once_per_section_and_marks_gpu_rows(tmp_path):
     text = render_without_results(tmp_path)
-    section = text.split("### Dose-response")[1].split("\n## ")[0]
+    section = text.split("Dose-response along the on-perturbation axis")[1].split("\n## ")[0]
     assert section.count("No result yet (dose_response_bbbc021.json)") == 1
-    before_after = text.split("### 3a'. Before / after")[1].split("\n### ")[0]
-    assert before_after.count("No result yet (speed_training_gpu.json; needs a GPU)") == 1
+    loan = text.split("### 3a'. GPU")[1].split("\n### ")[0]
+    assert loan.count("No result yet (gpu/gpu_check_2026-12-04.log; needs a GPU)") == 1
 
 
 def test_value_selectors_pick_one_list_element_by_its_fields():

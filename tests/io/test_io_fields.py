@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -402,3 +403,16 @@ def test_unknown_channel_name_on_a_field_lists_the_names():
     field = Field(image=np.zeros((2, 4, 4)), channel_names=["DNA", "actin"], key="A01_s1")
     with pytest.raises(InputError, match=r"A01_s1 has no channel named 'dapi'.*\['DNA', 'actin'\]"):
         field.channel_index("dapi")
+
+
+def test_empty_zero_byte_tif_is_an_input_error_naming_the_file(tmp_path):
+    write_tif(tmp_path / "A01_s1_w1.tif", plane(1))
+    empty = tmp_path / "A01_s1_w2.tif"
+    empty.write_bytes(b"")  # a copy that never finished, an export that failed
+    expected = (rf"^Cannot read {re.escape(str(empty))}: it is not a readable TIFF or it is truncated/corrupt "
+                r"\(.*\)\. Re-export or re-copy the file\.$")
+    with pytest.raises(InputError, match=expected):
+        read_image_file(empty)
+    [source] = discover_fields(tmp_path)  # found as a channel file: named when its field is read
+    with pytest.raises(InputError, match=expected):
+        read_field(source)

@@ -87,9 +87,10 @@ def test_composition_panels_weight_and_live_preview(workflow, qtbot):
 
     panel_a.preset.setCurrentText("context")
     assert controller.compositions()["a"].name == "context"
-    panel_a.toggles["blur"].setChecked(True)
+    assert "intensity" not in [t.kind for t in controller.compositions()["a"].transforms]
+    panel_a.toggles["intensity"].setChecked(True)
     comp = controller.compositions()["a"]
-    assert comp.name == "context-edited" and "blur" in [t.kind for t in comp.transforms]
+    assert comp.name == "context-edited" and "intensity" in [t.kind for t in comp.transforms]
     panel_a.magnitudes["random_crop"].setValue(0.6)
     crop = next(t for t in controller.compositions()["a"].transforms if t.kind == "random_crop")
     assert crop.scale == (0.6, 1.0)
@@ -449,3 +450,92 @@ def test_measured_and_untrained_baselines_sit_beside_trained_runs_in_the_evaluat
     assert table.item(1, 1).text() == "to controls"
     assert "Best at separating density_condition" in runs.evaluation_note.text()
     assert "baseline, no training" in runs.table.item(0, 1).text()
+
+
+LOCK_HOLDER = """
+import sys
+from phenossl.runlock import run_folder_lock
+with run_folder_lock(sys.argv[1], "training (another process)"):
+    print("locked", flush=True)
+    sys.stdin.read()  # held until the test closes stdin
+"""
+
+
+def _held_by_another_process(folder):
+    """A context manager: another process holds ``folder``'s run lock (phenossl.runlock) inside it; yields its pid."""
+    import contextlib
+    import subprocess
+    import sys
+
+    @contextlib.contextmanager
+    def held():
+        holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(folder)], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout.readline().strip() == "locked"
+            yield holder.pid
+        finally:
+            holder.stdin.close()
+            if holder.wait(timeout=30) != 0:
+                raise AssertionError(f"the lock holder exited with {holder.returncode}")
+
+    return held()
+
+
+def test_a_run_folder_busy_in_another_process_is_a_notification_and_the_viewer_stays_usable(
+    workflow, qtbot, notifications, monkeypatch
+):
+    import contextlib
+
+    _, widget = workflow
+    controller = widget.controller
+    session = controller.session
+    segment_and_tile(qtbot, widget)
+
+    # Train: another process (a CLI 'phenossl train') takes the new run's folder as napari creates it
+    new_run, holders, others = session.new_run, contextlib.ExitStack(), []
+
+    def taken_by_another_process(config):
+        record = new_run(config)
+        others.append(holders.enter_context(_held_by_another_process(record.paths.root)))
+        return record
+
+    monkeypatch.setattr(session, "new_run", taken_by_another_process)
+    set_fast_training(widget)
+    notifications.clear()
+    with holders:
+        with qtbot.waitSignal(controller.training_finished, timeout=60_000) as blocker:
+            click(qtbot, widget.train.train_button)
+        assert blocker.args[0].status == "failed"
+        qtbot.waitUntil(lambda: not controller.busy, timeout=10_000)
+    record = session.runs["run-001"]
+    messages = [str(n.message) for n in notifications]
+    assert len(messages) == 1, messages
+    assert messages[0].startswith(f"The run folder {record.paths.root.resolve()} is in use by process {others[0]} ")
+    assert "training (another process)" in messages[0] and "Nothing was changed" in messages[0]
+    assert "Training failed: The run folder" in widget.train.status.text()
+    assert record.status == "failed" and not record.has_checkpoint
+    assert widget.train.train_button.isEnabled() and not widget.train.cancel_button.isEnabled()
+    monkeypatch.undo()
+
+    # Recluster: the shown run's folder is held by another process
+    record = embedded_run(controller, k=3)
+    with qtbot.waitSignal(controller.clustering_changed, timeout=60_000):
+        controller.activate_run(record.name)
+    qtbot.waitUntil(lambda: not controller.busy, timeout=10_000)
+    before = record.paths.clusters.read_bytes()
+    widget.clusters.k.setValue(4)
+    with _held_by_another_process(record.paths.root) as pid:
+        notifications.clear()
+        wait_task(qtbot, controller, "cluster", lambda: click(qtbot, widget.clusters.recluster_button))
+        messages = [str(n.message) for n in notifications]
+        assert len(messages) == 1, messages
+        assert messages[0].startswith(f"The run folder {record.paths.root.resolve()} is in use by process {pid} ")
+        assert "Clustering failed: The run folder" in widget.clusters.status.text()
+        assert record.paths.clusters.read_bytes() == before and record.clustering.k == 3  # nothing changed
+        assert not controller.busy and widget.clusters.recluster_button.isEnabled()
+    # the other process is gone: the same click works, the viewer was never stuck
+    notifications.clear()
+    wait_task(qtbot, controller, "cluster", lambda: click(qtbot, widget.clusters.recluster_button))
+    assert record.clustering.k == 4 and pd.read_csv(record.paths.clusters)["cluster"].nunique() == 4
+    assert not [n for n in notifications if "in use" in str(n.message)]

@@ -232,3 +232,188 @@ def test_a_moved_run_folder_is_resumed_where_it_is(tmp_path):
     shutil.move(paths.root, moved)
     config = load_config(moved / "config.yaml")
     assert config.output.dir == moved.resolve() and config.run_dir() == moved.resolve()
+
+
+def test_unicode_folder_names_for_the_images_and_the_run_work_end_to_end(tmp_path, capsys):
+    """Non-ASCII folder names (accents, CJK) for the plate, the configuration and the run: the whole chain
+    (tile, train 1 epoch, embed, cluster, overview) writes its results there, and the run reopens from there."""
+    import json
+
+    from pipeline_helpers import plate_folder, run_config
+
+    from phenossl.config import load_config
+
+    plate = plate_folder(tmp_path / "plaque_été_細胞")
+    config = run_config(tmp_path, plate)
+    config.output.dir = tmp_path / "résultats_細胞" / "essai_ü"
+    config_path = tmp_path / "réglages_設定" / "config_ñ.yaml"
+    config_path.parent.mkdir()
+    config_path.write_text(config.to_yaml(), encoding="utf-8")
+    assert main(["run", str(config_path)]) == 0
+    out = capsys.readouterr().out
+    root = (tmp_path / "résultats_細胞" / "essai_ü").resolve()
+    assert f"Results in {root}" in out
+    for name in ("config.yaml", "checkpoint.pt", "embeddings.npy", "clusters.csv", "metrics.json", "overview.png"):
+        assert (root / name).is_file(), name
+    assert len(pd.read_csv(root / "clusters.csv")) == json.loads((root / "metrics.json").read_text())["n_cells"] == 10
+    saved = load_config(root / "config.yaml")  # the run's own configuration names the Unicode folders
+    assert saved.run_dir() == root and [p.resolve() for p in saved.input.paths] == [plate.resolve()]
+    assert main(["cluster", str(root), "--k", "3", "--out", str(tmp_path / "export_é" / "c_細胞.csv")]) == 0
+    assert pd.read_csv(tmp_path / "export_é" / "c_細胞.csv")["cluster"].nunique() == 3
+
+
+def test_k_equal_to_the_number_of_cells_works_and_k_above_it_is_a_clear_error(tmp_path, capsys):
+    import json
+
+    paths = small_run(tmp_path, n_cells=10)
+    assert main(["cluster", str(paths.root), "--k", "10", "--overwrite"]) == 0  # k = N: one cell per cluster
+    capsys.readouterr()
+    table = pd.read_csv(paths.clusters)
+    assert sorted(table["cluster"]) == list(range(10))
+    metrics = json.loads(paths.metrics.read_text())
+    assert metrics["k"] == 10 and metrics["cluster_sizes"] == [1] * 10 and metrics["silhouette"] is None
+    before = {p.name: p.read_bytes() for p in paths.root.iterdir() if p.is_file()}
+    for target in (["--overwrite"], ["--out", str(tmp_path / "x.csv")]):
+        assert main(["cluster", str(paths.root), "--k", "11", *target]) == 2
+        err = capsys.readouterr().err
+        assert err.strip() == "phenossl: error: Cannot make 11 clusters from 10 cells: choose k <= 10, or add more cells."
+    assert {p.name: p.read_bytes() for p in paths.root.iterdir() if p.is_file()} == before
+    assert not (tmp_path / "x.csv").exists()
+
+
+def _train_in_a_subprocess(paths: RunPaths, epochs: int, **popen) -> subprocess.Popen:
+    """``phenossl train`` on the run of ``paths`` as a real process (``--set train.epochs=epochs``)."""
+    command = [sys.executable, "-m", "phenossl.cli", "train", str(paths.config), "--set", f"train.epochs={epochs}"]
+    return subprocess.Popen(command, text=True, **popen)
+
+
+def _phenossl(*args: str) -> subprocess.CompletedProcess:
+    """The ``phenossl`` command in a new process, as a user reruns it (and immune to the OpenMP thread count an
+    earlier UMAP in this test process leaves behind, which slows torch down many times on 2 cores)."""
+    return subprocess.run([sys.executable, "-m", "phenossl.cli", *args], capture_output=True, text=True,
+                          timeout=300, check=False)
+
+
+def _wait_for_file(path, process: subprocess.Popen, timeout: float = 120.0) -> None:
+    """Poll until ``path`` exists; fail at once if ``process`` ended first."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process.poll() is not None:
+            out, err = process.communicate()
+            pytest.fail(f"the process ended (exit {process.returncode}) before {path.name} appeared:\n{out}\n{err}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"{path.name} did not appear within {timeout:.0f} s")
+        time.sleep(0.01)
+
+
+def _epoch_lines(text: str) -> list[str]:
+    import re
+
+    return re.findall(r"epoch (\d+)/\d+: mean loss", text)
+
+
+def test_kill_9_during_training_leaves_no_lock_and_resume_completes_the_run(tmp_path):
+    from phenossl.train.checkpoint import load_checkpoint
+
+    paths = small_run(tmp_path, n_cells=16, clustered=False)
+    epochs = 5
+    trainer = _train_in_a_subprocess(paths, epochs, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_for_file(paths.checkpoint, trainer)  # renamed into place only when complete: epoch 1 is saved
+        trainer.send_signal(signal.SIGKILL)
+        assert trainer.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+        trainer.communicate()
+    killed_at = load_checkpoint(paths.checkpoint)["epoch"]  # the last finished epoch, intact
+    assert 0 <= killed_at < epochs - 1, "the training ended before it could be killed: lower the epoch time"
+    with run_folder_lock(paths.root, "after kill -9"):  # the kernel dropped the dead process's lock
+        pass
+    resumed = _phenossl("train", str(paths.config), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert _epoch_lines(resumed.stdout)[0] == str(killed_at + 2)  # continued after the saved epoch, not from scratch
+    assert f"trained {epochs} epochs" in resumed.stdout
+    state = load_checkpoint(paths.checkpoint)
+    assert state["epoch"] == epochs - 1
+    assert sorted(pd.read_csv(paths.root / "history.csv")["epoch"].unique()) == list(range(1, epochs + 1))
+    assert not list(paths.root.glob(".*.tmp"))
+
+
+CUT_WRITER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    import torch
+    from phenossl.cli import main
+
+    real_save, saves = torch.save, []
+
+    def save(payload, target):  # the 2nd checkpoint stops half-written, as when the process is killed
+        saves.append(target)
+        real_save(payload, target)
+        if len(saves) == 2:
+            data = Path(target).read_bytes()
+            Path(target).write_bytes(data[: len(data) // 2])
+            print("writing", target, flush=True)
+            time.sleep(600)  # held mid-write until the test kills it
+
+    torch.save = save
+    sys.exit(main(["train", sys.argv[1], "--set", "train.epochs=3"]))
+""")
+
+
+def test_kill_9_during_a_checkpoint_write_keeps_the_previous_one_and_resume_cleans_up(tmp_path):
+    from pathlib import Path
+
+    from phenossl.train.checkpoint import load_checkpoint
+
+    paths = small_run(tmp_path, n_cells=16, clustered=False)
+    writer = subprocess.Popen([sys.executable, "-c", CUT_WRITER, str(paths.config)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    text = ""
+    try:
+        for text in writer.stdout:  # progress lines, then the writer's own once it is stopped mid-write
+            if text.startswith("writing "):
+                break
+        line = text.split()
+        writer.send_signal(signal.SIGKILL)  # kill -9 in the middle of writing epoch 2's checkpoint
+        writer.wait(timeout=30)
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+        _, err = writer.communicate()
+    assert line[:1] == ["writing"], err
+    temporary = Path(line[1])
+    assert temporary.parent == paths.root and temporary.name.startswith(".checkpoint.pt.") and temporary.exists()
+    assert load_checkpoint(paths.checkpoint)["epoch"] == 0  # the previous checkpoint is untouched
+    resumed = _phenossl("train", str(paths.config), "--resume")  # takes the lock: the half-written file goes
+    assert resumed.returncode == 0, resumed.stderr
+    assert not temporary.exists() and not list(paths.root.glob(".*.tmp"))
+    assert _epoch_lines(resumed.stdout) == ["2", "3"] and load_checkpoint(paths.checkpoint)["epoch"] == 2
+
+
+def test_ctrl_c_during_training_exits_130_says_how_to_resume_and_keeps_the_checkpoint(tmp_path):
+    from phenossl.train.checkpoint import load_checkpoint
+
+    paths = small_run(tmp_path, n_cells=16, clustered=False)
+    epochs = 5
+    trainer = _train_in_a_subprocess(paths, epochs, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_for_file(paths.checkpoint, trainer)
+        trainer.send_signal(signal.SIGINT)  # Ctrl-C
+        _, err = trainer.communicate(timeout=60)
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+            trainer.communicate()
+    assert trainer.returncode == 130, err
+    assert "phenossl: interrupted. Checkpoints written so far are kept; continue with --resume." in err
+    assert "Traceback" not in err
+    saved = load_checkpoint(paths.checkpoint)["epoch"]
+    assert 0 <= saved < epochs - 1
+    assert not list(paths.root.glob(".*.tmp"))  # an interrupted write removes its temporary
+    resumed = _phenossl("train", str(paths.config), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert _epoch_lines(resumed.stdout)[0] == str(saved + 2)
+    assert load_checkpoint(paths.checkpoint)["epoch"] == epochs - 1

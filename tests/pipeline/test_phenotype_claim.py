@@ -4,10 +4,12 @@ On single-cell tiles, the `context` composition (random crop, ...) makes cluster
 density, while `morphology` (360 degree rotation + a centre crop around the central cell) makes them
 follow the phenotype. The plate crosses three phenotypes with two densities, so both can be measured.
 
-Measured on a 2-core CPU (15 epochs, 64 px, MoCo v2 / ResNet18, seeds 0 and 1):
-  morphology: AMI vs compound 0.20 / 0.25, vs density 0.07 / 0.06
-  context:    AMI vs compound 0.11 / 0.13, vs density 0.31 / 0.31
-The thresholds below sit under those margins.
+Measured with the compositions that keep stain levels (15 epochs, MoCo v2 / ResNet18, seed 0, the demo's
+resolution), once on this 2-core machine with one torch thread and once in CI:
+  morphology: AMI vs compound 0.225 / 0.220, vs density 0.020 / 0.014
+  context:    AMI vs compound 0.119 / 0.125, vs density 0.197 / 0.186
+(the paper's *-jitter compositions gave 0.20-0.25 / 0.06 and 0.11-0.13 / 0.31). The thresholds below sit
+under those margins.
 """
 
 import pytest
@@ -45,5 +47,5 @@ def test_morphology_follows_phenotype_and_context_follows_density(sample_store, 
                f"context: compound {context_compound:.3f} density {context_density:.3f}")
     assert morph_compound >= 0.15, summary
     assert morph_compound >= context_compound + 0.04, summary
-    assert context_density >= 0.2, summary
-    assert context_density >= morph_density + 0.12, summary
+    assert context_density >= 0.14, summary
+    assert context_density >= morph_density + 0.1, summary

@@ -128,7 +128,7 @@ def build_store_from_fields(
     fields = [f if isinstance(f, FieldInput) else FieldInput.from_source(f) for f in fields]
     if not fields:
         raise InputError("no fields to read")
-    store_path = check_can_write(store_path, overwrite)  # fail before the long segmentation pass
+    store_path = check_can_write(store_path, overwrite, folder=True)  # fail before the long segmentation pass
     replace_columns: tuple[str, ...] = ()
     if metadata is None and input_config.metadata is not None:
         # joined now, not after segmenting the whole plate: a table that joins nothing fails in seconds
@@ -317,7 +317,7 @@ def build_store_from_crops(
         names = list(names.values())
     crops = read_crops(input_config.paths[0], input_config.crops_csv, channel_names=names,
                        channel_axis="auto" if input_config.channel_axis is None else input_config.channel_axis)
-    check_can_write(store_path, overwrite)
+    check_can_write(store_path, overwrite, folder=True)
     cells, joined = crops.cells, None
     if input_config.metadata is not None:  # e.g. plate/well/site of each crop -> compound, concentration
         cells = join_metadata(cells, load_metadata(input_config.metadata), on=input_config.metadata_join)

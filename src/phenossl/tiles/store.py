@@ -41,7 +41,7 @@ class TileStoreWriter:
         tile_size: int,
         overwrite: bool = False,
     ):
-        self.path = check_can_write(path, overwrite)
+        self.path = check_can_write(path, overwrite, folder=True)
         self.partial = self.path.with_name(self.path.name + ".partial")
         if self.partial.exists():
             shutil.rmtree(self.partial)  # left over by an interrupted build: never valid
