@@ -90,3 +90,16 @@ def test_bad_umap_parameters_are_config_errors(space, features, kwargs):
         umap_embedding(features, **kwargs)
     with pytest.raises(ConfigError):
         space.umap(**kwargs)
+
+
+def test_a_layout_leaves_torch_with_the_threads_it_was_given(features):
+    """numba's OpenMP layer resets the process's OpenMP threads; torch must keep the count it was given (a torch
+    with more threads than cores' share trained 10-20x slower after a UMAP on a busy 2-core machine)."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        umap_embedding(features, seed=3)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -15,6 +15,8 @@ first layout in a worker thread and say that it is compiling.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import warnings
 
 import numpy as np
@@ -42,6 +44,20 @@ def check_umap_request(n_cells: int, n_neighbors: int, min_dist: float, max_fit:
         )
 
 
+@contextlib.contextmanager
+def _torch_threads_kept():
+    """Keep torch's thread count across a UMAP: numba's OpenMP layer resets the process's OpenMP threads to
+    the number of cores, and torch (sharing that runtime) then trains with more threads than it was given,
+    10-20x slower on a busy 2-core machine (measured)."""
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else None
+    try:
+        yield
+    finally:
+        if threads is not None and torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
+
 def umap_embedding(
     features: np.ndarray,
     *,
@@ -67,7 +83,7 @@ def umap_embedding(
         random_state=int(seed),
         n_jobs=1,  # what random_state forces anyway; saying it avoids umap's warning
     )
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _torch_threads_kept():
         warnings.filterwarnings("ignore", message=".*n_jobs.*overridden.*", category=UserWarning)
         if fit_index is None:
             return np.asarray(reducer.fit_transform(features), dtype=np.float32)
