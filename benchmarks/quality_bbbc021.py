@@ -1,8 +1,8 @@
 """Study 1: does training beat measuring the cells? BBBC021 crops, DMSO vs cycloheximide, five plates.
 
 The default run (``examples/bbbc021_crops.yaml``: phenossl's default ``morphology`` composition, 20 epochs at
-32 px, under 10 minutes on 2 CPU cores) against what needs no training: CellProfiler's measurements of each
-nucleus (``cp_measure``, phenossl's ``representation: cellprofiler``), each stain's mean intensity alone (on
+32 px, 11-16 minutes of training on 2 shared CPU cores) against what needs no training: CellProfiler's
+measurements of each nucleus (``cp_measure``, phenossl's ``representation: cellprofiler``), each stain's mean intensity alone (on
 these plates one stain's level separates the compounds better than anything else measured so far), the same
 encoder untrained, and raw pixels; and against the compositions phenossl shipped before (``morphology-jitter``,
 the paper's, which jitters the stain levels away) and the ``context`` pair. Three seeds for the rows a claim
@@ -16,7 +16,7 @@ figure is its best over those four spaces, so no representation is judged in a s
 The issue's target: the default run's within-plate AMI >= 1.25 x the cp_measure baseline's and >= the best
 single stain's, and its 1-NN balanced accuracy >= cp_measure's (``results.target``).
 
-    .venv/bin/python benchmarks/quality_bbbc021.py --device cpu --threads 2      # about 75 minutes
+    .venv/bin/python benchmarks/quality_bbbc021.py --device cpu --threads 2      # about 2 hours
     .venv/bin/python benchmarks/quality_bbbc021.py --smoke --out /tmp/q.json
 """
 
@@ -32,7 +32,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from bench_common import REPO_ROOT, StudyRecord, apply_threads, log, mean_sd, require_data, resolve_device, study_parser
+from bench_common import (
+    REPO_ROOT,
+    StudyRecord,
+    apply_threads,
+    log,
+    mean_sd,
+    require_data,
+    resolve_device,
+    study_parser,
+)
 
 STUDY = "quality_bbbc021"
 CHANNELS = ["DNA", "actin", "tubulin"]  # channel 0 is DAPI; 1 / 2 order is undocumented upstream
@@ -185,7 +194,7 @@ def cellprofiler_features(store, workers: int = 2) -> tuple[np.ndarray, dict]:
         if len(saved["features"]) == store.n_cells:
             return saved["features"], json.loads(str(saved["report"]))
     measurements = measure_store(store, workers=workers)
-    features, names, report = measurements.features()
+    features, _names, report = measurements.features()
     report = {**measurements.report, **report}
     partial = cache.with_name(cache.name + ".partial.npz")
     np.savez(partial, features=features, report=json.dumps(report))
@@ -219,9 +228,9 @@ def embed(model, config, tiles, view: str, average: str = "none") -> np.ndarray:
 
 def untrained_embeddings(store, base, seed: int, device) -> np.ndarray:
     """The default run's encoder, untrained (phenossl's ``representation: random-init``), seen the same way."""
-    from phenossl.train.trainer import build_model, resolve_for_store
-
     import torch
+
+    from phenossl.train.trainer import build_model, resolve_for_store
 
     torch.manual_seed(seed)
     config = resolve_for_store(base.train.model_copy(update={"device": str(device)}), store)

@@ -24,12 +24,11 @@ from __future__ import annotations
 import argparse
 import json
 import re
-
-import numpy as np
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from bench_common import BENCH_DIR, REPO_ROOT, RESULTS_DIR, explicit_command
 
 TEMPLATE = BENCH_DIR / "report_template.md"
@@ -170,7 +169,7 @@ def recipe_cpu_table(results: dict, name: str = "recipe_search_cpu") -> str:
         if not ok:
             body.append([row, "–", f"*{records[0]['status']}*", *(["–"] * 5)])
             continue
-        def stat(view, space, figure="ami_within_mean"):
+        def stat(view, space, figure="ami_within_mean", ok=ok):
             return pm(mean_sd([r["views"][view][space][figure] for r in ok if view in r["views"]]))
         seconds = [r["train_seconds"] for r in ok if r.get("train_seconds")]
         body.append([row, str(len(ok)), fmt(np.mean(seconds) / 60 if seconds else None, ".0f"),
@@ -202,7 +201,7 @@ def recipe_gpu_table(results: dict) -> str:
         if not ok:
             failed.setdefault(f"{items[0]['status']}: {items[0].get('error', '')[:80]}", []).append(row)
             continue
-        def stat(view, space, figure="ami_within_mean"):
+        def stat(view, space, figure="ami_within_mean", ok=ok):
             values = [r["views"][view][space][figure] for r in ok if view in r["views"] and space in r["views"][view]]
             return pm(mean_sd(values))
         body.append([row, str(len(ok)), stat("auto/none", "as clustered"), stat("auto/none", "to controls"),

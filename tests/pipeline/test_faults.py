@@ -19,7 +19,7 @@ import torch
 from phenossl.cli import main
 from phenossl.cluster import EmbeddingSpace
 from phenossl.config import config_from_dict
-from phenossl.errors import DiskFullError, RunFolderBusyError
+from phenossl.errors import RunFolderBusyError
 from phenossl.export import export_clusters
 from phenossl.pipeline import RunPaths, prepare_run_dir
 from phenossl.runlock import run_folder_lock
@@ -67,9 +67,8 @@ def test_a_second_process_on_a_run_folder_fails_at_once_naming_the_holder(tmp_pa
         assert f"The run folder {paths.root.resolve()} is in use by process {holder.pid}" in err
         assert "training (a test)" in err and "Nothing was changed" in err
         assert paths.clusters.read_bytes() == before
-        with pytest.raises(RunFolderBusyError):
-            with run_folder_lock(paths.root):
-                pass
+        with pytest.raises(RunFolderBusyError), run_folder_lock(paths.root):
+            pass
     finally:
         holder.send_signal(signal.SIGKILL)  # kill -9: the kernel drops the lock with the process
         holder.wait()
@@ -91,7 +90,7 @@ def test_taking_the_lock_removes_what_a_killed_writer_left_and_is_reentrant(tmp_
 
 
 def test_a_full_disk_during_a_checkpoint_says_so_and_keeps_the_last_good_one(tmp_path, monkeypatch, capsys):
-    import phenossl.train.checkpoint as checkpoint
+    from phenossl.train import checkpoint
 
     paths = small_run(tmp_path, clustered=False)
     config_path = paths.config
@@ -119,7 +118,7 @@ def test_a_full_disk_during_a_checkpoint_says_so_and_keeps_the_last_good_one(tmp
 
 
 def test_an_export_is_one_unit_on_a_full_disk(tmp_path, monkeypatch, capsys):
-    import phenossl.export as export
+    from phenossl import export
 
     paths = small_run(tmp_path)
     out = tmp_path / "exports" / "a.csv"
@@ -136,7 +135,7 @@ def test_an_export_is_one_unit_on_a_full_disk(tmp_path, monkeypatch, capsys):
 
 
 def test_a_read_only_folder_and_a_folder_target_get_clear_messages(tmp_path, monkeypatch, capsys):
-    import phenossl.atomic as atomic
+    from phenossl import atomic
 
     paths = small_run(tmp_path)
     folder = tmp_path / "a.csv"
@@ -205,7 +204,7 @@ def test_a_resolution_above_what_the_tiles_show_is_a_warning(tmp_path, caplog):
 def test_export_reuses_the_runs_clustering_and_nan_scores_are_null(tmp_path, monkeypatch):
     import json
 
-    import phenossl.cluster.kmeans as kmeans
+    from phenossl.cluster import kmeans
     from phenossl.pipeline import metrics_json
 
     paths = small_run(tmp_path)
