@@ -8,7 +8,8 @@
 # Results land in $OUT (the device tool brings them back); copy them to benchmarks/results/ and commit.
 #
 # Prepare on this machine first (the GPU machine has torch but not pydantic / umap, and no shared data):
-#   python3 -m pip download ... -d .whl pydantic pydantic-core annotated-types typing-inspection umap-learn pynndescent
+#   python3 -m pip download ... -d .whl pydantic pydantic-core annotated-types typing-inspection umap-learn pynndescent \
+#       kornia kornia_rs filelock      (the first loan lacked kornia: every augmentation row of its second call failed)
 #   .venv/bin/python benchmarks/gpu_data.py pack ../shared/data/bbbc021-crops .gpu
 # then run it through the device tool with carry [".whl", ".gpu"]:  bash benchmarks/gpu_check.sh
 # Smoke test on a CPU: GPU_SMOKE=1 OUT=/tmp/gpu-out bash benchmarks/gpu_check.sh
@@ -34,6 +35,7 @@ step "machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
 "$PY" -c "import torch, numpy, sklearn, pydantic; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
 'available', torch.cuda.is_available(), 'numpy', numpy.__version__, 'sklearn', sklearn.__version__)"
+"$PY" -c "import kornia, filelock, umap" || echo "MISSING PACKAGES: carry their wheels in .whl (see the top of this script)"
 
 data=/tmp/phenossl-data
 if [ -d .gpu ]; then "$PY" benchmarks/gpu_data.py unpack .gpu "$data/bbbc021-crops"; else data=../shared/data; fi

@@ -1,7 +1,7 @@
 """Study 1: does training beat measuring the cells? BBBC021 crops, DMSO vs cycloheximide, five plates.
 
 The default run (``examples/bbbc021_crops.yaml``: phenossl's default ``morphology`` composition, 20 epochs at
-32 px, 11-16 minutes of training on 2 shared CPU cores) against what needs no training: CellProfiler's
+32 px, 8-16 minutes of training on 2 shared CPU cores) against what needs no training: CellProfiler's
 measurements of each nucleus (``cp_measure``, phenossl's ``representation: cellprofiler``), each stain's mean intensity alone (on
 these plates one stain's level separates the compounds better than anything else measured so far), the same
 encoder untrained, and raw pixels; and against the compositions phenossl shipped before (``morphology-jitter``,
