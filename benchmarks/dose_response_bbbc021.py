@@ -31,6 +31,7 @@ from quality_bbbc021 import (
     crops_store,
     default_run,
     embed,
+    run_folder,
     train_config,
     train_or_reuse,
     untrained_embeddings,
@@ -156,7 +157,7 @@ def representations(store, base, device, work, workers: int, smoke: bool):
             config = config.model_copy(update={"method": "gandl"})
         start = time.perf_counter()
         try:
-            checkpoint, history, reused = train_or_reuse(store, config, work / spec.name.replace(" ", "_"), 0)
+            checkpoint, history, reused = train_or_reuse(store, config, run_folder(work, spec, 0), 0)
         except (CollapseError, DivergedError) as error:
             yield spec.name, {"view": view, "status": type(error).__name__, "error": str(error).split(". ")[0],
                               "train_seconds": round(time.perf_counter() - start, 1)}

@@ -273,7 +273,7 @@ def run_trained(spec: RunSpec, seed: int, store, base, work: Path, device) -> di
     record: dict[str, Any] = {**asdict(spec), "seed": seed}
     start = time.perf_counter()
     try:
-        checkpoint, history, reused = train_or_reuse(store, config, work / f"{_slug(spec.name)}-seed{seed}", seed)
+        checkpoint, history, reused = train_or_reuse(store, config, run_folder(work, spec, seed), seed)
     except (CollapseError, DivergedError) as error:
         record.update(status=type(error).__name__, error=str(error).split(". ")[0],
                       train_seconds=round(time.perf_counter() - start, 1))
@@ -311,6 +311,11 @@ def train_or_reuse(store, config, run_dir: Path, seed: int) -> tuple[Path, dict,
                "train_seconds": round(time.perf_counter() - start, 1), "settings": wanted}
     done.write_text(json.dumps(summary))
     return result.checkpoint, summary, False
+
+
+def run_folder(work: Path, spec: RunSpec, seed: int) -> Path:
+    """Where a trained row's model is kept (the dose-response study finds the same models here)."""
+    return work / f"{_slug(spec.name)}-seed{seed}"
 
 
 def _slug(text: str) -> str:
