@@ -200,9 +200,10 @@ def median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
 
 
-def mean_sd(values: Sequence[float]) -> dict[str, float]:
-    """Mean and sample standard deviation (sd is NaN for one value) and n, for 'mean ± sd' tables."""
-    values = [float(v) for v in values if v == v]  # NaN-free
+def mean_sd(values: Sequence[float | None]) -> dict[str, float]:
+    """Mean and sample standard deviation (sd is NaN for one value) and n, for 'mean ± sd' tables; missing
+    values (None, NaN: e.g. a score a result file holds as null) are left out."""
+    values = [float(v) for v in values if v is not None and v == v]
     if not values:
         return {"mean": float("nan"), "sd": float("nan"), "n": 0}
     sd = statistics.stdev(values) if len(values) > 1 else float("nan")

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_common import BENCH_DIR, REPO_ROOT, RESULTS_DIR, explicit_command
+from bench_common import BENCH_DIR, REPO_ROOT, RESULTS_DIR, explicit_command, mean_sd
 
 TEMPLATE = BENCH_DIR / "report_template.md"
 OUTPUT = REPO_ROOT / "docs" / "benchmarks.md"
@@ -160,6 +160,12 @@ def recipe_rows(records: list[dict]) -> dict[str, list[dict]]:
     return rows
 
 
+def recipe_stat(records: list[dict], view: str, space: str, figure: str) -> str:
+    """'mean ± sd' over the seeds of one figure of a recipe row, in one view and clustering space."""
+    return pm(mean_sd([r["views"][view][space][figure] for r in records
+                       if view in r["views"] and space in r["views"][view]]))
+
+
 def recipe_cpu_table(results: dict, name: str = "recipe_search_cpu") -> str:
     """Every row tried on the CPU: within-plate AMI and 1-NN in each clustering space and view (seed means)."""
     record = need(results, name)
@@ -170,7 +176,7 @@ def recipe_cpu_table(results: dict, name: str = "recipe_search_cpu") -> str:
             body.append([row, "–", f"*{records[0]['status']}*", *(["–"] * 5)])
             continue
         def stat(view, space, figure="ami_within_mean", ok=ok):
-            return pm(mean_sd([r["views"][view][space][figure] for r in ok if view in r["views"]]))
+            return recipe_stat(ok, view, space, figure)
         seconds = [r["train_seconds"] for r in ok if r.get("train_seconds")]
         body.append([row, str(len(ok)), fmt(np.mean(seconds) / 60 if seconds else None, ".0f"),
                      f"**{stat('auto/none', 'cosine/to controls')}**", stat("auto/none", "cosine/as clustered"),
@@ -202,8 +208,7 @@ def recipe_gpu_table(results: dict) -> str:
             failed.setdefault(f"{items[0]['status']}: {items[0].get('error', '')[:80]}", []).append(row)
             continue
         def stat(view, space, figure="ami_within_mean", ok=ok):
-            values = [r["views"][view][space][figure] for r in ok if view in r["views"] and space in r["views"][view]]
-            return pm(mean_sd(values))
+            return recipe_stat(ok, view, space, figure)
         body.append([row, str(len(ok)), stat("auto/none", "as clustered"), stat("auto/none", "to controls"),
                      stat("full/none", "as clustered"), stat("auto/none", "to controls", "knn_balanced_accuracy")])
     text = table(["row (MoCo v2 / ResNet18, 64 px, 20 epochs unless named)", "runs", "within-plate AMI: z-score",
@@ -211,14 +216,6 @@ def recipe_gpu_table(results: dict) -> str:
     for reason, rows in failed.items():  # one line per cause, not one table row per row that never ran
         text += f"\n\n*Not run ({len(rows)} rows, {reason}):* " + "; ".join(rows) + "."
     return text
-
-
-def mean_sd(values: list[float]) -> dict:
-    values = [float(v) for v in values if v is not None and v == v]
-    if not values:
-        return {"mean": None, "sd": None, "n": 0}
-    return {"mean": float(np.mean(values)), "sd": float(np.std(values, ddof=1)) if len(values) > 1 else None,
-            "n": len(values)}
 
 
 GPU_CASE = re.compile(r"SpeedCase\(method='(\w+)', encoder='(\w+)', resolution=(\d+), weight_a=([\d.]+), "
