@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 # Channel order in BBBC021-style data is DNA, then cytoskeleton stains: DNA shown blue, as biologists expect.
@@ -12,12 +14,59 @@ _CHANNEL_COLOURS = {
 }
 
 
-def cluster_colors(k: int) -> np.ndarray:
-    """(k, 4) RGBA colours, distinct for up to 20 clusters (matplotlib's tab10/tab20), cycling beyond."""
-    from matplotlib import colormaps
+#: The colours phenossl's channels are shown in (napari's blue / green / red / magenta stain colormaps and
+#: the overview's DNA blue, tubulin green, actin red) and the black background: cluster colours keep away
+#: from them, so that a cluster painted over a stain stays visible.
+CHANNEL_RGB = np.array(
+    [(0, 0, 1), (0, 1, 0), (1, 0, 0), (1, 0, 1), (0.2, 0.4, 1.0), (0.1, 1.0, 0.2), (1.0, 0.2, 0.2), (0, 0, 0)],
+    dtype=np.float64,
+)
+PALETTE_NAME = "phenossl-distinct"
+HUE_GAP = 25.0  # degrees of CIELAB hue between a cluster colour and any channel colour
 
-    cmap = colormaps["tab10" if k <= 10 else "tab20"]
-    return np.array([cmap(i % cmap.N) for i in range(k)], dtype=np.float32)
+
+def cluster_colors(k: int) -> np.ndarray:
+    """(k, 4) RGBA cluster colours, the ``phenossl-distinct`` palette: the same k always gives the same colours
+    (napari, the overview PNG and other plugins through the ``cluster_color`` column all agree)."""
+    return _distinct_palette(int(k)).copy()
+
+
+@functools.cache
+def _distinct_palette(k: int) -> np.ndarray:
+    """Greedy farthest-point colours in CIELAB: each next colour is the candidate farthest (ΔE) from the
+    background and every colour already taken, among bright-enough sRGB colours (L* 50-92, so they show on
+    a dark plate) whose hue is not a channel's (more than HUE_GAP degrees from each chromatic channel
+    colour's hue: a green cluster vanishes on green tubulin however far it is in ΔE). Distinct for ~10
+    clusters; past that they get closer."""
+    from skimage.color import rgb2lab
+
+    steps = np.linspace(0.0, 1.0, 13)
+    grid = np.stack(np.meshgrid(steps, steps, steps, indexing="ij"), axis=-1).reshape(-1, 3)
+    lab = rgb2lab(grid[None])[0]
+    avoid = rgb2lab(CHANNEL_RGB[None])[0]
+    chroma = np.hypot(lab[:, 1], lab[:, 2])
+    hue = np.degrees(np.arctan2(lab[:, 2], lab[:, 1]))
+    chromatic = np.hypot(avoid[:, 1], avoid[:, 2]) > 20
+    avoid_hue = np.degrees(np.arctan2(avoid[chromatic, 2], avoid[chromatic, 1]))
+    gap = np.abs((hue[:, None] - avoid_hue[None] + 180.0) % 360.0 - 180.0).min(axis=1)
+    usable = (lab[:, 0] >= 50) & (lab[:, 0] <= 92) & ((gap > HUE_GAP) | (chroma < 15))
+    grid, lab = grid[usable], lab[usable]
+    nearest = np.min(np.linalg.norm(lab[:, None, :] - avoid[None], axis=-1), axis=1)
+    chosen = []
+    for _ in range(max(k, 0)):
+        best = int(np.argmax(nearest))
+        chosen.append(best)
+        nearest = np.minimum(nearest, np.linalg.norm(lab - lab[best], axis=1))
+    rgba = np.ones((len(chosen), 4), dtype=np.float32)
+    rgba[:, :3] = grid[chosen]
+    rgba.flags.writeable = False
+    return rgba
+
+
+def hex_colors(colors: np.ndarray) -> list[str]:
+    """'#rrggbb' for each RGBA row: the ``cluster_color`` column other plugins can read."""
+    rgb = np.clip(np.round(np.asarray(colors, dtype=np.float64)[:, :3] * 255), 0, 255).astype(int)
+    return [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in rgb]
 
 
 def composite_rgb(tile: np.ndarray, low: float = 0.0, high: float = 1.0) -> np.ndarray:

