@@ -76,8 +76,8 @@ def cell_table(
         return table
     row_of_label = pd.Series(np.arange(len(store_cells)), index=store_cells["label"].to_numpy())
     store_row = table["label"].map(row_of_label).fillna(-1).to_numpy(dtype=np.int64)
-    table["cell_id"] = pd.array(store_row, dtype="Int64")
-    table.loc[store_row < 0, "cell_id"] = pd.NA  # nuclei left out at the border have no tile
+    tiled = store_row >= 0  # nuclei left out at the border have no tile
+    table["cell_id"] = store_row if tiled.all() else _ints_or_none(pd.Series(store_row).where(tiled))
     extra = _per_store_row(store_cells, table.columns, clustering, umap, pcs, colors)
     picked = _integers_kept(extra, extra.reindex(store_row))  # row -1 (untiled): all missing
     for column in picked.columns:
@@ -95,7 +95,8 @@ def _per_store_row(store_cells, existing, clustering, umap, pcs, colors) -> pd.D
         if name in skip or str(name).startswith("file") or str(name).startswith("tile_"):
             continue
         values = store_cells[name]
-        columns[name] = values.astype("category") if values.dtype == object else values.to_numpy()
+        text = values.dtype == object or pd.api.types.is_string_dtype(values.dtype)
+        columns[name] = values.astype("category") if text else values.to_numpy()
     if clustering is not None:
         k = int(clustering.k)
         codes = np.asarray(clustering.labels, dtype=np.int64)
@@ -115,11 +116,20 @@ def _per_store_row(store_cells, existing, clustering, umap, pcs, colors) -> pd.D
 
 def _integers_kept(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
     """``after`` (a reindexed ``before``) with the integer columns that reindexing made float (to hold
-    missing rows) back as whole numbers, pandas' nullable Int64."""
+    missing rows) back as whole numbers, missing ones as None: napari's status bar shows ints as ints and
+    skips None (pandas' <NA> would be printed, floats as '12.0')."""
     for column in before.columns:
         if pd.api.types.is_integer_dtype(before[column].dtype) and after[column].dtype != before[column].dtype:
-            after[column] = after[column].astype("Int64")
+            after[column] = _ints_or_none(after[column])
     return after
+
+
+def _ints_or_none(values: pd.Series) -> np.ndarray:
+    """An object array of Python ints, None where ``values`` is missing."""
+    out = np.full(len(values), None, dtype=object)
+    present = values.notna().to_numpy()
+    out[present] = values[present].astype(np.int64).tolist()
+    return out
 
 
 def labels_table(cells: pd.DataFrame) -> pd.DataFrame:
