@@ -121,6 +121,10 @@ def _integers_kept(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
     for column in before.columns:
         if pd.api.types.is_integer_dtype(before[column].dtype) and after[column].dtype != before[column].dtype:
             after[column] = _ints_or_none(after[column])
+        elif before[column].dtype == object:  # ints with None already: the new rows' NaN become None too
+            values = after[column].to_numpy(dtype=object, copy=True)
+            values[pd.isna(values)] = None
+            after[column] = values
     return after
 
 
