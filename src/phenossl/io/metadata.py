@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from phenossl.errors import InputError, MetadataJoinError
-from phenossl.io.filenames import normalize_site, normalize_well, parse_screening_name
+from phenossl.io.filenames import channel_key, normalize_site, normalize_well, parse_screening_name
 
 logger = logging.getLogger(__name__)
 
@@ -100,8 +100,44 @@ def load_metadata(csv_path: str | os.PathLike) -> pd.DataFrame:
         ) from None
     if table.empty:
         raise InputError(f"Metadata table {path} has no rows.")
-    table.columns = normalize_column_names(list(table.columns))
-    return _add_location_from_file_names(table)
+    raw_columns = [str(column) for column in table.columns]
+    table.columns = normalize_column_names(raw_columns)
+    raw_names = dict(zip(table.columns, raw_columns, strict=True))
+    table = _add_location_from_file_names(table)
+    table.attrs["raw_columns"] = raw_names  # the header's own spelling, for channel names (DAPI, not dapi)
+    return table
+
+
+def channel_names_from_file_columns(metadata: pd.DataFrame) -> dict[str, str]:
+    """File-name channel token -> channel name, read from CellProfiler-style ``FileName_<channel>`` columns.
+
+    BBBC021's ``Image_FileName_DAPI`` holds names like ``..._s1_w1<uuid>.tif``: every name parses to channel
+    ``w1``, so ``w1`` is DAPI. A column counts only when all its names parse to one token; a token claimed
+    by two columns (or a name given to two tokens) is ambiguous and left out. The name keeps the header's
+    spelling (``DAPI``, not ``dapi``) when the table came from :func:`load_metadata`.
+    """
+    raw = metadata.attrs.get("raw_columns", {})
+    found: dict[str, str] = {}
+    clashes: set[str] = set()
+    for column in metadata.columns:
+        if not str(column).startswith("file_name_"):
+            continue
+        name = re.sub(r"(?i)^.*file_?name_?", "", str(raw.get(column, column))) or column.removeprefix("file_name_")
+        names = metadata[column].dropna()
+        if names.empty or not all(isinstance(value, str) for value in names):
+            continue
+        parsed = [parse_screening_name(value) for value in names]
+        tokens = {channel_key(p.channel) for p in parsed if p is not None}
+        if len(tokens) != 1 or any(p is None for p in parsed):
+            continue
+        token = tokens.pop()
+        if token in found:
+            clashes.add(token)
+        found[token] = name
+    names_used = [name for token, name in found.items() if token not in clashes]
+    return {
+        token: name for token, name in found.items() if token not in clashes and names_used.count(name) == 1
+    }
 
 
 def _add_location_from_file_names(table: pd.DataFrame) -> pd.DataFrame:
@@ -224,6 +260,11 @@ def _auto_attempts(table: pd.DataFrame, metadata: pd.DataFrame) -> list[_Attempt
         if all(key in table.columns and key in metadata.columns for key in keys)
     ]
     return file_attempts + location_attempts
+
+
+def file_name_columns(frame: pd.DataFrame) -> list[str]:
+    """The columns of ``frame`` that hold file names (what a join through file names pairs up)."""
+    return _file_name_columns(frame)
 
 
 def _file_name_columns(frame: pd.DataFrame) -> list[str]:

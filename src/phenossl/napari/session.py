@@ -15,6 +15,8 @@ compare them; ``phenossl cluster <session>/runs/run-001`` works on them as on an
 from __future__ import annotations
 
 import datetime as _dt
+import json
+import logging
 import os
 import re
 import shutil
@@ -24,15 +26,21 @@ from typing import Any
 
 import numpy as np
 
+from phenossl.atomic import atomic_write_text
 from phenossl.config import RunConfig, config_from_dict, save_config
-from phenossl.errors import InputError
+from phenossl.errors import InputError, PhenosslError
 from phenossl.pipeline import RunPaths, load_run_config, prepare_run_dir
 from phenossl.tiles.store import TileStore
+
+logger = logging.getLogger(__name__)
 
 SESSIONS_HOME = Path.home() / "phenossl-runs"
 RUNS_DIR = "runs"
 STORE_PREFIX = "tiles-"
 RUN_PREFIX = "run-"
+STATUS_FILE = "status.json"
+"""A run's ending that its other files cannot show (cancelled or failed, maybe before any checkpoint)."""
+ENDED_STATUSES = ("cancelled", "failed")
 
 
 def default_session_folder(now: _dt.datetime | None = None, home: Path | None = None) -> Path:
@@ -76,6 +84,26 @@ class RunRecord:
     umap: np.ndarray | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     message: str = ""
+
+    def __post_init__(self) -> None:
+        self._recording = True  # from now on a cancel or failure is written to the run folder
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Setting ``status`` or ``message`` (as the controller does) keeps ``status.json`` in step, so a run
+        cancelled or failed before its first checkpoint reopens as such, not as "new"."""
+        super().__setattr__(name, value)
+        if name in ("status", "message") and getattr(self, "_recording", False):
+            self._save_status()
+
+    def _save_status(self) -> None:
+        path = self.paths.root / STATUS_FILE
+        try:
+            if self.status in ENDED_STATUSES:
+                atomic_write_text(path, json.dumps({"status": self.status, "message": self.message}) + "\n")
+            elif self.status != "new":
+                path.unlink(missing_ok=True)  # running again, or done: the old ending no longer holds
+        except (OSError, PhenosslError) as exc:  # the run folder went away: the record still says it
+            logger.warning("Could not record run %s as %s in %s: %s", self.name, self.status, path, exc)
 
     @property
     def name(self) -> str:
@@ -170,9 +198,8 @@ class Session:
             session.store = TileStore(stores[-1])
         for config_file in sorted(session.runs_folder.glob(f"*/{RunPaths(Path()).config.name}")):
             paths = RunPaths(config_file.parent)
-            record = RunRecord(
-                paths, load_run_config(paths), status="trained" if paths.checkpoint.is_file() else "new"
-            )
+            status, message = saved_status(paths)
+            record = RunRecord(paths, load_run_config(paths), status=status, message=message)
             session.runs[record.name] = record
         if session.store is None and not session.runs:
             raise InputError(
@@ -180,6 +207,22 @@ class Session:
                 "it is not a phenossl session folder"
             )
         return session
+
+
+def saved_status(paths: RunPaths) -> tuple[str, str]:
+    """(status, message) of a run folder being reopened: cancelled or failed as ``status.json`` says, unless
+    a checkpoint written after it (e.g. ``phenossl train --resume``) shows the run went on; else trained
+    when it has a checkpoint, else new."""
+    path = paths.root / STATUS_FILE
+    checkpoint = paths.checkpoint
+    if path.is_file() and not (checkpoint.is_file() and checkpoint.stat().st_mtime > path.stat().st_mtime):
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            if saved.get("status") in ENDED_STATUSES:
+                return str(saved["status"]), str(saved.get("message") or "")
+        except (OSError, ValueError, AttributeError) as exc:
+            logger.warning("Ignored %s, which cannot be read (%s)", path, exc)
+    return ("trained" if checkpoint.is_file() else "new"), ""
 
 
 def run_config(

@@ -7,6 +7,10 @@ neighbours and density in. The preview draws views exactly as training will (``p
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
 from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QAbstractSpinBox,
@@ -31,6 +35,38 @@ from phenossl.napari.qt_helpers import note_label, reports_errors, rgb_pixmap, r
 PREVIEW_VIEWS = 6
 PREVIEW_PX = 56
 DEBOUNCE_MS = 250
+
+
+def preview_start_cell(
+    cells: pd.DataFrame, tile_size: int, field_shapes: Mapping[str, Sequence[int]] | None = None
+) -> int:
+    """The store row to preview first: a typical cell well inside its field, not row 0 (often a mostly empty
+    tile at the border). Among cells whose centroid is at least half a tile from their field's border (the
+    field sizes given, else tiles that needed no padding), the one with the median nucleus area."""
+    if len(cells) == 0:
+        return 0
+    inside = np.ones(len(cells), dtype=bool)
+    known = False
+    if field_shapes and {"field", "centroid_y", "centroid_x"} <= set(cells.columns):
+        shapes = cells["field"].map(lambda key: tuple(field_shapes.get(key, (np.nan, np.nan))))
+        height = np.array([s[0] for s in shapes], dtype=float)
+        width = np.array([s[1] for s in shapes], dtype=float)
+        if not np.isnan(height).all():
+            half = tile_size / 2
+            y, x = cells["centroid_y"].to_numpy(float), cells["centroid_x"].to_numpy(float)
+            inside = (y >= half) & (x >= half) & (y <= height - half) & (x <= width - half)
+            known = True
+    if not known and "padded" in cells.columns:
+        inside = ~cells["padded"].astype(bool).to_numpy()
+    if not inside.any():
+        inside[:] = True  # every tile touches a border: the median cell of all
+    rows = np.flatnonzero(inside)
+    area = (pd.to_numeric(cells["area"], errors="coerce").to_numpy(float)[rows] if "area" in cells.columns
+            else np.full(len(rows), np.nan))
+    if np.isnan(area).all():  # no areas (pre-cropped cells): the middle one of the candidates
+        return int(rows[len(rows) // 2])
+    median = np.nanmedian(area)
+    return int(rows[np.nanargmin(np.abs(area - median))])  # the first of ties
 
 
 class CompositionPanel(QGroupBox):
@@ -250,6 +286,7 @@ class AugmentWidget(QWidget):
         layout.addStretch(1)
 
         self._seed = 0
+        self._started_on: str | None = None  # the store whose start cell was chosen (a user's pick is kept)
         self._debounce = QTimer(self)
         self._debounce.setSingleShot(True)
         self._debounce.setInterval(DEBOUNCE_MS)
@@ -306,6 +343,11 @@ class AugmentWidget(QWidget):
             self.cell.setRange(0, 0)
             return
         self.cell.setRange(0, store.n_cells - 1)
+        if self._started_on != str(store.path):
+            self._started_on = str(store.path)
+            plate = self.controller.plate
+            shapes = dict(zip(plate.keys, plate.shapes, strict=True)) if plate is not None else None
+            self.cell.setValue(preview_start_cell(store.cells, store.tile_size, shapes))
         self.preview_note.setText(
             f"{PREVIEW_VIEWS} random views per composition of cell {self.cell.value()}, "
             "as training draws them."

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 
 from qtpy.QtWidgets import (
@@ -31,6 +33,30 @@ from phenossl.napari.qt_helpers import (
     reports_errors,
     row,
 )
+
+logger = logging.getLogger(__name__)
+
+STATUS_CHARS = 200  # a few lines of the dock at most: the status stays a status, however long the error
+_SENTENCE_END = re.compile(r"[.!?](?=\s+[A-Z(\"'])")
+_ABBREVIATIONS = ("e.g", "i.e", "etc", "vs")
+
+
+def one_line(text: str, limit: int = STATUS_CHARS) -> str:
+    """The first line of ``text`` cut at its first sentence, elided to ``limit`` characters: a cellpose
+    error of 18 lines must not fill the Segment tab (the whole text goes to the tooltip and the log)."""
+    stripped = text.strip()
+    first = stripped.splitlines()[0].strip() if stripped else ""
+    short = first
+    for end in _SENTENCE_END.finditer(first):
+        head = first[: end.start()]
+        if len(head) >= 20 and not head.lower().endswith(_ABBREVIATIONS):
+            short = first[: end.end()]
+            break
+    if len(short) > limit:
+        short = short[: limit - 1].rstrip() + "…"
+    elif short != stripped:
+        short = short.rstrip(":;,") + " …"
+    return short
 
 
 class SegmentWidget(QWidget):
@@ -147,7 +173,7 @@ class SegmentWidget(QWidget):
         self.controller.session_changed.connect(self._show_session)
         self.controller.nuclei_changed.connect(self._nuclei_changed)
         self.controller.task_state.connect(self._task_state)
-        self.controller.status.connect(self.status.setText)
+        self.controller.status.connect(self.show_status)
         self._backend_changed(self.backend.currentText())
         self._show_session()
         self._pick_nuclear_default()
@@ -155,6 +181,14 @@ class SegmentWidget(QWidget):
         connect_while_alive(self, napari_viewer.layers.events.inserted, self._pick_nuclear_default)
 
     # ------------------------------------------------------------------------------------------
+
+    def show_status(self, text: str) -> None:
+        """One short line in the status label; the full text in its tooltip and, when cut, in the log."""
+        short = one_line(text)
+        self.status.setText(short)
+        self.status.setToolTip(text if short != text.strip() else "")
+        if short != text.strip():
+            logger.info("Segment step status (in full): %s", text)
 
     def segmentation_config(self) -> SegmentConfig:
         weights = self.weights.text().strip() or None
