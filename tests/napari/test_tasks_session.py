@@ -15,7 +15,7 @@ from phenossl.config import SegmentConfig, TileConfig
 from phenossl.errors import NoNucleiError, PhenosslError
 from phenossl.napari import tasks
 from phenossl.napari.plate import PlateInfo
-from phenossl.napari.session import Session, default_session_folder, run_config, save_cluster_choice
+from phenossl.napari.session import Session, default_session_folder, run_config
 
 
 def _consume(generator):
@@ -170,14 +170,32 @@ def test_preview_and_comparison(session_with_tiles):
 
 
 def _embedded_run(session: Session, info: PlateInfo, k: int, seed: int):
-    """A run with made-up embeddings, clustered with ``k`` as the Explore step does (clusters.csv written)."""
+    """A run with made-up embeddings, clustered with ``k`` and saved as its clustering (clusters.csv)."""
     record = session.new_run(_config(info))
     embeddings = np.random.default_rng(seed).normal(size=(session.store.n_cells, 8)).astype(np.float32)
     np.save(record.paths.embeddings, embeddings)
-    outcome = tasks.cluster_run(record, k=k, n_nearest=2)
+    outcome = tasks.cluster_run(record, k=k, n_nearest=2, save=True)
     record.space, record.clustering = outcome.space, outcome.clustering
-    save_cluster_choice(record, k)
     return record
+
+
+def test_reclustering_explores_and_saving_is_explicit(session_with_tiles):
+    session, info = session_with_tiles
+    record = session.new_run(_config(info))
+    np.save(record.paths.embeddings, np.random.default_rng(0).normal(size=(session.store.n_cells, 8)))
+    k = record.config.cluster.k
+    first = tasks.cluster_run(record, k=k, n_nearest=2)  # the run's first clustering, with its own k: saved
+    saved = {path: path.read_bytes() for path in (record.paths.clusters, record.paths.metrics, record.paths.config)}
+    assert np.array_equal(tasks.saved_cluster_labels(record), first.clustering.labels)
+
+    explored = tasks.cluster_run(record, k=k + 3, n_nearest=2)  # a throw-away k: nothing on disk changes
+    assert all(path.read_bytes() == content for path, content in saved.items())
+    assert Session.open(session.folder).runs[record.name].config.cluster.k == k
+
+    tasks.save_clustering(record, explored)  # the user's explicit choice replaces the saved clustering
+    assert np.array_equal(tasks.saved_cluster_labels(record), explored.clustering.labels)
+    assert Session.open(session.folder).runs[record.name].config.cluster.k == k + 3
+    assert f'"k": {k + 3}' in record.paths.metrics.read_text()
 
 
 def test_runs_are_compared_from_their_folders_when_not_shown(session_with_tiles):

@@ -34,6 +34,8 @@ from phenossl.errors import InputError, PhenosslError
 from phenossl.napari import cells as cellsmod
 from phenossl.napari import tasks
 from phenossl.napari.compositions import CompositionDraft
+from phenossl.napari.field_names import install_field_names
+from phenossl.napari.layer_tables import warm_label_colormaps
 from phenossl.napari.plate import (
     PlateInfo,
     as_field_stack,
@@ -167,7 +169,9 @@ class SessionController(QObject):
         self._preview_request = 0
         self._syncing_selection = False
         viewer.layers.events.removed.connect(self._on_layer_removed)
+        install_field_names(viewer)  # the field slider names plate / well / site, for layers added any way
         self._launch("warm-up", tasks.warm_up, progress=False)
+        self._launch("warm-up", warm_label_colormaps, progress=False)
 
     # ------------------------------------------------------------------------------------------
     # helpers

@@ -158,10 +158,22 @@ def label_colormap(cells: pd.DataFrame, colors: np.ndarray | None, dtype: np.dty
     from napari.utils.colormaps import label_colormap as random_colormap
 
     if colors is None or "cluster" not in cells:
-        return random_colormap()
-    colormap = DirectLabelColormap(color_dict=cellsmod.label_color_dict(cells, colors))
-    colormap._data_to_texture(np.zeros(1, dtype=dtype))  # fills napari's per-dtype mapping cache
+        colormap = random_colormap()
+    else:
+        colormap = DirectLabelColormap(color_dict=cellsmod.label_color_dict(cells, colors))
+    # fills napari's per-dtype mapping cache, and compiles its numba mapping for 2-D slices, here
+    colormap._data_to_texture(np.zeros((2, 2), dtype=dtype))
     return colormap
+
+
+def warm_label_colormaps(dtype=np.int32) -> None:
+    """Compile napari's numba label-colour functions ahead of use (1-2.5 s the first time in a process,
+    which would otherwise be spent on the UI thread at the first painted segmentation or clustering)."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    label_colormap(pd.DataFrame({"label": [1]}), None, np.dtype(dtype))
+    direct = DirectLabelColormap(color_dict={None: (0, 0, 0, 0), 0: (0, 0, 0, 0), 1: (1, 0, 0, 1)})
+    direct._data_to_texture(np.zeros((2, 2), dtype=dtype))
 
 
 @dataclass(frozen=True)
