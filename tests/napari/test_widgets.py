@@ -8,6 +8,7 @@ import pytest
 from plugin_helpers import (
     changed_under_best_matching,
     click,
+    drag_lasso,
     embedded_run,
     segment_and_tile,
     set_fast_training,
@@ -539,3 +540,233 @@ def test_a_run_folder_busy_in_another_process_is_a_notification_and_the_viewer_s
     wait_task(qtbot, controller, "cluster", lambda: click(qtbot, widget.clusters.recluster_button))
     assert record.clustering.k == 4 and pd.read_csv(record.paths.clusters)["cluster"].nunique() == 4
     assert not [n for n in notifications if "in use" in str(n.message)]
+
+
+def _shown_clusters(qtbot, widget, k: int, tile_size: int = 48):
+    """Tiles of the two fields and a run with made-up embeddings and layout, clustered and shown in step 4."""
+    controller = widget.controller
+    segment_and_tile(qtbot, widget, tile_size=tile_size)
+    record = embedded_run(controller, k=k)
+    with qtbot.waitSignal(controller.clustering_changed, timeout=60_000):
+        controller.activate_run(record.name)
+    qtbot.waitUntil(lambda: not controller.busy, timeout=20_000)
+    widget.tabs.setCurrentIndex(3)
+    return record
+
+
+def _icon_pixels(button, px: int) -> np.ndarray:
+    """The (px, px, 3) RGB pixels a button's icon shows."""
+    from qtpy.QtCore import QSize
+    from qtpy.QtGui import QImage
+
+    image = button.icon().pixmap(QSize(px, px)).toImage().convertToFormat(QImage.Format.Format_RGB888)
+    stride, height, width = image.bytesPerLine(), image.height(), image.width()
+    bits = image.constBits()
+    bits.setsize(stride * height)  # PyQt's pointer to the pixels
+    return np.frombuffer(bits, dtype=np.uint8).reshape(height, stride)[:, : width * 3].reshape(height, width, 3).copy()
+
+
+def _near(where: np.ndarray, of: np.ndarray, px: float) -> np.ndarray:
+    """For each True pixel of ``where``: is one of ``of``'s True pixels within ``px``?"""
+    from scipy.ndimage import distance_transform_edt
+
+    return distance_transform_edt(~of)[where] <= px
+
+
+def test_gallery_shows_the_embedded_crop_with_the_nucleus_outlined_at_the_chosen_size(workflow, qtbot, monkeypatch):
+    """Each thumbnail is the centre crop the run's model embedded (the morphology preset's 'auto' crop: about
+    three nucleus diameters of these 128 px tiles), 112 px by default, resized with the spin box, with the
+    central nucleus outlined in white; a legend row of every cluster sits above the gallery, in view; the export
+    dialog starts in the session folder."""
+    from pathlib import Path
+
+    from PIL import Image
+    from qtpy.QtCore import QPoint
+    from qtpy.QtWidgets import QFileDialog
+    from skimage.segmentation import find_boundaries
+
+    from phenossl.augment.specs import kept_fraction, resolve_composition
+    from phenossl.napari.tasks import to_rgb8
+    from phenossl.napari.thumbnails import OUTLINE_RGB
+
+    viewer, widget = workflow
+    viewer.window.resize(1400, 900)
+    controller = widget.controller
+    record = _shown_clusters(qtbot, widget, k=3, tile_size=128)
+    clusters, gallery = widget.clusters, widget.clusters.gallery
+    store = record.tile_store()
+    composition = resolve_composition(record.config.train.composition_a, store.nucleus_diameter, store.tile_size)
+    crop = kept_fraction(composition.transforms) * store.tile_size
+    assert crop < 0.65 * store.tile_size  # about three nuclei, not the whole tile
+    view = gallery.view
+    assert abs(view.crop_px - crop) <= 1 and f"central {view.crop_px} px of the 128 px tile" in clusters.view_note.text()
+
+    def check_thumbnail(cluster: int, place: int, px: int) -> None:
+        cell = int(record.clustering.nearest[cluster][place])
+        button = gallery.buttons[cluster][place]
+        shown = _icon_pixels(button, px)
+        assert button.iconSize().width() == px and shown.shape == (px, px, 3)
+        # what is shown is what was rendered (up to the display's colour depth: Xvfb may hold 16-bit pixmaps)
+        assert np.abs(shown.astype(int) - gallery.images[cluster][place]).max() <= 8
+        box = slice(view.start, view.start + view.crop_px)
+        mask = np.asarray(store.masks[cell])[box, box]
+        big_mask = np.asarray(Image.fromarray(mask * 255).resize((px, px), Image.Resampling.NEAREST)) > 0
+        edge = find_boundaries(big_mask, mode="inner")
+        white = np.all(shown == OUTLINE_RGB, axis=2)
+        assert edge.sum() > 20 and _near(edge, white, 1.5).mean() > 0.9  # the nucleus' edge is drawn
+        assert _near(white, edge, 2.5).mean() > 0.95  # and little else is white
+        # the picture is the tile's centre crop (PIL resizes it here), not the whole tile
+        def resized(rgb):
+            return np.asarray(Image.fromarray(rgb).resize((px, px), Image.Resampling.BILINEAR), dtype=float)
+
+        from scipy.ndimage import distance_transform_edt
+
+        away = distance_transform_edt(~white) > 2  # the picture itself, off the outline
+        tile = np.asarray(store.tiles[cell], dtype=np.float32)
+        crop_error = np.abs(resized(to_rgb8(tile[:, box, box])) - shown)[away].mean()
+        whole_error = np.abs(resized(to_rgb8(tile)) - shown)[away].mean()
+        assert crop_error < 6 and whole_error > 3 * crop_error, (crop_error, whole_error)
+
+    assert clusters.thumb_size.value() == 112
+    check_thumbnail(1, 0, 112)
+    clusters.thumb_size.setValue(160)
+    assert gallery.view.crop_px == view.crop_px and len(gallery.buttons[2]) == len(record.clustering.nearest[2])
+    check_thumbnail(2, 1, 160)
+
+    # the legend: every cluster with its size, above the gallery and on screen without scrolling
+    legend = clusters.legend
+    sizes = np.bincount(record.clustering.labels, minlength=3)
+    assert [entry.text() for entry in legend.entries] == [f"{c} · {sizes[c]:,}" for c in range(3)]
+    assert all(entry.isVisible() and not entry.visibleRegion().isEmpty() for entry in legend.entries)
+    assert legend.mapTo(clusters, QPoint(0, 0)).y() < clusters.gallery_scroll.mapTo(clusters, QPoint(0, 0)).y()
+    click(qtbot, legend.entries[2])
+    assert np.array_equal(controller.selected, np.flatnonzero(record.clustering.labels == 2))
+
+    # the export dialog opens in the session folder
+    asked = []
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: asked.append(a) or ("", ""))
+    click(qtbot, clusters.export_button)
+    assert asked and Path(asked[0][2]) == controller.session.folder / f"{record.name}_clusters.csv"
+
+    # k=10 with 8 typical cells: the gallery is rebuilt on the UI thread, so it must stay quick
+    clusters.k.setValue(10)
+    clusters.n_nearest.setValue(8)
+    clusters.thumb_size.setValue(112)
+    wait_task(qtbot, controller, "cluster", lambda: click(qtbot, clusters.recluster_button))
+    assert sum(len(images) for images in gallery.images.values()) == 80 and len(legend.entries) == 10
+    print(f"\ngallery of 10 x 8 cells ({store.tile_size} px tiles, 112 px thumbnails) built in {gallery.build_ms:.0f} ms")
+    assert gallery.build_ms < 2000
+
+
+def _mouse(canvas, name: str, x: float, y: float, **kwargs) -> None:
+    """A matplotlib mouse event at display point (x, y), as the Qt canvas sends it."""
+    from matplotlib.backend_bases import MouseEvent
+
+    canvas.callbacks.process(name, MouseEvent(name, canvas, x, y, **kwargs))
+
+
+def test_umap_legend_colour_by_column_hover_and_zoom_keep_the_lasso(workflow, qtbot):
+    from matplotlib import colormaps
+    from matplotlib.backend_bases import MouseButton
+    from scipy.spatial import cKDTree
+
+    viewer, widget = workflow
+    viewer.window.resize(1400, 900)
+    controller = widget.controller
+    record = _shown_clusters(qtbot, widget, k=4)
+    umap = widget.umap
+    qtbot.waitUntil(lambda: bool(umap._groups), timeout=10_000)
+    labels, xy, cells = record.clustering.labels, np.asarray(record.umap), record.tile_store().cells
+    canvas, axes = umap.canvas, umap.axes
+    assert canvas.height() >= 240 and umap.colour_by.currentText() == "cluster"
+
+    # by cluster: the viewer's palette, and a legend naming every cluster with its size
+    assert np.allclose(umap.drawn_colours(), controller.cluster_colors()[labels])
+    sizes = np.bincount(labels, minlength=4)
+    assert [t.get_text() for t in umap._legend.get_texts()] == [f"{c} ({sizes[c]})" for c in range(4)]
+
+    # by a treatment column: one colour per value, and the legend says which
+    umap.colour_by.setCurrentText("density_condition")
+    faces = umap.drawn_colours()
+    groups = cells.groupby("density_condition").indices
+    assert len(groups) == 2
+    firsts = {value: tuple(faces[rows[0]]) for value, rows in groups.items()}
+    assert len(set(firsts.values())) == 2
+    assert all(np.allclose(faces[rows], firsts[value]) for value, rows in groups.items())
+    counts = cells["density_condition"].value_counts()
+    assert {t.get_text() for t in umap._legend.get_texts()} == {f"{v} ({n})" for v, n in counts.items()}
+    # by a number: a colour scale and its bar, no legend
+    umap.colour_by.setCurrentText("area")
+    faces = umap.drawn_colours()
+    area = cells["area"].to_numpy()
+    assert umap._legend is None and umap._colorbar_axes is not None
+    assert np.allclose(faces[area.argmax()], colormaps["viridis"](1.0))
+    assert np.allclose(faces[area.argmin()], colormaps["viridis"](0.0))
+    umap.colour_by.setCurrentText("cluster")
+    assert np.allclose(umap.drawn_colours(), controller.cluster_colors()[labels])
+
+    # hover: the cell under the mouse is named (the one farthest from its neighbours, so it is unambiguous)
+    canvas.draw()
+    on_screen = axes.transData.transform(xy)
+    gaps, _ = cKDTree(on_screen).query(on_screen, k=2)
+    cell = int(np.argmax(gaps[:, 1]))
+    assert gaps[cell, 1] > 10
+    x, y = on_screen[cell]
+    _mouse(canvas, "motion_notify_event", x + 2, y - 1)
+    assert umap.hovered == cell
+    text = umap.hover_label.text()
+    assert text.startswith(f"cell {cell}, cluster {labels[cell]}\nfield {cells['field'].iloc[cell]}")
+    assert f"density_condition {cells['density_condition'].iloc[cell]}" in text
+    # two cells close together on screen: the nearer one is named
+    tree = cKDTree(on_screen)
+    pairs = np.array(sorted(tree.query_pairs(12.0), key=lambda p: np.linalg.norm(on_screen[p[0]] - on_screen[p[1]])))
+    a, b = next((a, b) for a, b in pairs if np.linalg.norm(on_screen[a] - on_screen[b]) > 3)
+    for near, far in ((a, b), (b, a)):
+        _mouse(canvas, "motion_notify_event", *(on_screen[near] + 0.3 * (on_screen[far] - on_screen[near])))
+        assert umap.hovered == near
+    # an empty spot of the plot names nothing; nor does a point outside it
+    box = axes.bbox
+    grid = np.stack(np.meshgrid(np.linspace(box.x0 + 5, box.x1 - 5, 60), np.linspace(box.y0 + 5, box.y1 - 5, 60)),
+                    axis=-1).reshape(-1, 2)
+    empty = grid[np.argmax(tree.query(grid)[0])]
+    assert tree.query(empty)[0] > 3 * 6
+    _mouse(canvas, "motion_notify_event", *empty)
+    assert umap.hovered is None and umap.hover_label.text().startswith("Point at a cell")
+    _mouse(canvas, "motion_notify_event", x + 2, y - 1)
+    _mouse(canvas, "motion_notify_event", 1, 1)  # outside the axes
+    assert umap.hovered is None and str(cell) not in umap.hover_label.text()
+
+    # zoom with the wheel about that cell: it stays under the mouse, and the lasso selects what it encloses
+    (x0, x1), (y0, y1) = axes.get_xlim(), axes.get_ylim()
+    _mouse(canvas, "scroll_event", x, y, step=2)
+    (zx0, zx1), (zy0, zy1) = axes.get_xlim(), axes.get_ylim()
+    assert (zx1 - zx0) == pytest.approx((x1 - x0) / 1.25**2) and (zy1 - zy0) == pytest.approx((y1 - y0) / 1.25**2)
+    canvas.draw()
+    assert np.allclose(axes.transData.transform(xy[cell]), (x, y), atol=0.5)
+    cx, cy = xy[cell]
+    hx = 0.9 * min((zx1 - zx0) / 4, cx - zx0, zx1 - cx)  # a box around the cell, inside the zoomed view
+    hy = 0.9 * min((zy1 - zy0) / 4, cy - zy0, zy1 - cy)
+    box = [(cx - hx, cy - hy), (cx + hx, cy - hy), (cx + hx, cy + hy), (cx - hx, cy + hy)]
+    drag_lasso(canvas, axes, box)
+    inside = np.flatnonzero((np.abs(xy[:, 0] - cx) < hx) & (np.abs(xy[:, 1] - cy) < hy))
+    assert cell in inside and np.array_equal(controller.selected, inside)
+
+    # Pan: a drag moves the view and selects nothing; back to Lasso, a lasso selects again
+    umap.pan_button.click()
+    before = controller.selected.copy()
+    start = axes.transData.transform((cx, cy))
+    _mouse(canvas, "button_press_event", *start, button=MouseButton.LEFT)
+    _mouse(canvas, "motion_notify_event", start[0] + 40, start[1], button=MouseButton.LEFT)
+    _mouse(canvas, "button_release_event", start[0] + 40, start[1], button=MouseButton.LEFT)
+    (px0, px1) = axes.get_xlim()
+    assert px0 < zx0 and (px1 - px0) == pytest.approx(zx1 - zx0) and np.array_equal(controller.selected, before)
+    umap.lasso_button.click()
+    (px0, px1), (py0, py1) = axes.get_xlim(), axes.get_ylim()
+    dx, dy = (px1 - px0) * 0.01, (py1 - py0) * 0.01  # just inside the frame
+    px0, px1, py0, py1 = px0 + dx, px1 - dx, py0 + dy, py1 - dy
+    left = [(px0, py0), ((px0 + px1) / 2, py0), ((px0 + px1) / 2, py1), (px0, py1)]
+    drag_lasso(canvas, axes, left)
+    expected = np.flatnonzero((xy[:, 0] > px0) & (xy[:, 0] < (px0 + px1) / 2) & (xy[:, 1] > py0) & (xy[:, 1] < py1))
+    assert expected.size and np.array_equal(controller.selected, expected)
+    click(qtbot, umap.reset_button)
+    assert axes.get_xlim() == pytest.approx((x0, x1)) and axes.get_ylim() == pytest.approx((y0, y1))

@@ -1,12 +1,15 @@
 """Step 4: clusters of the shown run: k and Recluster (instant, cached embeddings), how well the clusters
-match the treatments, a gallery of each cluster's most typical cells, and the CSV export."""
+match the treatments, a legend of the clusters, a gallery of each cluster's most typical cells (the crop the
+model embedded, nucleus outlined, at a size the user picks), and the CSV export."""
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import QSize
+from qtpy.QtCore import QEvent, QSize, Qt
 from qtpy.QtGui import QIcon
 from qtpy.QtWidgets import (
     QFileDialog,
@@ -25,10 +28,15 @@ from qtpy.QtWidgets import (
 
 from phenossl.napari.controller import controller_for
 from phenossl.napari.qt_helpers import ask_yes_no, color_swatch, note_label, reports_errors, rgb_pixmap, row
-from phenossl.napari.tasks import FilesExist, to_rgb8
+from phenossl.napari.tasks import FilesExist
+from phenossl.napari.thumbnails import embedded_view, gallery_thumbnails
+from phenossl.napari.widgets.plots import describe_cell
 
-THUMB_PX = 64
-GALLERY_COLUMNS = 4
+logger = logging.getLogger(__name__)
+
+THUMB_PX = 112  # default thumbnail side: large enough to judge a cell's shape
+THUMB_RANGE = (64, 192)
+LEGEND_ENTRY_PX = 84  # a legend entry's width (swatch and "12 · 1,234")
 
 
 def metrics_text(metrics: dict[str, float]) -> str:
@@ -45,9 +53,74 @@ def metrics_text(metrics: dict[str, float]) -> str:
     return "Cluster quality: " + ", ".join(parts) + ". (AMI: 1 = clusters match that column, 0 = unrelated.)"
 
 
+def grid_columns(width: int, item_px: int) -> int:
+    """How many items of ``item_px`` fit side by side in ``width`` px (at least one)."""
+    return max(1, int(width) // max(1, int(item_px)))
+
+
+def place_in_grid(grid: QGridLayout, widgets: list[QWidget], columns: int) -> None:
+    """Lay ``widgets`` out row by row, ``columns`` to a row, left-aligned (the stretch takes the rest)."""
+    for widget in widgets:
+        grid.removeWidget(widget)
+    for column in range(grid.columnCount()):
+        grid.setColumnStretch(column, 0)
+    for i, widget in enumerate(widgets):
+        grid.addWidget(widget, i // columns, i % columns)
+    grid.setColumnStretch(columns, 1)
+
+
+class ClusterLegend(QWidget):
+    """Every cluster's colour and size in a few compact rows, above the gallery (so it needs no scrolling);
+    click one to select its cells."""
+
+    def __init__(self, controller, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.controller = controller
+        self._grid = QGridLayout(self)
+        self._grid.setContentsMargins(0, 0, 0, 0)
+        self._grid.setHorizontalSpacing(2)
+        self._grid.setVerticalSpacing(0)
+        self.entries: list[QToolButton] = []
+        self._columns = 5
+
+    def rebuild(self) -> None:
+        for entry in self.entries:
+            self._grid.removeWidget(entry)
+            entry.deleteLater()
+        self.entries = []
+        record = self.controller.active
+        if record is None or record.clustering is None:
+            self.setVisible(False)
+            return
+        colors = self.controller.cluster_colors()
+        sizes = np.asarray(record.clustering.sizes)
+        for cluster in range(record.clustering.k):
+            entry = QToolButton()
+            entry.setIcon(QIcon(color_swatch(colors[cluster], 12)))
+            entry.setText(f"{cluster} · {int(sizes[cluster]):,}")
+            entry.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+            entry.setAutoRaise(True)
+            entry.setToolTip(f"Cluster {cluster}: {int(sizes[cluster]):,} cells. Click: select them.")
+            entry.clicked.connect(lambda _=False, c=cluster: self._select(c))
+            self.entries.append(entry)
+        place_in_grid(self._grid, self.entries, self._columns)
+        self.setVisible(True)
+
+    def set_width(self, width: int) -> None:
+        columns = grid_columns(width, LEGEND_ENTRY_PX)
+        if columns != self._columns:
+            self._columns = columns
+            place_in_grid(self._grid, self.entries, columns)
+
+    @reports_errors("Selecting the cluster")
+    def _select(self, cluster: int) -> None:
+        self.controller.select_cluster(cluster)
+
+
 class ClusterGallery(QWidget):
     """Per cluster: a header (colour, size; click to select the cluster) and its most typical cells
-    (nearest the centroid; click one to go to it on the plate)."""
+    (nearest the centroid; click one to go to it on the plate). Each thumbnail is the crop the run's model
+    embedded, with the central nucleus outlined, ``thumb_px`` px wide."""
 
     def __init__(self, controller, parent: QWidget | None = None):
         super().__init__(parent)
@@ -57,21 +130,52 @@ class ClusterGallery(QWidget):
         self._layout.setSpacing(6)
         self.buttons: dict[int, list[QToolButton]] = {}
         self.headers: dict[int, QPushButton] = {}
+        self.images: dict[int, list[np.ndarray]] = {}  # the thumbnails shown, (px, px, 3) uint8
+        self.view = None  # thumbnails.ThumbnailView of the shown run
+        self.thumb_px = THUMB_PX
+        self.build_ms = 0.0  # the last rebuild's time (it runs on the UI thread)
+        self._grids: dict[int, QGridLayout] = {}
+        self._width = 4 * (THUMB_PX + 8)
+        self._columns = 4
+
+    def set_thumbnail_size(self, px: int) -> None:
+        """The size of the next rebuild's thumbnails (and so how many fit in a row)."""
+        self.thumb_px = int(px)
+        self._columns = grid_columns(self._width, self._cell_px())
+
+    def set_width(self, width: int) -> None:
+        """Reflow the thumbnails to the width there is (no sideways scrolling)."""
+        self._width = int(width)
+        columns = grid_columns(width, self._cell_px())
+        if columns != self._columns:
+            self._columns = columns
+            for cluster, grid in self._grids.items():
+                place_in_grid(grid, self.buttons[cluster], columns)
+
+    def _cell_px(self) -> int:
+        return self.thumb_px + 8  # the button's frame and the grid's spacing
 
     def rebuild(self) -> None:
+        started = time.perf_counter()
         while self._layout.count():
             item = self._layout.takeAt(0)
             if item.widget() is not None:
                 item.widget().deleteLater()
-        self.buttons, self.headers = {}, {}
+        self.buttons, self.headers, self.images, self._grids = {}, {}, {}, {}
         record = self.controller.active
         if record is None or record.clustering is None:
+            self.view = None
             return
         clustering = record.clustering
         store = record.tile_store()
         colors = self.controller.cluster_colors()
+        self.view = embedded_view(record.config, store.nucleus_diameter, store.tile_size)
+        members = {cluster: clustering.nearest[cluster].tolist() for cluster in range(clustering.k)}
+        self.images = gallery_thumbnails(store.tiles, store.masks, members, self.view, self.thumb_px)
+        shown = sorted({cell for cells in members.values() for cell in cells})
+        info = dict(zip(shown, store.cells.iloc[shown].to_dict("records"), strict=True))  # one table read
         for cluster in range(clustering.k):
-            header = QPushButton(f"  Cluster {cluster}: {int(clustering.sizes[cluster])} cells")
+            header = QPushButton(f"  Cluster {cluster}: {int(clustering.sizes[cluster]):,} cells")
             header.setIcon(QIcon(color_swatch(colors[cluster], 14)))
             header.setFlat(True)
             header.setStyleSheet("text-align: left; font-weight: bold;")
@@ -84,22 +188,23 @@ class ClusterGallery(QWidget):
             grid.setContentsMargins(0, 0, 0, 0)
             grid.setSpacing(3)
             self.buttons[cluster] = []
-            for i, cell in enumerate(clustering.nearest[cluster].tolist()):
+            for i, (cell, image) in enumerate(zip(members[cluster], self.images[cluster], strict=True)):
                 button = QToolButton()
-                button.setIcon(QIcon(rgb_pixmap(to_rgb8(store.tiles[cell]), THUMB_PX)))
-                button.setIconSize(QSize(THUMB_PX, THUMB_PX))
+                button.setIcon(QIcon(rgb_pixmap(image)))
+                button.setIconSize(QSize(self.thumb_px, self.thumb_px))
                 button.setAutoRaise(True)
-                info = store.cells.iloc[cell]
                 button.setToolTip(
-                    f"cell {cell}, field {info.get('field', '?')}, label {info.get('label', '?')}; "
+                    f"{describe_cell(info[cell], cell, cluster)}\n"
                     f"{i + 1}. nearest the centroid. Click: go to this cell."
                 )
                 button.clicked.connect(lambda _=False, c=cell: self._go_to_cell(c))
-                grid.addWidget(button, i // GALLERY_COLUMNS, i % GALLERY_COLUMNS)
                 self.buttons[cluster].append(button)
-            grid.setColumnStretch(GALLERY_COLUMNS, 1)
+            place_in_grid(grid, self.buttons[cluster], self._columns)
             self._layout.addWidget(grid_holder)
+            self._grids[cluster] = grid
         self._layout.addStretch(1)
+        self.build_ms = (time.perf_counter() - started) * 1000
+        logger.debug("gallery of %d cells built in %.0f ms", sum(map(len, members.values())), self.build_ms)
 
     @reports_errors("Going to the cell")
     def _go_to_cell(self, cell: int) -> None:
@@ -111,7 +216,7 @@ class ClusterGallery(QWidget):
 
 
 class ClusterWidget(QWidget):
-    """k, Recluster, cluster quality, the gallery of typical cells, export."""
+    """k, Recluster, cluster quality, the cluster legend, the gallery of typical cells, export."""
 
     def __init__(self, napari_viewer, parent: QWidget | None = None):
         super().__init__(parent)
@@ -138,20 +243,35 @@ class ClusterWidget(QWidget):
         controls_layout.addWidget(
             row(QLabel("k"), self.k, QLabel("typical cells"), self.n_nearest, self.recluster_button)
         )
+        self.thumb_size = QSpinBox()
+        self.thumb_size.setRange(*THUMB_RANGE)
+        self.thumb_size.setSingleStep(16)
+        self.thumb_size.setSuffix(" px")
+        self.thumb_size.setValue(THUMB_PX)
+        self.thumb_size.setToolTip("Size of the gallery's thumbnails (redrawn at once; nothing is reclustered)")
+        controls_layout.addWidget(row(QLabel("thumbnail size"), self.thumb_size))
         self.metrics_label = note_label()
         controls_layout.addWidget(self.metrics_label)
         layout.addWidget(controls)
+        self.legend = ClusterLegend(self.controller)
+        self.legend.setVisible(False)
+        layout.addWidget(self.legend)
 
         gallery_box = QGroupBox("Typical cells of each cluster (click one to go to it)")
         gallery_layout = QVBoxLayout(gallery_box)
         gallery_layout.setContentsMargins(2, 2, 2, 2)
+        self.view_note = note_label()
+        gallery_layout.addWidget(self.view_note)
         self.gallery = ClusterGallery(self.controller)
         scroll = QScrollArea()
         scroll.setWidget(self.gallery)
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # the thumbnails reflow
         scroll.setMinimumHeight(THUMB_PX + 60)
         scroll.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        scroll.viewport().installEventFilter(self)
+        self.gallery_scroll = scroll
         gallery_layout.addWidget(scroll)
         layout.addWidget(gallery_box, stretch=1)
 
@@ -165,6 +285,7 @@ class ClusterWidget(QWidget):
         layout.addWidget(self.status)
 
         self.recluster_button.clicked.connect(self._recluster)
+        self.thumb_size.valueChanged.connect(self._thumb_size_changed)
         self.export_button.clicked.connect(self._choose_export)
         self.controller.active_run_changed.connect(self._run_changed)
         self.controller.clustering_changed.connect(self._clustering_changed)
@@ -190,13 +311,42 @@ class ClusterWidget(QWidget):
     def _clustering_changed(self) -> None:
         record = self.controller.active
         self._run_changed()
-        if record is None or record.clustering is None:
+        if record is not None and record.clustering is not None:
+            self.k.setValue(record.clustering.k)
+            self.metrics_label.setText(metrics_text(record.metrics))
+        else:
             self.metrics_label.setText("")
-            self.gallery.rebuild()
-            return
-        self.k.setValue(record.clustering.k)
-        self.metrics_label.setText(metrics_text(record.metrics))
+        self.legend.rebuild()
+        self._rebuild_gallery()
+
+    @reports_errors("Showing the typical cells")
+    def _rebuild_gallery(self) -> None:
         self.gallery.rebuild()
+        view = self.gallery.view
+        if view is None:
+            self.view_note.setText("")
+            return
+        self.view_note.setText(
+            f"Each picture is {view.describe()}; the white line is the cell's nucleus."
+            if self.controller.active.tile_store().masks is not None
+            else f"Each picture is {view.describe()}. This tile store keeps no nucleus masks to outline: "
+            "make its tiles again to get them."
+        )
+
+    def _thumb_size_changed(self, px: int) -> None:
+        self.gallery_scroll.setMinimumHeight(px + 60)
+        self.gallery.set_thumbnail_size(px)
+        self._rebuild_gallery()
+
+    def eventFilter(self, watched, event) -> bool:
+        """The gallery's viewport was resized: reflow its thumbnails to the new width."""
+        if event.type() == QEvent.Type.Resize and watched is self.gallery_scroll.viewport():
+            self.gallery.set_width(watched.width())
+        return super().eventFilter(watched, event)
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self.legend.set_width(self.width() - 20)
 
     def _task_state(self, task: str, running: bool) -> None:
         if task == "cluster":
@@ -210,7 +360,8 @@ class ClusterWidget(QWidget):
 
     def _choose_export(self, *_):
         record = self.controller.active
-        start = str(Path.home() / f"{record.name}_clusters.csv") if record is not None else str(Path.home())
+        folder = Path(self.controller.session.folder)  # beside the session's tiles and runs
+        start = str(folder / f"{record.name}_clusters.csv") if record is not None else str(folder)
         path, _filter = QFileDialog.getSaveFileName(
             self,
             "Export clusters as CSV",
