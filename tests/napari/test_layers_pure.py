@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
 import tifffile
 
 from phenossl.errors import InputError
-from phenossl.napari import cells
+from phenossl.napari import cells, layer_tables
 from phenossl.napari.plate import PlateInfo, as_field_stack, guess_nuclear_index, padding_note, stack_fields
 from phenossl.napari.reader import napari_get_reader, sample_plate
 from phenossl.render import cluster_colors
@@ -92,7 +94,7 @@ def test_labels_become_plate_unique_and_the_table_names_every_nucleus():
     table = cells.nuclei_table(unique, info)
     assert table["label"].tolist() == [1, 2, 3]
     assert table["field"].tolist() == ["f0", "f0", "f1"] and table["well"].tolist() == ["A01", "A01", "A02"]
-    assert (table["cell_id"] == -1).all()
+    assert "cell_id" not in table  # a store row only once tiles are made (layer_tables)
     coords = cells.point_coordinates(table, ndim=3)
     assert coords[2].tolist() == [1.0, 5.0, 5.0]
 
@@ -101,14 +103,14 @@ def test_clusters_become_a_categorical_column_and_label_colours():
     stack, info = _two_fields()
     table = cells.nuclei_table(cells.make_plate_unique(stack), info)
     store_cells = pd.DataFrame({"label": [3, 1]})  # nucleus 2 was not tiled (border)
-    table = cells.with_cell_ids(table, store_cells)
-    assert table["cell_id"].tolist() == [1, -1, 0]
     colors = cluster_colors(2)
-    clustered = cells.with_clusters(table, np.array([0, 1]), k=2)
+    clustering = SimpleNamespace(k=2, labels=np.array([0, 1]), distance=np.zeros(2), nearest_rank=np.ones(2, int))
+    clustered = layer_tables.cell_table(table, store_cells, clustering=clustering, colors=colors)
+    assert clustered["cell_id"].tolist() == [1, None, 0]
     assert isinstance(clustered["cluster"].dtype, pd.CategoricalDtype)
     assert list(clustered["cluster"].cat.categories) == [0, 1]
     assert clustered["cluster"].iloc[0] == 1 and pd.isna(clustered["cluster"].iloc[1])
-    assert "cluster" not in table  # reassigned, never mutated in place
+    assert "cluster" not in table  # a new table, the nuclei table is never mutated in place
     color_dict = cells.label_color_dict(clustered, colors)
     assert color_dict[1] == tuple(colors[1]) and color_dict[3] == tuple(colors[0])
     assert color_dict[2] == cells.UNTILED_COLOR and color_dict[None] == cells.TRANSPARENT
@@ -119,9 +121,10 @@ def test_label_colours_of_a_large_plate_match_the_cell_by_cell_rule():
     """The vectorised colour table gives every nucleus exactly what the per-cell rule gives."""
     rng = np.random.default_rng(0)
     n, k = 5000, 7
-    table = pd.DataFrame({"label": rng.permutation(np.arange(1, n + 1)), "cell_id": np.arange(n)})
-    table.loc[rng.choice(n, 300, replace=False), "cell_id"] = -1  # untiled nuclei
-    clustered = cells.with_clusters(table, rng.integers(0, k, n), k)
+    codes = rng.integers(0, k, n).astype(float)
+    codes[rng.choice(n, 300, replace=False)] = np.nan  # untiled nuclei
+    table = pd.DataFrame({"label": rng.permutation(np.arange(1, n + 1))})
+    clustered = table.assign(cluster=pd.Categorical(codes, categories=list(range(k))))
     colors = cluster_colors(k)
     color_dict = cells.label_color_dict(clustered, colors)
     assert len(color_dict) == n + 2 and color_dict[0] == color_dict[None] == cells.TRANSPARENT
@@ -130,7 +133,7 @@ def test_label_colours_of_a_large_plate_match_the_cell_by_cell_rule():
         assert color_dict[int(label)] == expected
     per_label = [color_dict[int(label)] for label in clustered["label"]]
     assert np.allclose(cells.point_colors(clustered, colors), per_label)
-    plain = clustered.assign(cluster=clustered["cluster"].astype(float))  # a plain column: same colours
+    plain = clustered.assign(cluster=codes)  # a plain column: same colours
     assert cells.label_color_dict(plain, colors) == color_dict
     stale = cells.label_color_dict(clustered, colors[:2])  # clusters without a colour are grey, not an error
     assert set(stale.values()) <= {tuple(colors[0]), tuple(colors[1]), cells.UNTILED_COLOR, cells.TRANSPARENT}

@@ -31,8 +31,9 @@ def test_segment_then_tile_from_the_labels_as_the_user_corrected_them(workflow, 
     labels_layer, points = controller.labels_layer, controller.points_layer
     assert labels_layer in viewer.layers and points in viewer.layers
     assert labels_layer.data.shape == (2, 576, 576)
-    features = labels_layer.features
+    features = points.features  # one row per nucleus; the labels layer's row r is label r (napari's rule)
     assert features["label"].is_unique and len(features) == len(points.data) == labels_layer.data.max()
+    assert len(labels_layer.features) == labels_layer.data.max() + 1
     assert set(np.unique(labels_layer.data[0])) & set(np.unique(labels_layer.data[1])) == {0}  # plate-unique
     assert points.data[-1][0] == 1  # centroid points live on their field
 
@@ -45,8 +46,8 @@ def test_segment_then_tile_from_the_labels_as_the_user_corrected_them(workflow, 
     store = controller.session.store
     assert store is not None and store.tile_size == 48 and store.path.parent == controller.session.folder
     assert removed not in set(store.cells["label"]) and store.n_cells == len(features) - 1
-    assert set(store.cells["label"]) == set(labels_layer.features["label"])
-    assert (labels_layer.features["cell_id"] >= 0).all()  # padded border: every nucleus has a tile
+    assert set(store.cells["label"]) == set(points.features["label"])
+    assert (points.features["cell_id"] >= 0).all()  # padded border: every nucleus has a tile
     padded = int(store.cells["padded"].sum())
     assert padded > 0 and f"{padded} tiles reach past the image edge" in segment.status.text()
     key = store.cells["field"].iloc[0]
@@ -216,7 +217,7 @@ def test_errors_in_clicks_and_result_handlers_are_clean_notifications(
 ):
     import dataclasses
 
-    from phenossl.napari import cells
+    from phenossl.napari import controller as controller_module
 
     _, widget = workflow
     controller = widget.controller
@@ -240,7 +241,7 @@ def test_errors_in_clicks_and_result_handlers_are_clean_notifications(
     def broken(*args, **kwargs):  # a failure on the main thread, in the recluster's result handler
         raise InputError("the nuclei layer has no 'label' column")
 
-    monkeypatch.setattr(cells, "with_clusters", broken)
+    monkeypatch.setattr(controller_module, "cluster_sizes_text", broken)
     notifications.clear()
     wait_task(qtbot, controller, "cluster", lambda: click(qtbot, widget.clusters.recluster_button))
     assert [str(n.message) for n in notifications] == ["the nuclei layer has no 'label' column"]
@@ -375,6 +376,9 @@ def test_runs_are_kept_switched_compared_and_reopened(workflow, qtbot, make_napa
     with qtbot.waitSignal(controller.clustering_changed, timeout=60_000):
         click(qtbot, widget.clusters.recluster_button)
     assert first.clustering.k == 4 and second.clustering.k == 2
+    assert second.config.cluster.k == 4  # exploring; saving k=2 as run-002's clustering is explicit
+    wait_task(qtbot, controller, "save-clustering", controller.save_clustering)
+    assert second.config.cluster.k == 2
 
     runs = widget.runs
     assert runs.table.rowCount() == 2 and "(shown)" in runs.table.item(1, 2).text()
@@ -394,8 +398,9 @@ def test_runs_are_kept_switched_compared_and_reopened(workflow, qtbot, make_napa
     with qtbot.waitSignal(controller.clustering_changed, timeout=30_000):
         click(qtbot, runs.show_button)
     assert controller.active is first
+    qtbot.waitUntil(lambda: not controller.busy, timeout=30_000)  # the layers are painted in a worker
     colors = controller.cluster_colors()
-    features = controller.labels_layer.features
+    features = controller.points_layer.features
     row = features.index[features["cell_id"] >= 0][0]
     expected = colors[first.clustering.labels[features.loc[row, "cell_id"]]]
     assert np.allclose(controller.labels_layer.colormap.map(features.loc[row, "label"]), expected)
@@ -410,6 +415,7 @@ def test_runs_are_kept_switched_compared_and_reopened(workflow, qtbot, make_napa
         reopened.open_session(str(controller.session.folder))
     assert list(reopened.controller.session.runs) == ["run-001", "run-002"]
     assert reopened.controller.labels_layer is not None and reopened.controller.active.name == "run-002"
+    qtbot.waitUntil(lambda: not reopened.controller.busy, timeout=60_000)
     assert isinstance(reopened.controller.labels_layer.features["cluster"].dtype, pd.CategoricalDtype)
     # only run-002 is shown; run-001's clusters come from its folder, no need to show it first
     assert reopened.controller.session.runs["run-001"].clustering is None

