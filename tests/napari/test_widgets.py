@@ -776,3 +776,38 @@ def test_umap_legend_colour_by_column_hover_and_zoom_keep_the_lasso(workflow, qt
     assert expected.size and np.array_equal(controller.selected, expected)
     click(qtbot, umap.reset_button)
     assert axes.get_xlim() == pytest.approx((x0, x1)) and axes.get_ylim() == pytest.approx((y0, y1))
+
+
+def test_recluster_explores_and_keeping_it_asks_first(workflow, qtbot, monkeypatch):
+    from qtpy.QtWidgets import QMessageBox
+
+    _, widget = workflow
+    controller = widget.controller
+    clusters = widget.clusters
+    segment_and_tile(qtbot, widget)
+    record = embedded_run(controller, k=3)
+    controller.activate_run(record.name)
+    qtbot.waitUntil(lambda: not controller.busy and record.clustering is not None, timeout=60_000)
+    assert record.paths.clusters.is_file() and not clusters.save_button.isEnabled()  # the first is saved
+    saved = record.paths.clusters.read_bytes()
+
+    clusters.k.setValue(5)
+    wait_task(qtbot, controller, "cluster", lambda: click(qtbot, clusters.recluster_button))
+    qtbot.waitUntil(lambda: not controller.busy, timeout=60_000)
+    assert record.clustering.k == 5 and record.config.cluster.k == 3
+    assert record.paths.clusters.read_bytes() == saved  # exploring writes nothing
+    assert clusters.save_button.isEnabled() and "k=5" in clusters.save_button.text()
+    assert "exploring" in clusters.status.text()
+
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a[2]) or QMessageBox.StandardButton.No)
+    click(qtbot, clusters.save_button)
+    assert "k=3" in asked[0] and "k=5" in asked[0] and "--" not in asked[0]  # no command-line flags
+    assert record.paths.clusters.read_bytes() == saved and record.config.cluster.k == 3
+
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
+    wait_task(qtbot, controller, "save-clustering", lambda: click(qtbot, clusters.save_button))
+    assert record.config.cluster.k == 5 and record.paths.clusters.read_bytes() != saved
+    assert not clusters.save_button.isEnabled()
+    table = pd.read_csv(record.paths.clusters)
+    assert table["cluster"].tolist() == record.clustering.labels.tolist()

@@ -280,13 +280,20 @@ class ClusterWidget(QWidget):
             "Every cell with its cluster, plus the embeddings and the run's "
             "configuration in files beside the CSV"
         )
-        layout.addWidget(row(self.export_button))
+        self.save_button = QPushButton("Keep as the run's clustering")
+        self.save_button.setToolTip(
+            "Reclustering only explores. This makes the shown clusters the run's result: its clusters.csv, "
+            "metrics and saved k (what a reopened session and `phenossl export` show)"
+        )
+        layout.addWidget(row(self.save_button, self.export_button))
         self.status = note_label()
         layout.addWidget(self.status)
 
         self.recluster_button.clicked.connect(self._recluster)
         self.thumb_size.valueChanged.connect(self._thumb_size_changed)
         self.export_button.clicked.connect(self._choose_export)
+        self.save_button.clicked.connect(self._save_clustering)
+        self.controller.saved_clustering_changed.connect(self._run_changed)
         self.controller.active_run_changed.connect(self._run_changed)
         self.controller.clustering_changed.connect(self._clustering_changed)
         self.controller.task_state.connect(self._task_state)
@@ -307,6 +314,27 @@ class ClusterWidget(QWidget):
         has_clusters = record is not None and record.clustering is not None
         self.export_button.setEnabled(has_clusters)
         self.recluster_button.setEnabled(record is not None and record.has_embeddings)
+        unsaved = has_clusters and not self.controller.clustering_is_saved(record)
+        self.save_button.setEnabled(unsaved and not self.controller.running("save-clustering"))
+        if unsaved:
+            self.save_button.setText(f"Keep k={record.clustering.k} as the run's clustering")
+        else:
+            self.save_button.setText("Kept as the run's clustering" if has_clusters else "Keep as the run's clustering")
+
+    @reports_errors("Saving the clustering")
+    def _save_clustering(self, *_):
+        """Replace the run's saved clustering with the shown one, after asking (it cannot be undone)."""
+        record = self.controller.active
+        if record is None or record.clustering is None:
+            return None
+        question = (
+            f"Run {record.name}'s saved clustering has k={record.config.cluster.k}. Replace it (its "
+            f"clusters.csv and metrics) with the shown one, k={record.clustering.k}?"
+        )
+        if record.paths.clusters.is_file() and not ask_yes_no(self, "Replace the saved clustering?", question):
+            self.status.setText(f"Nothing was saved: {record.name} keeps k={record.config.cluster.k}.")
+            return None
+        return self.controller.save_clustering()
 
     def _clustering_changed(self) -> None:
         record = self.controller.active
@@ -354,6 +382,8 @@ class ClusterWidget(QWidget):
             self.recluster_button.setText("Clustering…" if running else "Recluster")
         elif task == "export":
             self.export_button.setEnabled(not running)
+        if task == "save-clustering":
+            self._run_changed()
 
     # ------------------------------------------------------------------------------------------
     # export: file dialog, then ask before replacing anything (export_clusters checks every file)
