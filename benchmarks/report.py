@@ -438,7 +438,51 @@ def memory_table(results: dict) -> str:
                   "peak RssFile MiB (incl. libraries)", "ru_maxrss MiB"], body)
 
 
+def ui_stalls_table(results: dict) -> str:
+    """Longest UI-thread stall per action, before and after, per scale (ms; the UI thread's own CPU in it)."""
+    runs = need(results, "ui_stalls")["results"]
+    labels = [label for label in ("before", "after") if label in runs]
+    scales = list(dict.fromkeys(scale for label in labels for scale in runs[label]["scales"]))
+    actions = list(dict.fromkeys(
+        action for label in labels for scale in scales
+        for action in runs[label]["scales"].get(scale, {}).get("actions", {})
+    ))
+
+    def cell(label: str, scale: str, action: str) -> str:
+        row = runs[label]["scales"].get(scale, {}).get("actions", {}).get(action)
+        if not row or row.get("error") or row.get("max_stall_ms") is None:
+            return "not run" if not row else "failed"
+        return f"{fmt(row['max_stall_ms'], '.0f')} ({fmt(row['max_stall_cpu_ms'], '.0f')}) / {fmt(row['wall_s'], '.1f')} s"
+
+    header = ["action"] + [f"{scale}: {label}" for scale in scales for label in labels]
+    body = [[action] + [cell(label, scale, action) for scale in scales for label in labels] for action in actions]
+    return table(header, body)
+
+
+def umap_speed_table(results: dict) -> str:
+    """Time to the first UMAP layout in a fresh process, before and after, cold and cached numba."""
+    data = need(results, "umap_speed")["results"]
+    names = ["before_cold", "before_cached", "after_cold", "after_cached", "after_cached_warm_up"]
+    body = []
+    for size, item in data.items():
+        scenarios = item.get("scenarios", {})
+        cells = []
+        for name in names:
+            row = scenarios.get(name)
+            if not row or row.get("first_layout_s") is None:
+                cells.append("not run")
+            elif "warm_up_s" in row:
+                cells.append(f"{fmt(row['warm_up_s'], '.1f')} + {fmt(row['first_layout_s'], '.1f')}")
+            else:
+                cells.append(fmt(row["first_layout_s"], ".1f"))
+        body.append([size.replace("x", " cells x ") + "-d", *cells])
+    return table(["embeddings", "before, cold s", "before, cached s", "after, cold s", "after, cached s",
+                  "after: warm-up + first layout s"], body)
+
+
 TABLES: dict[str, Callable[[dict], str]] = {
+    "ui_stalls": ui_stalls_table,
+    "umap_speed": umap_speed_table,
     "quality_main": quality_main,
     "quality_per_plate": quality_per_plate,
     "quality_target": quality_target,

@@ -525,26 +525,32 @@ def test_a_run_folder_busy_in_another_process_is_a_notification_and_the_viewer_s
     assert widget.train.train_button.isEnabled() and not widget.train.cancel_button.isEnabled()
     monkeypatch.undo()
 
-    # Recluster: the shown run's folder is held by another process
+    # Keeping a clustering: the shown run's folder is held by another process
+    from qtpy.QtWidgets import QMessageBox
+
     record = embedded_run(controller, k=3)
     with qtbot.waitSignal(controller.clustering_changed, timeout=60_000):
         controller.activate_run(record.name)
     qtbot.waitUntil(lambda: not controller.busy, timeout=10_000)
     before = record.paths.clusters.read_bytes()
     widget.clusters.k.setValue(4)
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
     with _held_by_another_process(record.paths.root) as pid:
-        notifications.clear()
+        # exploring only reads the run folder: it works while another process writes there
         wait_task(qtbot, controller, "cluster", lambda: click(qtbot, widget.clusters.recluster_button))
+        assert record.clustering.k == 4
+        notifications.clear()
+        wait_task(qtbot, controller, "save-clustering", lambda: click(qtbot, widget.clusters.save_button))
         messages = [str(n.message) for n in notifications]
         assert len(messages) == 1, messages
         assert messages[0].startswith(f"The run folder {record.paths.root.resolve()} is in use by process {pid} ")
-        assert "Clustering failed: The run folder" in widget.clusters.status.text()
-        assert record.paths.clusters.read_bytes() == before and record.clustering.k == 3  # nothing changed
-        assert not controller.busy and widget.clusters.recluster_button.isEnabled()
+        assert "Saving the clustering failed: The run folder" in widget.clusters.status.text()
+        assert record.paths.clusters.read_bytes() == before and record.config.cluster.k == 3  # nothing changed
+        assert not controller.busy and widget.clusters.save_button.isEnabled()
     # the other process is gone: the same click works, the viewer was never stuck
     notifications.clear()
-    wait_task(qtbot, controller, "cluster", lambda: click(qtbot, widget.clusters.recluster_button))
-    assert record.clustering.k == 4 and pd.read_csv(record.paths.clusters)["cluster"].nunique() == 4
+    wait_task(qtbot, controller, "save-clustering", lambda: click(qtbot, widget.clusters.save_button))
+    assert record.config.cluster.k == 4 and pd.read_csv(record.paths.clusters)["cluster"].nunique() == 4
     assert not [n for n in notifications if "in use" in str(n.message)]
 
 
