@@ -26,6 +26,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = REPO_ROOT / "benchmarks"
 RESULTS_DIR = BENCH_DIR / "results"
@@ -211,6 +213,15 @@ def mean_sd(values: Sequence[float | None]) -> dict[str, float]:
 
 
 # --- the result file ----------------------------------------------------------------------------------
+
+
+def blob_embeddings(n_cells: int, dims: int, n_groups: int = 30, seed: int = 0) -> np.ndarray:
+    """Seeded Gaussian blobs (float32): clustered like real embeddings, so K-Means and UMAP behave as they would."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=2.0, size=(n_groups, dims)).astype(np.float32)
+    data = rng.standard_normal((n_cells, dims), dtype=np.float32)
+    data += centres[rng.integers(n_groups, size=n_cells)]
+    return data
 
 
 def command_line(argv: Sequence[str] | None = None) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_common import StudyRecord, apply_threads, log, median, require_data, study_parser
+from bench_common import StudyRecord, apply_threads, blob_embeddings, log, median, require_data, study_parser
 
 STUDY = "speed_pipeline"
 
@@ -102,22 +102,13 @@ def tiling_speed(image: np.ndarray, labels: np.ndarray, tile_size: int, n_fields
     }
 
 
-def synthetic_embeddings(n_cells: int, dims: int, n_groups: int = 30, seed: int = 0) -> np.ndarray:
-    """Seeded Gaussian blobs (float32): clustered like real embeddings, so K-Means converges as it would."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(scale=2.0, size=(n_groups, dims)).astype(np.float32)
-    data = rng.standard_normal((n_cells, dims), dtype=np.float32)
-    data += centres[rng.integers(n_groups, size=n_cells)]
-    return data
-
-
 def recluster_latency(sizes: list[int], dims: int, ks: list[int], repeats: int) -> dict[str, Any]:
     """Seconds to prepare the EmbeddingSpace once, then to recluster at each k (median of repeats, seeds vary)."""
     from phenossl.cluster import EmbeddingSpace
 
     results = {}
     for n_cells in sizes:
-        embeddings = synthetic_embeddings(n_cells, dims)
+        embeddings = blob_embeddings(n_cells, dims)
         prepare_seconds, space = repeat_timing(lambda: EmbeddingSpace(embeddings), 1)
         space.cluster(ks[0], seed=0)  # untimed: first-call imports and thread pools
         per_k = {}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from bench_common import StudyRecord, apply_threads, log, study_parser
+from bench_common import StudyRecord, apply_threads, blob_embeddings, log, study_parser
 
 STUDY = "umap_quality"
 NEIGHBOURS = 15
@@ -27,12 +27,6 @@ def real_features(args) -> tuple[np.ndarray, str]:
     store = crops_store(args.data, args.cache_dir, None)
     features, _ = cellprofiler_features(store)
     return features, f"BBBC021 crops ({store.n_cells} cells), cp_measure features"
-
-
-def blobs(n: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(scale=6, size=(8, 20))
-    return (centres[rng.integers(0, 8, n)] + rng.normal(size=(n, 20))).astype(np.float32)
 
 
 def prepared(features: np.ndarray, components: int = 50) -> np.ndarray:
@@ -53,7 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
     apply_threads(args)
     record = StudyRecord(STUDY, args, None, argv)
     if args.smoke:
-        features, source, max_fit = blobs(500), "synthetic blobs (smoke)", 200
+        features, source, max_fit = blob_embeddings(500, 20, n_groups=8), "synthetic blobs (smoke)", 200
     else:
         features, source = real_features(args)
         max_fit = UMAP_MAX_FIT

@@ -36,19 +36,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_common import StudyRecord, log, study_parser
+from bench_common import StudyRecord, blob_embeddings, log, study_parser
 
 STUDY = "umap_speed"
 IMPLEMENTATIONS = ("before", "after")
-
-
-def blobs(n_cells: int, dims: int, n_groups: int = 30, seed: int = 0) -> np.ndarray:
-    """Seeded Gaussian blobs (float32), clustered like real embeddings."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(scale=2.0, size=(n_groups, dims)).astype(np.float32)
-    data = rng.standard_normal((n_cells, dims), dtype=np.float32)
-    data += centres[rng.integers(n_groups, size=n_cells)]
-    return data
 
 
 def layout_before(features: np.ndarray, seed: int, max_fit: int = 20_000) -> np.ndarray:
@@ -93,7 +84,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     from phenossl.cluster import projection
 
-    features = blobs(args.cells, args.dims)
+    features = blob_embeddings(args.cells, args.dims)
     result: dict[str, Any] = {"import_phenossl_s": time.perf_counter() - started}
     if args.warm_up:
         wall, cpu = time.perf_counter(), time.process_time()
