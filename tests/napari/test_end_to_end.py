@@ -139,12 +139,8 @@ def test_open_sample_segment_tile_train_cluster_explore_export(
         QMessageBox, "question", lambda *a, **k: asked.append(a[2]) or QMessageBox.StandardButton.Yes
     )
     target.write_text("old")
-    finished = []
-    controller.task_state.connect(
-        lambda name, running: finished.append(name) if name == "export" and not running else None
-    )
     click(qtbot, clusters.export_button)  # finds the files, asks, the user says yes, exports again
-    qtbot.waitUntil(lambda: len(finished) == 2, timeout=60_000)
+    qtbot.waitUntil(lambda: bool(asked) and not controller.running("export"), timeout=60_000)
     assert len(asked) == 1 and "would replace 3 existing file(s)" in asked[0]
     assert pd.read_csv(target)["cluster"].tolist() == clustering.labels.tolist()
     assert any("Exported clusters.csv" in str(n.message) for n in notifications)

@@ -240,10 +240,12 @@ class SessionController(QObject):
         return report
 
     def _task_done(self, task: str) -> None:
+        """One run of ``task`` ended; ``task_state(task, False)`` once none is left (a worker's result may
+        still be shown in turns, see ``_in_turns``)."""
         self._running[task] -= 1
         if self._running[task] <= 0:
             del self._running[task]
-        self.task_state.emit(task, False)
+            self.task_state.emit(task, False)
 
     @property
     def busy(self) -> bool:
@@ -326,8 +328,7 @@ class SessionController(QObject):
         if self.labels_layer is not None:  # the user segmented meanwhile: keep theirs
             return
         self.plate = info
-        self._show_nuclei(result, reference=None)
-        self._repaint()  # the shown run's clusters, if it was clustered meanwhile
+        self._show_nuclei(result, None, "nuclei", then=self._repaint)  # the shown run's clusters, if any
 
     # ------------------------------------------------------------------------------------------
     # 1. segment and tile
@@ -353,33 +354,43 @@ class SessionController(QObject):
 
     def _segmented(self, info: PlateInfo, reference, result: tasks.SegmentResult) -> None:
         self.plate = info
-        self._show_nuclei(tasks.NucleiResult(result.labels, result.table, result.paint), reference)
+        self._show_nuclei(tasks.NucleiResult(result.labels, result.table, result.paint), reference, "segment")
         message = f"{len(result.table)} nuclei in {info.n_fields} field(s)"
         if result.empty_fields:
             message += f"; no nucleus in {', '.join(result.empty_fields[:3])}"
         self.status.emit(message + ". Check them (fix with the Labels tools if needed), then make tiles.")
 
-    def _show_nuclei(self, nuclei: tasks.NucleiResult, reference, *, replace_data: bool = True) -> None:
+    def _show_nuclei(
+        self, nuclei: tasks.NucleiResult, reference, task: str, *, replace_data: bool = True, then=None
+    ) -> None:
         """Add (or refresh) the nuclei Labels layer, its centroid Points and the (empty) selection rings,
-        with the tables and colours the worker made.
+        with the tables and colours the worker made, then run ``then``.
 
-        ``replace_data=False`` keeps the Labels layer's data (and the user's undo history) untouched."""
-        viewer = self.viewer
+        Each layer napari adds costs ~0.1-0.2 s of the UI thread (its controls, its visual): they are made
+        one per event-loop turn (``_in_turns``), so the viewer redraws and answers between them; ``task``
+        counts as running until the last. ``replace_data=False`` keeps the Labels layer's data (and the
+        user's undo history) untouched."""
         two_d = reference is not None and reference.data.ndim == 2
         data = nuclei.labels[0] if two_d else nuclei.labels
         spatial = {} if reference is None else {"scale": reference.scale, "translate": reference.translate}
         metadata = self.plate.to_metadata() if self.plate else {}
         self.nuclei = nuclei.table
-        self._painting = True
-        try:
+
+        def labels_step() -> None:
+            viewer = self.viewer
             if self.labels_layer is not None and self.labels_layer in viewer.layers:
                 if replace_data:
                     self.labels_layer.data = data
                 self.labels_layer.metadata = metadata
             else:
-                self.labels_layer = viewer.add_labels(data, name=NUCLEI_NAME, metadata=metadata, opacity=0.55, **spatial)
+                self.labels_layer = viewer.add_labels(
+                    data, name=NUCLEI_NAME, metadata=metadata, opacity=0.55, **spatial
+                )
                 self.labels_layer.events.selected_label.connect(self._label_picked)
                 self.labels_layer.events.colormap.connect(self._other_tool_painted)
+
+        def points_step() -> None:
+            viewer = self.viewer
             coords = cellsmod.point_coordinates(nuclei.table, data.ndim)
             if self.points_layer is not None and self.points_layer in viewer.layers:
                 self.points_layer.data = coords
@@ -396,11 +407,55 @@ class SessionController(QObject):
                 )
                 self.points_layer.selected_data.events.items_changed.connect(self._points_selection_changed)
                 self.points_layer.events.face_color.connect(self._other_tool_painted)
-        finally:
-            self._painting = False
-        self._apply_paint(nuclei.paint)
-        self._show_selection()
-        self.nuclei_changed.emit()
+
+        def finish() -> None:
+            self._show_selection()
+            self.nuclei_changed.emit()
+            if then is not None:
+                then()
+
+        self._in_turns(
+            task,
+            self._painting_while(labels_step),
+            self._painting_while(points_step),
+            partial(self._apply_paint, nuclei.paint),
+            finish,
+        )
+
+    def _painting_while(self, step):
+        """``step`` with the layers' own events (selection, colours) marked as phenossl's."""
+
+        def run() -> None:
+            self._painting = True
+            try:
+                step()
+            finally:
+                self._painting = False
+
+        return run
+
+    def _in_turns(self, task: str, *steps) -> None:
+        """Run ``steps`` one per event-loop turn, so that no single UI-thread block holds them all; ``task``
+        counts as running (``busy``, ``task_state``) until the last has run. A step that fails is reported
+        like a worker's failure and the rest are dropped."""
+        from qtpy.QtCore import QTimer
+
+        remaining = list(steps)
+        self._running[task] += 1
+        self.task_state.emit(task, True)
+
+        def next_step() -> None:
+            try:
+                remaining.pop(0)()
+            except Exception as exc:
+                remaining.clear()
+                self._task_failed(task, None, exc)
+            if remaining:
+                QTimer.singleShot(0, next_step)
+            else:
+                self._task_done(task)
+
+        QTimer.singleShot(0, next_step)
 
     def _apply_paint(self, paint) -> None:
         """Give both nuclei layers their tables and colours (assigned, never edited in place): features
@@ -550,17 +605,21 @@ class SessionController(QObject):
                 f"Nucleus ids in {self.labels_layer.name!r} repeated between fields; they were renumbered "
                 "so that every cell has its own id (and its own cluster colour)."
             )
-        # the user may have added, removed or redrawn nuclei: the layers take the worker's table
-        self._show_nuclei(result.nuclei, reference, replace_data=result.renumbered)
         report = store.info.get("report", {})
         skipped = report.get("skipped_border", 0)
         padded = report.get("padded", 0)
-        self.status.emit(
+        message = (
             f"{store.n_cells} cells tiled ({store.tile_size}px) into {store.path}"
             + (f"; {padded} tiles reach past the image edge and were padded with black" if padded else "")
             + (f"; {skipped} nuclei too close to a border were left out (grey)" if skipped else "")
         )
-        self.store_changed.emit()
+
+        def announce() -> None:
+            self.status.emit(message)
+            self.store_changed.emit()
+
+        # the user may have added, removed or redrawn nuclei: the layers take the worker's table
+        self._show_nuclei(result.nuclei, reference, "tiles", replace_data=result.renumbered, then=announce)
 
     # ------------------------------------------------------------------------------------------
     # 2. compositions
