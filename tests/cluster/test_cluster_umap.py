@@ -210,12 +210,27 @@ def test_umaps_compiled_functions_get_a_disk_cache():
     assert isinstance(layouts._nb_optimize_layout_euclidean_single_epoch._cache, FunctionCache)  # the SGD epoch
 
 
+def test_umaps_compiled_loops_release_the_gil_so_the_viewer_keeps_running():
+    """Compiled as nogil: a layout in napari's worker thread never holds the UI thread off for a whole loop."""
+    from phenossl.cluster import projection
+
+    projection.import_umap()
+    from umap import layouts
+
+    features = np.random.default_rng(0).normal(size=(120, 8)).astype(np.float32)
+    projection.umap_embedding(features, seed=0, n_neighbors=5)
+    for loop in (layouts._nb_optimize_layout_euclidean_single_epoch, layouts.optimize_layout_euclidean):
+        if hasattr(loop, "targetoptions"):  # a numba function (the other is a Python driver in some versions)
+            assert loop.targetoptions.get("nogil") is True
+    assert layouts._nb_optimize_layout_euclidean_single_epoch.overloads  # it compiled (or loaded) with it
+
+
 def test_numba_cache_dir_is_per_user_and_per_version_unless_the_user_set_one(tmp_path):
     from phenossl.cluster.projection import numba_cache_dir, user_cache_root
 
     default = numba_cache_dir({})
     assert default.parent == user_cache_root() / "numba"
-    assert "umap-learn-" in default.name and "numba-" in default.name
+    assert "umap-learn-" in default.name and "numba-" in default.name and default.name.endswith("_nogil")
     assert numba_cache_dir({"NUMBA_CACHE_DIR": str(tmp_path)}) == tmp_path
 
 
