@@ -23,6 +23,8 @@ CHANNEL_RGB = np.array(
 )
 PALETTE_NAME = "phenossl-distinct"
 HUE_GAP = 25.0  # degrees of CIELAB hue between a cluster colour and any channel colour
+NUCLEAR_HUE_GAP = 60.0  # ... and the nuclear stain's blue, which every painted nucleus lies on
+NUCLEAR_ROWS = (0, 4)  # CHANNEL_RGB's blues
 
 
 def cluster_colors(k: int) -> np.ndarray:
@@ -48,8 +50,10 @@ def _distinct_palette(k: int) -> np.ndarray:
     hue = np.degrees(np.arctan2(lab[:, 2], lab[:, 1]))
     chromatic = np.hypot(avoid[:, 1], avoid[:, 2]) > 20
     avoid_hue = np.degrees(np.arctan2(avoid[chromatic, 2], avoid[chromatic, 1]))
-    gap = np.abs((hue[:, None] - avoid_hue[None] + 180.0) % 360.0 - 180.0).min(axis=1)
-    usable = (lab[:, 0] >= 50) & (lab[:, 0] <= 92) & ((gap > HUE_GAP) | (chroma < 15))
+    gap = np.abs((hue[:, None] - avoid_hue[None] + 180.0) % 360.0 - 180.0)
+    # the nuclei are painted over the nuclear stain (blue): keep further from it than from the others
+    wide = np.where(np.isin(np.flatnonzero(chromatic), NUCLEAR_ROWS), NUCLEAR_HUE_GAP, HUE_GAP)
+    usable = (lab[:, 0] >= 50) & (lab[:, 0] <= 92) & ((gap > wide[None]).all(axis=1) | (chroma < 15))
     grid, lab = grid[usable], lab[usable]
     nearest = np.min(np.linalg.norm(lab[:, None, :] - avoid[None], axis=-1), axis=1)
     chosen = []

@@ -106,6 +106,8 @@ def test_cluster_palette_keeps_away_from_every_channel_hue_and_is_stable():
     gap = np.abs((hue[:, None] - channel_hue[None] + 180) % 360 - 180).min(axis=1)
     vivid = np.hypot(lab[:, 1], lab[:, 2]) >= 15
     assert (gap[vivid] > 25).all()  # a green cluster would vanish on green tubulin
+    nuclear_hue = np.degrees(np.arctan2(channels[0, 2], channels[0, 1]))  # the blue every nucleus lies on
+    assert (np.abs((hue[vivid] - nuclear_hue + 180) % 360 - 180) > 60).all()
     distances = np.linalg.norm(lab[:, None] - lab[None], axis=-1) + np.eye(10) * 1e9
     assert distances.min() > 20  # and the clusters stay apart from each other
     assert (lab[:, 0] >= 50).all()  # bright enough on a dark plate

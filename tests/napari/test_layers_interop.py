@@ -65,6 +65,7 @@ def test_hovering_shows_the_cell_that_is_there_on_every_layer(clustered):
     y, x = np.argwhere(stack[0] == 0)[0]
     background = _status_fields(labels_layer, labels_layer.data_to_world([0, y, x]))
     assert "cell_id" not in background and background.get("label", "0") == "0"
+    assert "nan" not in background.values() and set(background) <= {"label"}  # nothing else shown there
     # the typical cells' rings show their own cell
     typical = controller.typical_layer
     for row in range(0, len(typical.data), 3):
@@ -110,9 +111,15 @@ def test_before_tiling_no_cell_id_is_shown(workflow, qtbot):
 
 def test_selections_never_move_the_users_active_layer(clustered, qtbot):
     viewer, _, controller, record = clustered
+    said: list[str] = []
+    controller.status.connect(said.append)
     image = viewer.layers["DNA"] if "DNA" in viewer.layers else viewer.layers[0]
     viewer.layers.selection.active = image
     controller.select_cluster(1)
+    members = int((record.clustering.labels == 1).sum())
+    assert said[-1] == f"cluster 1: {members} cells selected"
+    controller.points_layer.selected_data = {0, 1}  # a later pick elsewhere: the status line follows it
+    assert said[-1] == "2 cells selected"
     controller.go_to_cell(int(record.clustering.nearest[0][0]))
     controller.recluster(4)
     qtbot.waitUntil(lambda: not controller.busy, timeout=60_000)

@@ -77,9 +77,11 @@ def test_one_line_keeps_the_first_sentence_of_the_first_line():
         "Cellpose could not segment field P1_A01_s1: the model 'cpsam' was not found in "
         "/home/u/.cellpose/models. …"
     )
-    assert one_line("Segmentation failed: see e.g. The log. Then retry.") == (
+    assert one_line("Segmentation failed: see e.g. The log. Then retry.\nTraceback ...") == (
         "Segmentation failed: see e.g. The log. …"  # "e.g." ends no sentence
     )
+    short = "544 nuclei in 8 field(s). Check them, then make tiles."
+    assert one_line(short) == short  # a short one-line message of several sentences stays whole
     assert one_line("12 cells tiled (48px) into /tmp/s/tiles-1") == "12 cells tiled (48px) into /tmp/s/tiles-1"
     long = one_line("x" * 500, limit=50)
     assert len(long) == 50 and long.endswith("…")

@@ -142,6 +142,9 @@ def labels_table(cells: pd.DataFrame) -> pd.DataFrame:
     labels = cells["label"].to_numpy(dtype=np.int64)
     size = int(labels.max()) + 1 if len(labels) else 1
     dense = _integers_kept(cells, cells.set_index(pd.Index(labels)).reindex(pd.RangeIndex(size)))
+    for column in dense.columns:  # napari's status bar skips float('nan') but prints numpy float32 NaN
+        if dense[column].dtype == np.float32:
+            dense[column] = dense[column].astype(np.float64)
     dense["label"] = np.arange(size, dtype=np.int64)
     dense.insert(0, "index", np.arange(size, dtype=np.int64))
     return dense.reset_index(drop=True)

@@ -45,6 +45,8 @@ def one_line(text: str, limit: int = STATUS_CHARS) -> str:
     """The first line of ``text`` cut at its first sentence, elided to ``limit`` characters: a cellpose
     error of 18 lines must not fill the Segment tab (the whole text goes to the tooltip and the log)."""
     stripped = text.strip()
+    if "\n" not in stripped and len(stripped) <= limit:
+        return stripped  # phenossl's own one-line messages (several sentences) stay whole
     first = stripped.splitlines()[0].strip() if stripped else ""
     short = first
     for end in _SENTENCE_END.finditer(first):
