@@ -32,7 +32,7 @@ from qtpy.QtCore import QObject, Signal
 from phenossl.config import RunConfig, SegmentConfig, TileConfig
 from phenossl.errors import InputError, PhenosslError
 from phenossl.napari import cells as cellsmod
-from phenossl.napari import tasks
+from phenossl.napari import layer_tables, tasks
 from phenossl.napari.compositions import CompositionDraft
 from phenossl.napari.field_names import install_field_names
 from phenossl.napari.layer_tables import warm_label_colormaps
@@ -946,7 +946,7 @@ class SessionController(QObject):
                 table["centroid_x"].to_numpy(dtype=float),
             ]
         )[:, -ndim:]
-        features = typical_table(table, rows, clustering, colors)
+        features = layer_tables.typical_table(table, rows, clustering, colors)
         border = colors[clustering.labels[rows]] if len(rows) else np.zeros((0, 4))
         viewer = self.viewer
         spatial = {"scale": self.labels_layer.scale, "translate": self.labels_layer.translate}
@@ -1255,26 +1255,6 @@ def cluster_sizes_text(sizes: np.ndarray) -> str:
         listed = ", ".join(str(s) for s in sizes[:-1].tolist()) + (" and " if k > 1 else "") + str(sizes[-1])
         return f"{k} cluster{'s' if k != 1 else ''} of {listed} cells"
     return f"{k} clusters of {sizes.min()}-{sizes.max()} cells (median {int(np.median(sizes))})"
-
-
-def typical_table(cells: pd.DataFrame, rows: np.ndarray, clustering, colors: np.ndarray) -> pd.DataFrame:
-    """The typical-cells layer's features: store row, cluster (categorical, as on the nuclei layers),
-    its colour and the cell's rank and distance to the centroid, plus where it is."""
-    from phenossl.render import hex_colors
-
-    codes = np.asarray(clustering.labels, dtype=np.int64)[rows]
-    where = [c for c in ("label", "field", "plate", "well", "site") if c in cells]
-    table = cells[where].reset_index(drop=True)
-    for column in ("field", "plate", "well"):
-        if column in table:
-            table[column] = table[column].astype("category")
-    return table.assign(
-        cell_id=np.asarray(rows, dtype=np.int64),
-        cluster=pd.Categorical.from_codes(codes, categories=list(range(clustering.k))),
-        cluster_color=pd.Categorical(np.asarray(hex_colors(colors[: clustering.k]), dtype=object)[codes]),
-        centroid_rank=np.asarray(clustering.nearest_rank, dtype=np.int64)[rows],
-        distance_to_centroid=np.asarray(clustering.distance, dtype=np.float32)[rows],
-    )
 
 
 def stack_shape_text(layer) -> str:

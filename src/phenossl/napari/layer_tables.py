@@ -67,11 +67,7 @@ def cell_table(
     ``nuclei``: cells.nuclei_table's columns. ``store_cells``: the tile store's cell table (rows = store
     rows); without it there is no ``cell_id`` column yet (no "-1" before tiling). ``clustering``, ``umap``
     and ``pcs`` are per store row."""
-    base = [c for c in cellsmod.FEATURE_COLUMNS if c in nuclei.columns]
-    table = nuclei[base].reset_index(drop=True)
-    for column in CATEGORICAL:
-        if column in table:
-            table[column] = table[column].astype("category")
+    table = _with_categories(nuclei[[c for c in cellsmod.FEATURE_COLUMNS if c in nuclei.columns]])
     if store_cells is None:
         return table
     row_of_label = pd.Series(np.arange(len(store_cells)), index=store_cells["label"].to_numpy())
@@ -85,10 +81,38 @@ def cell_table(
     return table
 
 
-def _per_store_row(store_cells, existing, clustering, umap, pcs, colors) -> pd.DataFrame:
-    """Treatments, results and principal components per store row (only columns the nuclei lack)."""
+def _with_categories(table: pd.DataFrame) -> pd.DataFrame:
+    """A copy with plate / well / field as categoricals: other tools must not offer them as numbers."""
+    table = table.reset_index(drop=True)
+    for column in CATEGORICAL:
+        if column in table:
+            table[column] = table[column].astype("category")
+    return table
+
+
+def cluster_color_column(codes: np.ndarray, colors: np.ndarray, k: int) -> pd.Categorical:
+    """Each row's cluster colour as '#rrggbb' (categorical): what other plugins can paint with."""
     from phenossl.render import hex_colors
 
+    return pd.Categorical(np.asarray(hex_colors(colors[:k]), dtype=object)[np.asarray(codes, dtype=np.int64)])
+
+
+def typical_table(cells: pd.DataFrame, rows: np.ndarray, clustering, colors: np.ndarray) -> pd.DataFrame:
+    """The typical-cells layer's features: where each cell is, its store row, cluster (categorical, as on
+    the nuclei layers) and colour, and its rank and distance to the centroid."""
+    codes = np.asarray(clustering.labels, dtype=np.int64)[rows]
+    table = _with_categories(cells[[c for c in ("label", "field", "plate", "well", "site") if c in cells]])
+    return table.assign(
+        cell_id=np.asarray(rows, dtype=np.int64),
+        cluster=pd.Categorical.from_codes(codes, categories=list(range(clustering.k))),
+        cluster_color=cluster_color_column(codes, colors, clustering.k),
+        centroid_rank=np.asarray(clustering.nearest_rank, dtype=np.int64)[rows],
+        distance_to_centroid=np.asarray(clustering.distance, dtype=np.float32)[rows],
+    )
+
+
+def _per_store_row(store_cells, existing, clustering, umap, pcs, colors) -> pd.DataFrame:
+    """Treatments, results and principal components per store row (only columns the nuclei lack)."""
     columns: dict[str, Any] = {}
     skip = {"label", "cell_id", "key", "index", *existing}
     for name in store_cells.columns:
@@ -102,7 +126,7 @@ def _per_store_row(store_cells, existing, clustering, umap, pcs, colors) -> pd.D
         codes = np.asarray(clustering.labels, dtype=np.int64)
         columns["cluster"] = pd.Categorical.from_codes(codes, categories=list(range(k)))
         if colors is not None:
-            columns["cluster_color"] = pd.Categorical(np.asarray(hex_colors(colors[:k]), dtype=object)[codes])
+            columns["cluster_color"] = cluster_color_column(codes, colors, k)
         columns["distance_to_centroid"] = np.asarray(clustering.distance, dtype=np.float32)
         columns["centroid_rank"] = np.asarray(clustering.nearest_rank, dtype=np.int64)
     if umap is not None and len(umap) == len(store_cells):
