@@ -36,7 +36,7 @@ def session_with_tiles(tmp_path_factory) -> tuple[Session, PlateInfo]:
     info = PlateInfo.from_metadata(layers[0][1]["metadata"])
     _, result = _consume(tasks.segment_fields(layers[0][0], info, SegmentConfig()))
     session = Session(tmp_path_factory.mktemp("napari") / "session")
-    fields = cells.field_inputs([d for d, _, _ in layers], ["DNA", "tubulin", "actin"], result.labels, info)
+    fields = cells.field_inputs([d for d, _, _ in layers], ["DNA", "tubulin", "actin"], result.nuclei.labels, info)
     from phenossl.config import InputConfig
 
     session.store = tasks.build_tiles(
@@ -74,8 +74,9 @@ def test_segmentation_keeps_ids_unique_across_fields_and_lists_empty_ones():
     nuclear[1] = nuclear[1].min()  # field 2 blank
     progress, result = _consume(tasks.segment_fields(nuclear, info, SegmentConfig()))
     assert progress == [1, 2]
-    assert result.empty_fields == [info.keys[1]] and result.labels[1].max() == 0
-    assert result.table["label"].is_unique and len(result.table) == result.labels.max()
+    nuclei = result.nuclei
+    assert result.empty_fields == [info.keys[1]] and nuclei.labels[1].max() == 0
+    assert nuclei.table["label"].is_unique and len(nuclei.table) == nuclei.labels.max()
     with pytest.raises(NoNucleiError, match="No nuclei"):
         _consume(tasks.segment_fields(np.zeros_like(nuclear), info, SegmentConfig()))
 

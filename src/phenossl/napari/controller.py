@@ -354,8 +354,8 @@ class SessionController(QObject):
 
     def _segmented(self, info: PlateInfo, reference, result: tasks.SegmentResult) -> None:
         self.plate = info
-        self._show_nuclei(tasks.NucleiResult(result.labels, result.table, result.paint), reference, "segment")
-        message = f"{len(result.table)} nuclei in {info.n_fields} field(s)"
+        self._show_nuclei(result.nuclei, reference, "segment")
+        message = f"{len(result.nuclei.table)} nuclei in {info.n_fields} field(s)"
         if result.empty_fields:
             message += f"; no nucleus in {', '.join(result.empty_fields[:3])}"
         self.status.emit(message + ". Check them (fix with the Labels tools if needed), then make tiles.")

@@ -45,23 +45,17 @@ def reported_as(what: str) -> Iterator[None]:
 def warm_up() -> None:
     """Import the training stack ahead of use, in a worker. Loading torchvision's extension holds the GIL
     for stretches of ~0.2 s; done while the user segments, it no longer stalls the viewer when training
-    starts (measured: the first-step stall fell from ~0.35-0.8 s to below 0.1 s). Then compile UMAP."""
+    starts (measured: the first-step stall fell from ~0.35-0.8 s to below 0.1 s). Then compile the UMAP
+    layout's numba code (~18 s of one core on a computer's first start, ~2 s later from numba's disk cache),
+    so that the sample plate's first layout takes under a second (benchmarks/umap_speed.py)."""
     import torchvision  # noqa: F401
 
     import phenossl.augment.pipeline
     import phenossl.methods
     import phenossl.train.trainer  # noqa: F401
+    from phenossl.cluster.projection import warm_up_umap
 
     warm_up_umap()
-
-
-def warm_up_umap() -> None:
-    """Compile the UMAP layout's numba code while the user segments and trains, not when they ask for a
-    layout: ~18 s of one core on a computer's first start, ~2 s later (numba's disk cache); the sample
-    plate's first layout then takes under a second (benchmarks/umap_speed.py)."""
-    from phenossl.cluster.projection import warm_up_umap as compile_umap
-
-    compile_umap()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -69,21 +63,19 @@ def warm_up_umap() -> None:
 
 
 @dataclass(frozen=True)
-class SegmentResult:
-    labels: np.ndarray  # (F, Y, X) int32, ids unique over the plate
-    table: pd.DataFrame  # one row per nucleus (see cells.nuclei_table)
-    empty_fields: list[str]
-    paint: Any = None  # layer_tables.LayerPaint: the nuclei layers' tables and colours
-
-
-@dataclass(frozen=True)
 class NucleiResult:
     """Nuclei as the layers show them: an (F, Y, X) plate-unique label stack, its per-nucleus table and
     the layers' tables and colours (everything costly at 100k cells, made off the UI thread)."""
 
-    labels: np.ndarray
-    table: pd.DataFrame
+    labels: np.ndarray  # (F, Y, X) int32, ids unique over the plate
+    table: pd.DataFrame  # one row per nucleus (see cells.nuclei_table)
     paint: Any  # layer_tables.LayerPaint
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    nuclei: NucleiResult
+    empty_fields: list[str]
 
 
 def segment_fields(
@@ -120,7 +112,7 @@ def segment_fields(
                 "try the other segmentation backend."
             )
         table = nuclei_table(labels, info)
-        return SegmentResult(labels, table, empty, layer_paint(table, None, labels.dtype))
+        return SegmentResult(NucleiResult(labels, table, layer_paint(table, None, labels.dtype)), empty)
 
 
 def build_tiles(
