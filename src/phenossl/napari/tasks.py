@@ -266,20 +266,11 @@ class TrainOutcome:
     checkpoint: Path | None
 
 
-def log_every(config: RunConfig) -> int:
-    """Steps between two progress reports (the trainer's rule: every step on CPU, every 10 on GPUs)."""
-    from phenossl.train import resolve_device
-
-    return config.train.log_every or (1 if resolve_device(config.train.device).type == "cpu" else 10)
-
-
 def expected_events(n_cells: int, config: RunConfig) -> int:
-    """How many events ``iter_training`` yields (reports + one per epoch): the progress bar's total."""
-    batch = min(config.train.batch_size, n_cells)
-    steps = n_cells // batch
-    every = log_every(config)
-    reports = steps // every + (1 if steps % every else 0)
-    return config.train.epochs * (reports + 1)
+    """How many events training yields (reports + one per epoch): the progress bar's total (the trainer's rule)."""
+    from phenossl.train.trainer import expected_events as training_events
+
+    return training_events(n_cells, config.train)
 
 
 def ui_thread_budget(cpu_count: int | None = None) -> int:

@@ -153,6 +153,28 @@ def generated_size(config: TrainConfig, tile_size: int | None = None) -> int:
     return max(needed) if tile_size is None else min(tile_size, max(needed))
 
 
+def report_every(config: TrainConfig, device_type: str | None = None) -> int:
+    """Steps between two progress reports: ``train.log_every``, else every step on the CPU (steps are slow there)
+    and every 10 on an accelerator (each report reads the loss back, a device sync)."""
+    if config.log_every:
+        return config.log_every
+    device_type = device_type or resolve_device(config.device).type
+    return 1 if device_type == "cpu" else 10
+
+
+def is_report_step(step: int, steps_per_epoch: int, every: int) -> bool:
+    """Whether :func:`iter_training` reports after ``step`` (1-based): every ``every`` steps and the epoch's last."""
+    return step % every == 0 or step == steps_per_epoch
+
+
+def expected_events(n_cells: int, config: TrainConfig) -> int:
+    """How many events :func:`iter_training` yields (reports, plus one per epoch): a progress bar's total."""
+    steps = n_cells // min(config.batch_size, n_cells)  # TileBatches' rule: full batches only
+    every = report_every(config)
+    reports = sum(is_report_step(step, steps, every) for step in range(1, steps + 1))
+    return config.epochs * (reports + 1)
+
+
 def probe_indices(n_cells: int, n: int = PROBE_CELLS) -> np.ndarray:
     """Evenly spaced cells used to watch the representation (same cells every epoch)."""
     return np.unique(np.linspace(0, n_cells - 1, min(n, n_cells)).astype(np.int64))
@@ -215,7 +237,7 @@ def iter_training(
         batch_size = batches.batch_size
         steps_per_epoch = batches.steps_per_epoch
         total_steps = config.epochs * steps_per_epoch
-        log_every = config.log_every or (1 if device.type == "cpu" else 10)
+        log_every = report_every(config, device.type)
 
         model.to(device)
         if device.type == "cuda" and config.channels_last:
@@ -250,7 +272,7 @@ def iter_training(
                 total, losses = update(x, generator, global_step / total_steps)
                 seen += len(x)
 
-                if step % log_every == 0 or step == steps_per_epoch:
+                if is_report_step(step, steps_per_epoch, log_every):
                     loss_value = float(total.detach())  # one device sync per report, not per step
                     if not is_finite(loss_value):
                         raise DivergedError(
