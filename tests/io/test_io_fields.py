@@ -12,7 +12,7 @@ import pytest
 import tifffile
 
 from phenossl.errors import ConfigError, InputError
-from phenossl.io import fields as fields_module
+from phenossl.io import discovery as discovery_module
 from phenossl.io.fields import (
     MULTICHANNEL_KEY,
     Field,
@@ -334,7 +334,7 @@ def test_discovery_lists_a_folder_once_and_reads_no_file(tmp_path, monkeypatch):
             (folder / f"P_{'ABCDEFGH'[j % 8]}{j // 8 % 12 + 1:02d}_s{j // 96 + 1}_w{channel}.tif").touch()
     calls = []
     real_scandir = os.scandir
-    monkeypatch.setattr(fields_module.os, "scandir", lambda p: calls.append(p) or real_scandir(p))
+    monkeypatch.setattr(discovery_module.os, "scandir", lambda p: calls.append(p) or real_scandir(p))
     sources = discover_fields(folder)
     assert calls == [folder]
     assert len(sources) == 100 and all(len(s.paths) == 3 for s in sources)
