@@ -24,7 +24,7 @@ def test_segment_then_tile_from_the_labels_as_the_user_corrected_them(workflow, 
     viewer, widget = workflow
     controller = widget.controller
     segment = widget.segment
-    assert segment.nuclear.layer().name == "DNA"  # the nuclear stain is preselected by name
+    assert segment.nuclear.value.name == "DNA"  # the nuclear stain is preselected by name
     wait_task(qtbot, controller, "segment", lambda: click(qtbot, segment.segment_button))
     assert progress_values["Segmenting 2 field(s)"] == [1, 2]  # napari's progress bar: one step per field
 
@@ -68,7 +68,7 @@ def test_refused_tiles_leave_every_layer_as_it_was(workflow, qtbot, notification
     drawn[:, 100:120, 100:120] = 1  # nucleus 1 in both fields
     mine = viewer.add_labels(drawn.copy(), name="my nuclei")
     layers_before = list(viewer.layers)
-    widget.segment.labels.set_layer(mine)
+    widget.segment.labels.value = mine
     assert {layer.name for layer in widget.segment.channels.checked_layers()} >= {"DNA", "DNA again"}
 
     click(qtbot, widget.segment.tile_button)
@@ -257,14 +257,14 @@ def test_core_and_unexpected_errors_reach_the_user_once(workflow, qtbot, notific
     assert any("segment the nuclei first" in str(n.message) for n in notifications)
 
     blank = viewer.add_image(np.zeros((2, 64, 64), dtype=np.uint16), name="blank")
-    segment.nuclear.set_layer(blank)
+    segment.nuclear.value = blank
     notifications.clear()
     wait_task(qtbot, controller, "segment", lambda: click(qtbot, segment.segment_button))
     errors = [n for n in notifications if "No nuclei were found" in str(n.message)]
     assert len(errors) == 1  # one notification, the core's own message
     assert "failed" in segment.status.text() and segment.segment_button.isEnabled()
 
-    segment.nuclear.set_layer(viewer.layers["DNA"])  # cellpose with a weights file that is not there
+    segment.nuclear.value = viewer.layers["DNA"]  # cellpose with a weights file that is not there
     segment.backend.setCurrentText("cellpose")
     assert segment.weights.isVisibleTo(segment)
     segment.weights.setText(str(viewer.layers["DNA"].name + "_missing_weights.pt"))

@@ -1,5 +1,5 @@
-"""Small Qt pieces shared by the widgets: error reporting for button handlers, images as pixmaps, layer
-pickers that follow the viewer's layer list, and form rows. No phenossl logic here."""
+"""Small Qt pieces shared by the widgets: error reporting for button handlers, images as pixmaps, and form
+rows. No phenossl logic here."""
 
 from __future__ import annotations
 
@@ -9,15 +9,12 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import Qt, Signal
+from qtpy.QtCore import Qt
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import (
-    QComboBox,
     QFileDialog,
     QHBoxLayout,
     QLabel,
-    QListWidget,
-    QListWidgetItem,
     QMessageBox,
     QSizePolicy,
     QWidget,
@@ -134,112 +131,3 @@ def note_label(text: str = "", *, warning: bool = False) -> QLabel:
     if warning:
         label.setStyleSheet("color: #f0b400;")
     return label
-
-
-class LayerCombo(QComboBox):
-    """Pick one layer of a type; follows the viewer's layer list (added, removed, renamed layers).
-
-    Layers are held by identity, never found by name."""
-
-    layer_changed = Signal(object)
-
-    def __init__(self, viewer, layer_type: type, parent: QWidget | None = None):
-        super().__init__(parent)
-        self._viewer = viewer
-        self._type = layer_type
-        self._watched_names: set[int] = set()
-        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.setMinimumContentsLength(10)
-        for emitter in (
-            viewer.layers.events.inserted,
-            viewer.layers.events.removed,
-            viewer.layers.events.changed,
-        ):
-            connect_while_alive(self, emitter, self.refresh)
-        self.currentIndexChanged.connect(lambda _: self.layer_changed.emit(self.layer()))
-        self.refresh()
-
-    def layers(self) -> list:
-        return [layer for layer in self._viewer.layers if isinstance(layer, self._type)]
-
-    def refresh(self, *_: Any) -> None:
-        current = self.layer()
-        self.blockSignals(True)
-        self.clear()
-        for layer in self.layers():
-            self.addItem(layer.name, layer)
-            if id(layer) not in self._watched_names:  # follow renames, connecting once per layer
-                connect_while_alive(self, layer.events.name, self.refresh)
-                self._watched_names.add(id(layer))
-        self.blockSignals(False)
-        self.set_layer(current)
-
-    def layer(self):
-        return self.currentData() if self.count() else None
-
-    def set_layer(self, layer) -> None:
-        for i in range(self.count()):
-            if self.itemData(i) is layer:
-                if i != self.currentIndex():
-                    self.setCurrentIndex(i)
-                return
-        if self.count():
-            self.layer_changed.emit(self.layer())
-
-
-class LayerChecklist(QListWidget):
-    """Tick several layers of a type (e.g. the channels to tile); follows the viewer's layer list."""
-
-    selection_changed = Signal()
-
-    def __init__(self, viewer, layer_type: type, parent: QWidget | None = None):
-        super().__init__(parent)
-        self._viewer = viewer
-        self._type = layer_type
-        self._unticked: set[int] = set()  # ids of layers the user unticked (new layers start ticked)
-        connect_while_alive(self, viewer.layers.events.inserted, self.refresh)
-        connect_while_alive(self, viewer.layers.events.removed, self.refresh)
-        self.itemChanged.connect(self._remember)
-        self.refresh()
-
-    def refresh(self, *_: Any) -> None:
-        self.blockSignals(True)
-        self.clear()
-        for layer in self._viewer.layers:
-            if isinstance(layer, self._type):
-                item = QListWidgetItem(layer.name)
-                item.setData(Qt.ItemDataRole.UserRole, layer)
-                item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-                ticked = id(layer) not in self._unticked
-                item.setCheckState(Qt.CheckState.Checked if ticked else Qt.CheckState.Unchecked)
-                self.addItem(item)
-        self.blockSignals(False)
-        rows = max(1, min(self.count(), 5))
-        row_height = max(self.sizeHintForRow(0) if self.count() else 0, self.fontMetrics().height() + 6)
-        self.setFixedHeight(rows * row_height + 2 * self.frameWidth() + 4)
-        self.selection_changed.emit()
-
-    def _remember(self, item: QListWidgetItem) -> None:
-        layer = item.data(Qt.ItemDataRole.UserRole)
-        if item.checkState() == Qt.CheckState.Checked:
-            self._unticked.discard(id(layer))
-        else:
-            self._unticked.add(id(layer))
-        self.selection_changed.emit()
-
-    def checked_layers(self) -> list:
-        return [
-            self.item(i).data(Qt.ItemDataRole.UserRole)
-            for i in range(self.count())
-            if self.item(i).checkState() == Qt.CheckState.Checked
-        ]
-
-    def set_checked(self, layers: list) -> None:
-        wanted = {id(layer) for layer in layers}
-        for i in range(self.count()):
-            item = self.item(i)
-            item.setCheckState(
-                Qt.CheckState.Checked
-                if id(item.data(Qt.ItemDataRole.UserRole)) in wanted
-                else Qt.CheckState.Unchecked
-            )

@@ -4,29 +4,22 @@ from __future__ import annotations
 
 import logging
 import re
-from pathlib import Path
 
 from qtpy.QtWidgets import (
-    QComboBox,
-    QDoubleSpinBox,
-    QFileDialog,
     QFormLayout,
     QGroupBox,
-    QLabel,
-    QLineEdit,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
 from phenossl.config import SegmentConfig, TileConfig
 from phenossl.errors import InputError
+from phenossl.napari.config_form import ConfigForm, Row
 from phenossl.napari.controller import controller_for, stack_shape_text
+from phenossl.napari.layer_pickers import LayerChecklist, layer_picker
 from phenossl.napari.plate import NUCLEAR_NAMES, PlateInfo, channel_name, guess_nuclear_index
 from phenossl.napari.qt_helpers import (
-    LayerChecklist,
-    LayerCombo,
     choose_session_folder,
     connect_while_alive,
     note_label,
@@ -39,6 +32,22 @@ logger = logging.getLogger(__name__)
 STATUS_CHARS = 200  # a few lines of the dock at most: the status stays a status, however long the error
 _SENTENCE_END = re.compile(r"[.!?](?=\s+[A-Z(\"'])")
 _ABBREVIATIONS = ("e.g", "i.e", "etc", "vs")
+
+SEGMENT_ROWS = [
+    Row("backend", "Backend", tooltip="classical: thresholds and watershed, no model needed. "
+        "cellpose: a deep model, needs its weights on this computer."),
+    Row("model", "Cellpose model"),
+    Row("weights", "Weights file"),
+    Row("diameter", "Nucleus diameter", high=500, suffix=" px", none_text="estimate"),
+]
+TILE_ROWS = [
+    Row("size", "Tile size", step=4, suffix=" px",
+        tooltip="Side of each single-cell tile, centred on the nucleus (the paper: 196 px)."),
+    Row("border", "At the border", value="pad",
+        choices=(("pad (keep every cell)", "pad"), ("skip cells at the border", "skip")),
+        tooltip="Tiles of cells near the image border leave the image: pad them with background, "
+        "or leave those cells out."),
+]
 
 
 def one_line(text: str, limit: int = STATUS_CHARS) -> str:
@@ -88,44 +97,22 @@ class SegmentWidget(QWidget):
         images_form = QFormLayout(images_box)
         self.channels = LayerChecklist(napari_viewer, Image)
         self.channels.setToolTip("The channel layers that go into the tiles (one layer per stain).")
-        self.nuclear = LayerCombo(napari_viewer, Image)
-        self.nuclear.setToolTip("The nuclear stain (DNA, DAPI, Hoechst): nuclei are segmented in it.")
+        self.nuclear = layer_picker(
+            napari_viewer, Image, "The nuclear stain (DNA, DAPI, Hoechst): nuclei are segmented in it."
+        )
         self.shape_label = note_label()
         images_form.addRow("Channels", self.channels)
-        images_form.addRow("Nuclear stain", self.nuclear)
+        images_form.addRow("Nuclear stain", self.nuclear.native)
         images_form.addRow("", self.shape_label)
         layout.addWidget(images_box)
 
         segment_box = QGroupBox("Segment nuclei")
         segment_form = QFormLayout(segment_box)
-        self.backend = QComboBox()
-        self.backend.addItems(["classical", "cellpose"])
-        self.backend.setToolTip(
-            "classical: thresholds and watershed, no model needed. "
-            "cellpose: a deep model, needs its weights on this computer."
+        self.segment_form = ConfigForm(SegmentConfig, SEGMENT_ROWS)
+        self.segment_form.add_rows(segment_form)
+        self.backend, self.model, self.weights, self.diameter = (
+            self.segment_form.native(name) for name in ("backend", "model", "weights", "diameter")
         )
-        self.model = QLineEdit(SegmentConfig().model)
-        self.model.setToolTip(
-            "A cellpose model name from the local cellpose models folder (e.g. cpsam, nuclei)."
-        )
-        self.weights = QLineEdit()
-        self.weights.setPlaceholderText("or a weights file…")
-        self.weights_button = QPushButton("Browse…")
-        self.weights_button.clicked.connect(self._choose_weights)
-        self.diameter = QDoubleSpinBox()
-        self.diameter.setRange(0, 500)
-        self.diameter.setDecimals(0)
-        self.diameter.setSpecialValueText("estimate")
-        self.diameter.setSuffix(" px")
-        self.diameter.setToolTip(
-            "Typical nucleus diameter in pixels; 'estimate' lets the backend measure it."
-        )
-        segment_form.addRow("Backend", self.backend)
-        self.model_row = row(QLabel("model"), self.model, stretch_last=True)
-        self.weights_row = row(self.weights, self.weights_button, stretch_last=True)
-        segment_form.addRow("", self.model_row)
-        segment_form.addRow("", self.weights_row)
-        segment_form.addRow("Nucleus diameter", self.diameter)
         self.segment_button = QPushButton("Segment nuclei")
         self.segment_button.clicked.connect(self._segment)
         segment_form.addRow(self.segment_button)
@@ -139,28 +126,15 @@ class SegmentWidget(QWidget):
 
         tiles_box = QGroupBox("Make tiles (one per nucleus)")
         tiles_form = QFormLayout(tiles_box)
-        self.labels = LayerCombo(napari_viewer, Labels)
-        self.labels.setToolTip(
-            "The nuclei to tile, as they are now in this Labels layer (your corrections count)."
+        self.labels = layer_picker(
+            napari_viewer,
+            Labels,
+            "The nuclei to tile, as they are now in this Labels layer (your corrections count).",
         )
-        self.tile_size = QSpinBox()
-        self.tile_size.setRange(16, 1024)
-        self.tile_size.setSingleStep(4)
-        self.tile_size.setValue(TileConfig().size)
-        self.tile_size.setSuffix(" px")
-        self.tile_size.setToolTip(
-            "Side of each single-cell tile, centred on the nucleus (the paper: 196 px)."
-        )
-        self.border = QComboBox()
-        self.border.addItem("pad (keep every cell)", "pad")
-        self.border.addItem("skip cells at the border", "skip")
-        self.border.setToolTip(
-            "Tiles of cells near the image border leave the image: pad them with "
-            "background, or leave those cells out."
-        )
-        tiles_form.addRow("Nuclei", self.labels)
-        tiles_form.addRow("Tile size", self.tile_size)
-        tiles_form.addRow("At the border", self.border)
+        tiles_form.addRow("Nuclei", self.labels.native)
+        self.tile_form = ConfigForm(TileConfig, TILE_ROWS)
+        self.tile_form.add_rows(tiles_form)
+        self.tile_size, self.border = self.tile_form.native("size"), self.tile_form.native("border")
         self.tile_button = QPushButton("Make tiles")
         self.tile_button.clicked.connect(self._make_tiles)
         tiles_form.addRow(self.tile_button)
@@ -170,16 +144,16 @@ class SegmentWidget(QWidget):
         layout.addWidget(self.status)
         layout.addStretch(1)
 
-        self.backend.currentTextChanged.connect(self._backend_changed)
-        self.nuclear.layer_changed.connect(self._nuclear_changed)
+        self.segment_form["backend"].changed.connect(self._backend_changed)
+        self.nuclear.changed.connect(self._nuclear_changed)
         self.controller.session_changed.connect(self._show_session)
         self.controller.nuclei_changed.connect(self._nuclei_changed)
         self.controller.task_state.connect(self._task_state)
         self.controller.status.connect(self.show_status)
-        self._backend_changed(self.backend.currentText())
+        self._backend_changed(self.segment_form["backend"].value)
         self._show_session()
         self._pick_nuclear_default()
-        self._nuclear_changed(self.nuclear.layer())
+        self._nuclear_changed(self.nuclear.value)
         connect_while_alive(self, napari_viewer.layers.events.inserted, self._pick_nuclear_default)
 
     # ------------------------------------------------------------------------------------------
@@ -193,20 +167,14 @@ class SegmentWidget(QWidget):
             logger.info("Segment step status (in full): %s", text)
 
     def segmentation_config(self) -> SegmentConfig:
-        weights = self.weights.text().strip() or None
-        return SegmentConfig(
-            backend=self.backend.currentText(),
-            diameter=self.diameter.value() or None,
-            model=self.model.text().strip() or SegmentConfig().model,
-            weights=Path(weights) if weights else None,
-        )
+        return SegmentConfig(**self.segment_form.values())
 
     def tile_config(self) -> TileConfig:
-        return TileConfig(size=self.tile_size.value(), border=self.border.currentData())
+        return TileConfig(**self.tile_form.values())
 
     @reports_errors("Segmentation")
     def _segment(self, *_):
-        layer = self.nuclear.layer()
+        layer = self.nuclear.value
         if layer is None:
             raise InputError("open the images first (File > Open, or File > Open Sample > phenossl)")
         return self.controller.segment(layer, self.segmentation_config())
@@ -214,21 +182,15 @@ class SegmentWidget(QWidget):
     @reports_errors("Making tiles")
     def _make_tiles(self, *_):
         return self.controller.make_tiles(
-            self.channels.checked_layers(), self.nuclear.layer(), self.labels.layer(), self.tile_config()
+            self.channels.checked_layers(), self.nuclear.value, self.labels.value, self.tile_config()
         )
 
     def _choose_session(self, *_):
         choose_session_folder(self, self.controller, "Session folder")
 
-    def _choose_weights(self, *_):
-        path, _filter = QFileDialog.getOpenFileName(self, "Cellpose weights file")
-        if path:
-            self.weights.setText(path)
-
     def _backend_changed(self, backend: str) -> None:
-        cellpose = backend == "cellpose"
-        self.model_row.setVisible(cellpose)
-        self.weights_row.setVisible(cellpose)
+        for name in ("model", "weights"):
+            self.segment_form.set_visible(name, backend == "cellpose")
 
     def _show_session(self) -> None:
         folder = self.controller.session.folder
@@ -237,11 +199,11 @@ class SegmentWidget(QWidget):
 
     def _pick_nuclear_default(self, *_) -> None:
         """Preselect the nuclear stain (DNA, DAPI, Hoechst...) unless the user already picked one."""
-        layers = self.nuclear.layers()
-        current = self.nuclear.layer()
+        layers = list(self.nuclear.choices)
+        current = self.nuclear.value
         names = [channel_name(layer) for layer in layers]
         if layers and (current is None or channel_name(current).lower() not in NUCLEAR_NAMES):
-            self.nuclear.set_layer(layers[guess_nuclear_index(names)])
+            self.nuclear.value = layers[guess_nuclear_index(names)]
 
     def _nuclear_changed(self, layer) -> None:
         if layer is None:
@@ -259,7 +221,7 @@ class SegmentWidget(QWidget):
 
     def _nuclei_changed(self) -> None:
         if self.controller.labels_layer is not None:
-            self.labels.set_layer(self.controller.labels_layer)
+            self.labels.value = self.controller.labels_layer
 
     def _task_state(self, task: str, running: bool) -> None:
         if task == "segment":
