@@ -23,7 +23,8 @@ class Row:
 
     ``value``: the GUI's own starting value (e.g. fewer epochs for a first try on a CPU); ``low``/``high``:
     a range for a field the config leaves open; ``choices``: ``(label, value)`` pairs in the order shown;
-    ``tooltip``: for a field without a description; ``suffix``: a unit; ``none_text``: what the lowest
+    ``tooltip``: words for the user where the field's description (the default tooltip) is written for a
+    configuration file; ``suffix``: a unit; ``none_text``: what the lowest
     value of an optional number reads (that value means None)."""
 
     name: str
@@ -71,7 +72,7 @@ def widget_options(model: type[BaseModel], row: Row) -> dict[str, Any]:
     info = model.model_fields[row.name]
     kind, nullable = base_type(info.annotation)
     value = info.get_default(call_default_factory=True) if row.value is _UNSET else row.value
-    options: dict[str, Any] = {"tooltip": info.description or row.tooltip or ""}
+    options: dict[str, Any] = {"tooltip": row.tooltip or info.description or ""}
     qt: dict[str, Any] = {}
     if get_origin(kind) is Literal or row.choices is not None:
         widget_type = "ComboBox"

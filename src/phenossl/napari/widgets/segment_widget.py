@@ -38,7 +38,8 @@ SEGMENT_ROWS = [
         "cellpose: a deep model, needs its weights on this computer."),
     Row("model", "Cellpose model"),
     Row("weights", "Weights file"),
-    Row("diameter", "Nucleus diameter", high=500, suffix=" px", none_text="estimate"),
+    Row("diameter", "Nucleus diameter", high=500, suffix=" px", none_text="estimate",
+        tooltip="Typical nucleus diameter in pixels; 'estimate' lets the backend measure it."),
 ]
 TILE_ROWS = [
     Row("size", "Tile size", step=4, suffix=" px",

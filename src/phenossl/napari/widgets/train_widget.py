@@ -9,12 +9,12 @@ from qtpy.QtWidgets import (
     QGroupBox,
     QLabel,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
-from phenossl.config import ENCODERS, METHODS, TrainConfig
+from phenossl.config import ENCODERS, METHODS, RunConfig, TrainConfig
+from phenossl.napari.config_form import ConfigForm, Row, choice_box
 from phenossl.napari.controller import controller_for
 from phenossl.napari.qt_helpers import note_label, reports_errors, row
 from phenossl.napari.widgets.plots import theme_colors, themed_canvas
@@ -26,7 +26,27 @@ METHOD_HELP = {
     "vicreg": "VICReg: variance-invariance-covariance; no negatives",
     "gandl": "GAN-DL: a GAN; the discriminator (your encoder) learns to tell real cells from generated ones",
 }
+TRAIN_ROWS = [
+    Row("encoder", "Encoder", choices=tuple((name, name) for name in ENCODERS),
+        tooltip="resnet18: fast, a good default. vgg13: the paper's trunk, slower."),
+    Row("epochs", "Epochs", value=10, high=10_000, tooltip="passes over all cells"),
+    Row("batch_size", "Batch size", value=64, high=4096,
+        tooltip="cells per step; larger is better for contrastive methods, if memory allows"),
+    Row("resolution", "Resolution", value=64, step=16, suffix=" px",
+        tooltip="the views are resized to this many pixels before the network"),
+]
+SEED_ROW = Row("seed", "Seed", low=0, high=2**31 - 1,
+               tooltip="the same seed gives the same training and clusters")
 REDRAW_MS = 500  # the loss curve is redrawn at most this often (a redraw costs the UI thread tens of ms)
+
+
+def method_combo() -> QComboBox:
+    """The training methods, each with its help as the item's tooltip (a method registry replaces this)."""
+    combo = QComboBox()
+    for method in METHODS:
+        combo.addItem(method, method)
+        combo.setItemData(combo.count() - 1, METHOD_HELP[method], Qt.ItemDataRole.ToolTipRole)
+    return combo
 
 
 class LossPlot(QWidget):
@@ -91,47 +111,35 @@ class TrainWidget(QWidget):
 
         self.viewer = napari_viewer
         self.controller = controller_for(napari_viewer)
-        defaults = TrainConfig()
         layout = QVBoxLayout(self)
 
         settings = QGroupBox("Training")
         form = QFormLayout(settings)
-        self.method = QComboBox()
-        for method in METHODS:
-            self.method.addItem(method, method)
-            self.method.setItemData(self.method.count() - 1, METHOD_HELP[method], Qt.ItemDataRole.ToolTipRole)
-        self.encoder = QComboBox()
-        self.encoder.addItems(list(ENCODERS))
-        self.encoder.setToolTip("resnet18: fast, a good default. vgg13: the paper's trunk, slower.")
-        self.epochs = _spin(1, 10_000, 10, "passes over all cells")
-        self.batch = _spin(
-            2, 4096, 64, "cells per step; larger is better for contrastive methods, if memory allows"
+        self.method = method_combo()
+        form.addRow("Method", self.method)
+        self.train_form = ConfigForm(TrainConfig, TRAIN_ROWS)
+        self.seed_form = ConfigForm(RunConfig, [SEED_ROW])
+        for part in (self.train_form, self.seed_form):
+            part.add_rows(form)
+        self.encoder, self.epochs, self.batch, self.resolution = (
+            self.train_form.native(name) for name in ("encoder", "epochs", "batch_size", "resolution")
         )
-        self.resolution = _spin(
-            16, 512, 64, "the views are resized to this many pixels before the network", " px"
+        self.seed = self.seed_form.native("seed")
+        self.device_box = choice_box(
+            [(option.label, option) for option in available_devices()],
+            "Only the devices this computer has are listed.",
         )
-        self.resolution.setSingleStep(16)
-        self.seed = _spin(0, 2**31 - 1, 0, "the same seed gives the same training and clusters")
-        self.device = QComboBox()
-        for option in available_devices():
-            self.device.addItem(option.label, option)
-        self.device.setToolTip("Only the devices this computer has are listed.")
         self.cpu_note = note_label(
             "Training on the CPU: much slower than on a GPU (minutes for a few hundred cells at 64 px; "
             "hours for large screens). Keep the resolution and epochs small, or use a computer with a GPU.",
             warning=True,
         )
-        self.init_from = QComboBox()
-        self.init_from.setToolTip(
+        self.init_box = choice_box(
+            self._start_points,
             "Start from the encoder of an earlier run (its heads are rebuilt), e.g. to "
-            "refine a model with other compositions."
+            "refine a model with other compositions.",
         )
-        form.addRow("Method", self.method)
-        form.addRow("Encoder", self.encoder)
-        form.addRow("Epochs", self.epochs)
-        form.addRow("Batch size", self.batch)
-        form.addRow("Resolution", self.resolution)
-        form.addRow("Seed", self.seed)
+        self.device, self.init_from = self.device_box.native, self.init_box.native
         form.addRow("Device", self.device)
         form.addRow(self.cpu_note)
         form.addRow("Start from", self.init_from)
@@ -176,7 +184,7 @@ class TrainWidget(QWidget):
         layout.addWidget(self.status)
         layout.addStretch(1)
 
-        self.method.setCurrentText(defaults.method)
+        self.method.setCurrentText(TrainConfig().method)
         self.train_button.clicked.connect(self._train)
         self.measure_button.clicked.connect(lambda *_: self._baseline("cellprofiler"))
         self.untrained_button.clicked.connect(lambda *_: self._baseline("random-init"))
@@ -198,17 +206,17 @@ class TrainWidget(QWidget):
         """The training section of the run configuration (compositions come from step 2)."""
         return {
             "method": self.method.currentData(),
-            "encoder": self.encoder.currentText(),
-            "epochs": self.epochs.value(),
-            "batch_size": self.batch.value(),
-            "resolution": self.resolution.value(),
+            **self.train_form.values(),
             "device": self.device.currentData().name,
         }
+
+    def _seed(self) -> int:
+        return self.seed_form.values()["seed"]
 
     @reports_errors("Training")
     def _train(self, *_):
         record = self.controller.start_training(
-            self.settings(), seed=self.seed.value(), init_from=self.init_from.currentData()
+            self.settings(), seed=self._seed(), init_from=self.init_from.currentData()
         )
         self.loss_plot.reset(f"{record.name}: {record.config.train.method}/{record.config.train.encoder}")
         self.progress_label.setText("starting…")
@@ -217,7 +225,7 @@ class TrainWidget(QWidget):
 
     @reports_errors("Starting the baseline")
     def _baseline(self, representation: str):
-        record = self.controller.start_baseline(representation, self.settings(), seed=self.seed.value())
+        record = self.controller.start_baseline(representation, self.settings(), seed=self._seed())
         self.progress_label.setText(
             "measuring the cells…" if representation == "cellprofiler" else "saving the untrained encoder…"
         )
@@ -275,15 +283,14 @@ class TrainWidget(QWidget):
         option = self.device.currentData()
         self.cpu_note.setVisible(option is not None and option.kind == "cpu")
 
+    def _start_points(self, *_) -> list[tuple[str, str | None]]:
+        """A fresh encoder, or the checkpoint of an earlier run."""
+        runs = self.controller.session.runs.items()
+        earlier = [(f"{name} ({r.config.train.encoder})", name) for name, r in runs if r.has_checkpoint]
+        return [("a fresh encoder", None), *earlier]
+
     def _refresh_runs(self) -> None:
-        current = self.init_from.currentData()
-        self.init_from.clear()
-        self.init_from.addItem("a fresh encoder", None)
-        for name, record in self.controller.session.runs.items():
-            if record.has_checkpoint:
-                self.init_from.addItem(f"{name} ({record.config.train.encoder})", name)
-        index = self.init_from.findData(current)
-        self.init_from.setCurrentIndex(max(0, index))
+        self.init_box.reset_choices()
 
     def _refresh_summary(self) -> None:
         store = self.controller.session.store
@@ -299,11 +306,3 @@ class TrainWidget(QWidget):
         )
         self.summary.setText(f"Trains on {cells} with {mix}.")
 
-
-def _spin(low: int, high: int, value: int, tip: str, suffix: str = "") -> QSpinBox:
-    spin = QSpinBox()
-    spin.setRange(low, high)
-    spin.setValue(value)
-    spin.setToolTip(tip)
-    spin.setSuffix(suffix)
-    return spin
