@@ -6,12 +6,10 @@ from __future__ import annotations
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QAbstractItemView,
-    QComboBox,
     QFormLayout,
     QGroupBox,
     QHeaderView,
     QLabel,
-    QLineEdit,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
@@ -19,7 +17,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from phenossl.config import ClusterConfig
 from phenossl.napari.cells import cell_count
+from phenossl.napari.config_form import ConfigForm, Row, choice_box
 from phenossl.napari.controller import controller_for
 from phenossl.napari.qt_helpers import (
     choose_session_folder,
@@ -32,6 +32,12 @@ from phenossl.napari.qt_helpers import (
 COLUMNS = ("run", "training", "status")
 EVALUATION_COLUMNS = ("run", "space", "AMI", "AMI within", "1-NN bal. acc.")
 NO_GROUPS = "(all cells together)"
+CONTROLS_ROW = Row(
+    "controls",
+    "Controls",
+    tooltip="Negative controls: each plate is also scored standardised to its own controls, the profiling "
+    "field's correction for plate-to-plate staining differences",
+)
 
 
 class RunsWidget(QWidget):
@@ -87,8 +93,8 @@ class RunsWidget(QWidget):
 
         compare_box = QGroupBox("Compare two runs")
         compare_layout = QVBoxLayout(compare_box)
-        self.run_a = QComboBox()
-        self.run_b = QComboBox()
+        self.run_boxes = (choice_box(self._run_names), choice_box(self._run_names))
+        self.run_a, self.run_b = (box.native for box in self.run_boxes)
         self.compare_button = QPushButton("Compare")
         compare_layout.addWidget(row(self.run_a, QLabel("vs"), self.run_b, self.compare_button))
         self.compare_label = note_label(
@@ -128,19 +134,22 @@ class RunsWidget(QWidget):
         box = QGroupBox("Does training beat measuring?")
         layout = QVBoxLayout(box)
         form = QFormLayout()
-        self.eval_label = QComboBox()
-        self.eval_label.setToolTip("The treatment column the runs should separate (from the plate's metadata)")
-        self.eval_within = QComboBox()
-        self.eval_within.setToolTip("Also score inside each plate (K-Means refitted there): no plate effect can help")
-        self.eval_controls = QLineEdit()
-        self.eval_controls.setPlaceholderText("e.g. compound=DMSO")
-        self.eval_controls.setToolTip(
-            "Negative controls: each plate is also scored standardised to its own controls, the profiling "
-            "field's correction for plate-to-plate staining differences"
+        self._columns: tuple[list[str], list[str]] = ([], [])
+        self.eval_label_box = choice_box(
+            lambda *_: [(name, name) for name in self._columns[0]],
+            "The treatment column the runs should separate (from the plate's metadata)",
         )
+        self.eval_within_box = choice_box(
+            lambda *_: [(NO_GROUPS, None), *((name, name) for name in self._columns[1])],
+            "Also score inside each plate (K-Means refitted there): no plate effect can help",
+        )
+        self.eval_label, self.eval_within = self.eval_label_box.native, self.eval_within_box.native
         form.addRow("Separate", self.eval_label)
         form.addRow("Within each", self.eval_within)
-        form.addRow("Controls", self.eval_controls)
+        self.eval_form = ConfigForm(ClusterConfig, [CONTROLS_ROW])
+        self.eval_form.add_rows(form)
+        self.eval_controls = self.eval_form.native("controls")
+        self.eval_controls.setPlaceholderText("e.g. compound=DMSO")
         layout.addLayout(form)
         self.evaluate_button = QPushButton("Evaluate the runs")
         self.evaluate_button.setToolTip(
@@ -166,23 +175,18 @@ class RunsWidget(QWidget):
     def _refresh_label_columns(self) -> None:
         store = self.controller.session.store
         cells = store.cells if store is not None else None
-        labels, groups = label_choices(cells)
-        for combo, items in ((self.eval_label, labels), (self.eval_within, [NO_GROUPS, *groups])):
-            current = combo.currentText()
-            combo.clear()
-            combo.addItems(items)
-            if current in items:
-                combo.setCurrentText(current)
-        if "plate" in groups and self.eval_within.currentText() == NO_GROUPS:
-            self.eval_within.setCurrentText("plate")
+        self._columns = label_choices(cells)
+        for box in (self.eval_label_box, self.eval_within_box):
+            box.reset_choices()
+        if "plate" in self._columns[1] and self.eval_within_box.value is None:
+            self.eval_within_box.value = "plate"
         if not self.eval_controls.text() and cells is not None:
             self.eval_controls.setText(guess_controls(cells))
 
     @reports_errors("Evaluating the runs")
     def _evaluate(self, *_):
-        within = self.eval_within.currentText()
-        return self.controller.evaluate(self.eval_label.currentText(), None if within == NO_GROUPS else within,
-                                        self.eval_controls.text().strip() or None)
+        controls = self.eval_form.values()["controls"]
+        return self.controller.evaluate(self.eval_label_box.value, self.eval_within_box.value, controls)
 
     def _show_evaluation(self, table) -> None:
         self.evaluation.setRowCount(len(table))
@@ -220,16 +224,14 @@ class RunsWidget(QWidget):
             self.table.selectRow(list(session.runs).index(selected))
         elif runs:
             self.table.selectRow(len(runs) - 1)
-        for combo, fallback in ((self.run_a, -2), (self.run_b, -1)):
-            current = combo.currentText()
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems(list(session.runs))
-            if current in session.runs:
-                combo.setCurrentText(current)
-            elif len(runs) >= 2:
-                combo.setCurrentIndex(len(runs) + fallback)
-            combo.blockSignals(False)
+        for box, fallback in zip(self.run_boxes, (-2, -1), strict=True):
+            current = box.value
+            box.reset_choices()
+            if current not in session.runs and len(runs) >= 2:
+                box.value = list(session.runs)[fallback]
+
+    def _run_names(self, *_) -> list[tuple[str, str]]:
+        return [(name, name) for name in self.controller.session.runs]
 
     def _fit_rows(self, *_) -> None:
         self.table.resizeRowsToContents()
@@ -259,7 +261,7 @@ class RunsWidget(QWidget):
     @reports_errors("Comparing runs")
     def _compare(self, *_):
         """Compare the two chosen runs (in a worker: a run's clusters may be read from disk first)."""
-        return self.controller.compare(self.run_a.currentText(), self.run_b.currentText())
+        return self.controller.compare(*(box.value for box in self.run_boxes))
 
     def _show_comparison(self, comparison) -> None:
         self.comparison = comparison
