@@ -165,7 +165,7 @@ def stage_embed(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     from phenossl.embed import embed_store
     from phenossl.tiles.store import TileStore
     from phenossl.train.checkpoint import save_checkpoint
-    from phenossl.train.trainer import build_model
+    from phenossl.methods.build import build_model
 
     store = TileStore(work / "store")
     config = TrainConfig(method="mocov2", encoder="resnet18", resolution=args.resolution, device="cpu")

@@ -230,7 +230,8 @@ def untrained_embeddings(store, base, seed: int, device) -> np.ndarray:
     """The default run's encoder, untrained (phenossl's ``representation: random-init``), seen the same way."""
     import torch
 
-    from phenossl.train.trainer import build_model, resolve_for_store
+    from phenossl.methods.build import build_model
+    from phenossl.train.trainer import resolve_for_store
 
     torch.manual_seed(seed)
     config = resolve_for_store(base.train.model_copy(update={"device": str(device)}), store)

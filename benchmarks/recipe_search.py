@@ -214,7 +214,7 @@ def run_job(job: dict, store_path: str, work: str, device: str, threads: int) ->
         run_dir = Path(work) / f"{_slug(job['name'])}-seed{job['seed']}"
         start = time.perf_counter()
         if job["representation"] == "random-init":
-            from phenossl.train.trainer import build_model
+            from phenossl.methods.build import build_model
 
             torch.manual_seed(job["seed"])
             model, _ = build_model(config, in_channels=len(store.channel_names), num_samples=store.n_cells)

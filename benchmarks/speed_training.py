@@ -141,7 +141,7 @@ class CeilingRunner:
 
         from phenossl.train.loader import TileBatches
         from phenossl.train.steps import make_step
-        from phenossl.train.trainer import build_model
+        from phenossl.methods.build import build_model
 
         torch.manual_seed(seed)
         self.device, self.config = device, config

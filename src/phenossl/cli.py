@@ -269,6 +269,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _choices_help() -> str:
+    """The registered methods and encoders (``--set train.method=NAME``), from their registries."""
+    from phenossl.methods.registry import methods_help
+    from phenossl.models.registry import encoder_names
+
+    return (f"training methods (--set train.method=NAME):\n{methods_help()}\n"
+            f"encoders (--set train.encoder=NAME): {', '.join(encoder_names())}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="phenossl",
@@ -282,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a setting, e.g. --set train.epochs=5 (repeatable)")
 
-    p = sub.add_parser("run", help="the whole chain: segment, tile, train, embed, cluster, export")
+    p = sub.add_parser("run", help="the whole chain: segment, tile, train, embed, cluster, export",
+                       epilog=_choices_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     with_config(p)
     p.add_argument("--resume", action="store_true", help="continue a run from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
@@ -336,7 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
     p.set_defaults(func=cmd_compose)
 
-    p = sub.add_parser("train", help="train the self-supervised encoder on the run's tile store")
+    p = sub.add_parser("train", help="train the self-supervised encoder on the run's tile store",
+                       epilog=_choices_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     with_config(p)
     p.add_argument("--resume", action="store_true", help="continue from the last completed epoch")
     p.add_argument("--overwrite", action="store_true", help="train again from scratch, replacing the model")

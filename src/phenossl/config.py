@@ -17,12 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from phenossl.augment.specs import Composition, load_composition
 from phenossl.errors import ConfigError
 from phenossl.methods.params import MethodParams
+from phenossl.methods.registry import method_names, method_spec
+from phenossl.models.registry import encoder_names, encoder_spec
 
-METHODS = ("mocov2", "simclr", "byol", "vicreg", "gandl")
+METHODS = method_names()  # TODO(registry): the napari train widget still reads this; it goes when the widget reads the registry
 #: what a run's embedding is: a self-supervised encoder (ssl), CellProfiler measurements of each cell
 #: (cellprofiler, no training) or the chosen encoder untrained (random-init, the baseline training must beat)
 REPRESENTATIONS = ("ssl", "cellprofiler", "random-init")
-ENCODERS = ("resnet18", "vgg13")
+ENCODERS = encoder_names()  # TODO(registry): as METHODS
 
 
 class _Section(BaseModel):
@@ -38,12 +40,18 @@ class InputConfig(_Section):
         None, description="names in channel order, or a map from file-name channel tag (w1) to name"
     )
     nuclear_channel: str | int = Field(0, description="name or index of the nuclear stain")
-    channel_axis: int | None = Field(None, description="for single multichannel files; None = detect")
+    channel_axis: int | Literal["auto"] = Field("auto", description="for single multichannel files: its index, "
+                                                "or auto (detect; null in older configurations)")
     filename_pattern: str = Field("auto", description="auto, bbbc021, imagexpress or a regex")
     plate: str | None = Field(None, description="plate name when it is not in the folder name")
     metadata: Path | None = Field(None, description="CSV joining plate/well/site to treatments")
     metadata_join: str | list[str] = "auto"
     crops_csv: Path | None = Field(None, description="per-cell table for pre-cropped cells")
+
+    @field_validator("channel_axis", mode="before")
+    @classmethod
+    def _null_axis_is_auto(cls, value: Any) -> Any:
+        return "auto" if value is None else value
 
 
 class SegmentConfig(_Section):
@@ -76,10 +84,9 @@ class TileConfig(_Section):
 class TrainConfig(_Section):
     """Self-supervised training: method, encoder, the two compositions and their loss weighting."""
 
-    method: Literal["mocov2", "simclr", "byol", "vicreg", "gandl"] = Field(
-        "mocov2", description="an SSL method, or gandl: a GAN whose discriminator is the encoder (GAN-DL)"
-    )
-    encoder: Literal["resnet18", "vgg13"] = "resnet18"
+    method: str = Field("mocov2", description="a registered training method (phenossl.methods.registry): an SSL "
+                        "method, or gandl: a GAN whose discriminator is the encoder (GAN-DL)")
+    encoder: str = Field("resnet18", description="a registered encoder (phenossl.models.registry)")
     stem: Literal["imagenet", "small"] = Field(
         "imagenet", description="small: ResNet18 with a 3x3 stride-1 first convolution and no max-pool, for "
         "small cells (16x the compute); imagenet: torchvision's"
@@ -113,6 +120,24 @@ class TrainConfig(_Section):
             return load_composition(value)
         return value
 
+    @field_validator("method")
+    @classmethod
+    def _registered_method(cls, value: str) -> str:
+        try:
+            method_spec(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("encoder")
+    @classmethod
+    def _registered_encoder(cls, value: str) -> str:
+        try:
+            encoder_spec(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
     @model_validator(mode="after")
     def _weights_need_their_stem(self) -> TrainConfig:
         if self.stem == "small" and self.encoder_weights is not None:
@@ -122,8 +147,9 @@ class TrainConfig(_Section):
 
     @model_validator(mode="after")
     def _cassle_needs_an_ssl_projector(self) -> TrainConfig:
-        if self.cassle and self.method == "gandl":
-            raise ValueError("cassle conditions an SSL projector; GAN-DL has none (use another method or cassle: false)")
+        if self.cassle and not method_spec(self.method).conditionable:
+            raise ValueError(f"cassle conditions an SSL projector; {self.method} has none (use another method or "
+                             "cassle: false)")
         return self
 
     def compositions(self) -> dict[str, Composition]:
@@ -137,6 +163,10 @@ class TrainConfig(_Section):
 
     def branch_weights(self) -> dict[str, float]:
         return {"a": self.weight_a, "b": 1.0 - self.weight_a}
+
+    def main_composition(self) -> Composition:
+        """The composition whose deterministic view (e.g. its centre crop) embeds the cells: the heavier one."""
+        return self.composition_a if self.weight_a >= 0.5 else self.composition_b
 
 
 class EmbedConfig(_Section):

@@ -23,7 +23,7 @@ EMBEDDINGS_FILE = "embeddings.npy"
 def load_trained_model(checkpoint: str | Path, device: str = "cpu"):
     """Rebuild the SSL model of a checkpoint and load its weights. Returns (model, TrainConfig)."""
     from phenossl.config import config_from_dict
-    from phenossl.train.trainer import build_model
+    from phenossl.methods.build import build_model
 
     state = load_checkpoint(checkpoint, map_location="cpu")
     config = config_from_dict(state["train_config"], TrainConfig)
@@ -39,9 +39,8 @@ def embedding_view(config: TrainConfig, view: str = "auto", average: str = "none
     whose features are averaged (one unless ``average`` is d4 or rot-N)."""
     from phenossl.augment.pipeline import eval_views
     from phenossl.augment.specs import Composition
-    from phenossl.train.trainer import main_composition
 
-    composition = main_composition(config) if view == "auto" else Composition(name="full", transforms=[])
+    composition = config.main_composition() if view == "auto" else Composition(name="full", transforms=[])
     return eval_views(composition, config.resolution, average)
 
 

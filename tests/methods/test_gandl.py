@@ -10,12 +10,12 @@ from phenossl.errors import ConfigError
 from phenossl.methods.gandl import (
     Generator,
     discriminator_loss,
+    generated_size,
     generator_loss,
     generator_plan,
     r1_penalty,
     running_stats_frozen,
 )
-from phenossl.train.trainer import generated_size
 
 
 @pytest.mark.parametrize("size, plan", [(96, (3, 5)), (64, (4, 4)), (128, (4, 5)), (40, (5, 3)), (196, (4, 6))])
@@ -61,5 +61,5 @@ def test_generated_images_are_made_like_the_tiles():
 def test_cassle_has_no_projector_to_condition_in_a_gan():
     from phenossl.config import config_from_dict
 
-    with pytest.raises(ConfigError, match="GAN-DL has none"):
+    with pytest.raises(ConfigError, match="gandl has none"):
         config_from_dict({"train": {"method": "gandl", "cassle": True}})

@@ -260,8 +260,10 @@ def test_build_options_and_errors(tmp_path):
         10,
         32,
     )
-    with pytest.raises(ConfigError, match="unknown SSL method"):
+    with pytest.raises(ConfigError, match="unknown training method 'dino': choose one of mocov2, simclr"):
         build_ssl_model("dino", "resnet18", 1)
+    with pytest.raises(ConfigError, match="'gandl' is not an SSL method"):
+        build_ssl_model("gandl", "resnet18", 1)
     with pytest.raises(ConfigError, match="branch_names"):
         build_ssl_model("simclr", "resnet18", 1, branch_names=("a", "a"))
     with pytest.raises(ConfigError, match="condition_dim"):

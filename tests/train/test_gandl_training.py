@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from phenossl.errors import Cancelled
+from phenossl.methods.build import build_model
 from phenossl.train import EpochDone, iter_training, train
 from phenossl.train.checkpoint import load_checkpoint
-from phenossl.train.trainer import build_model
 
 
 def _gan_config(tiny_config, **overrides):

@@ -101,11 +101,12 @@ def test_out_of_memory_gives_advice_and_frees_the_run(tiny_store, tiny_config, t
 
 
 def test_starting_from_a_previous_run_copies_its_encoder(tiny_store, tiny_config, tmp_path):
-    from phenossl.train.trainer import _init_encoder_from, build_model
+    from phenossl.methods.build import build_model
+    from phenossl.train.checkpoint import encoder_state_of
 
     first = train(tiny_store, tiny_config(epochs=1), tmp_path / "first")
-    model, _ = build_model(tiny_config(composition_a="context"), in_channels=2, num_samples=48)
-    _init_encoder_from(model, first.checkpoint)
+    model, _ = build_model(tiny_config(composition_a="context"), in_channels=2, num_samples=48,
+                           encoder_state=encoder_state_of(first.checkpoint))
     saved = load_checkpoint(first.checkpoint)["model"]
     for key, value in model.encoder.state_dict().items():
         torch.testing.assert_close(value, saved[f"encoder.{key}"])

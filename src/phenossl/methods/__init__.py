@@ -1,4 +1,5 @@
-"""SSL methods (MoCo v2, SimCLR, BYOL, VICReg) as branches of the dual-loss model.
+"""Training methods: the registry (``registry``), the SSL branches (MoCo v2, SimCLR, BYOL, VICReg) of the
+dual-loss model, GAN-DL, and building a configuration's model (``build``).
 
 Names are imported lazily: ``phenossl.methods.params`` (imported by the configuration) must not pull in
 torch.
@@ -10,7 +11,11 @@ from importlib import import_module
 from typing import TYPE_CHECKING
 
 _EXPORTS = {
-    "METHOD_NAMES": "model",
+    "MethodSpec": "registry",
+    "method_names": "registry",
+    "method_spec": "registry",
+    "register_method": "registry",
+    "build_model": "build",
     "SSLModel": "model",
     "branch_weights": "model",
     "build_ssl_model": "model",
@@ -29,29 +34,33 @@ _EXPORTS = {
 }
 
 __all__ = [
-    "METHOD_NAMES",
     "BYOLParams",
     "MethodParams",
+    "MethodSpec",
     "MoCoParams",
     "SSLModel",
     "SimCLRParams",
     "VICRegParams",
     "branch_weights",
+    "build_model",
     "build_ssl_model",
     "byol_loss",
     "cosine_momentum",
     "dual_loss",
     "ema_update",
     "info_nce_loss",
+    "method_names",
+    "method_spec",
     "nt_xent_loss",
+    "register_method",
     "vicreg_loss",
 ]
 
 if TYPE_CHECKING:
+    from phenossl.methods.build import build_model
     from phenossl.methods.byol import byol_loss, cosine_momentum
     from phenossl.methods.moco import info_nce_loss
     from phenossl.methods.model import (
-        METHOD_NAMES,
         SSLModel,
         branch_weights,
         build_ssl_model,
@@ -59,6 +68,7 @@ if TYPE_CHECKING:
         ema_update,
     )
     from phenossl.methods.params import BYOLParams, MethodParams, MoCoParams, SimCLRParams, VICRegParams
+    from phenossl.methods.registry import MethodSpec, method_names, method_spec, register_method
     from phenossl.methods.simclr import nt_xent_loss
     from phenossl.methods.vicreg import vicreg_loss
 

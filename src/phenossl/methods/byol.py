@@ -11,15 +11,14 @@ The loss is symmetric (each view predicts the other) and the two terms are avera
 
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from phenossl.methods.params import BYOLParams
-from phenossl.models.heads import make_projector, mlp, project
+from phenossl.methods.branch import Conditions, MomentumBranch, Pair
+from phenossl.models.heads import mlp
 
 
 def byol_loss(prediction: Tensor, target: Tensor) -> Tensor:
@@ -38,46 +37,17 @@ def cosine_momentum(base: float, final: float, progress: float) -> float:
     return final - (final - base) * (math.cos(math.pi * progress) + 1) / 2
 
 
-class BYOLBranch(nn.Module):
+class BYOLBranch(MomentumBranch):
     """One composition's BYOL heads: projector, predictor and the projector's EMA copy (target)."""
 
-    uses_momentum_encoder = True
-    momentum_pairs = (("projector", "momentum_projector"),)  # (online, EMA copy), updated by SSLModel
-
-    def __init__(
-        self,
-        feature_dim: int,
-        params: BYOLParams,
-        condition_dim: int | None = None,
-        condition_embed_dim: int = 64,
-    ) -> None:
-        super().__init__()
-        self.params = params
-        self.projector = make_projector(
-            feature_dim,
-            params.proj_hidden_dim,
-            params.proj_output_dim,
-            condition_dim=condition_dim,
-            condition_embed_dim=condition_embed_dim,
-        )
+    def __init__(self, feature_dim: int, params, condition_dim: int | None = None, condition_embed_dim: int = 64):
+        super().__init__(feature_dim, params, condition_dim, condition_embed_dim)
         self.predictor = mlp(params.proj_output_dim, params.pred_hidden_dim, params.proj_output_dim)
-        self.momentum_projector = copy.deepcopy(self.projector).requires_grad_(False)
 
     def momentum_at(self, progress: float) -> float:
         return cosine_momentum(self.params.momentum, self.params.final_momentum, progress)
 
-    def forward(
-        self,
-        features: tuple[Tensor, Tensor],
-        momentum_features: tuple[Tensor, Tensor],
-        conditions: tuple[Tensor, Tensor] | tuple[None, None] = (None, None),
-    ) -> Tensor:
-        p1, p2 = (
-            self.predictor(project(self.projector, f, c)) for f, c in zip(features, conditions, strict=True)
-        )
-        with torch.no_grad():
-            t1, t2 = (
-                project(self.momentum_projector, m, c)
-                for m, c in zip(momentum_features, conditions, strict=True)
-            )
+    def forward(self, features: Pair, momentum_features: Pair, conditions: Conditions = (None, None)) -> Tensor:
+        p1, p2 = (self.predictor(z) for z in self.project_pair(features, conditions))
+        t1, t2 = self.project_momentum_pair(momentum_features, conditions)
         return 0.5 * (byol_loss(p1, t2) + byol_loss(p2, t1))

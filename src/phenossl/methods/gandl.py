@@ -147,6 +147,25 @@ def running_stats_frozen(module: nn.Module) -> Iterator[None]:
             m.momentum = momentum
 
 
+def generated_size(config, tile_size: int | None = None) -> int:
+    """The size of the images generated for the ``TrainConfig`` ``config``. Generated images go through the same
+    augmentation as the real tiles, so at the tiles' own size they are resampled exactly alike (otherwise the
+    discriminator could tell them apart by sharpness alone). Only tiles larger than needed are not matched: a
+    composition keeping a centre crop of fraction f shows f of the tile at the training resolution, so
+    resolution / f px suffice (both then shrink). Without a tile size, that is the size."""
+    from phenossl.augment.specs import kept_fraction
+
+    needed = [math.ceil(config.resolution / kept_fraction(composition.transforms))
+              for composition in config.compositions().values()]
+    return max(needed) if tile_size is None else min(tile_size, max(needed))
+
+
+def build_gan_for_config(config, encoder: Encoder, augmenters, tile_size: int | None = None) -> GANModel:
+    """GAN-DL's builder in the method registry: ``encoder`` as the discriminator's trunk, a generator of images
+    of :func:`generated_size` (the augmenters are the trainer's; the model needs no more of them)."""
+    return build_gan_model(encoder, config.method_params.gandl, generated_size(config, tile_size))
+
+
 def build_gan_model(encoder: Encoder, params: GANParams, image_size: int) -> GANModel:
     if image_size < 8:
         raise ConfigError(f"GAN-DL generates images of at least 8 px, got {image_size}")

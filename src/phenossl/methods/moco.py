@@ -20,14 +20,11 @@ Choices:
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from phenossl.methods.params import MoCoParams
-from phenossl.models.heads import make_projector, project
+from phenossl.methods.branch import Conditions, MomentumBranch, Pair
 
 
 def info_nce_loss(
@@ -63,50 +60,18 @@ def enqueue(queue: Tensor, pointer: Tensor, keys: Tensor) -> None:
     pointer.copy_((pointer + keys.shape[0]) % size)
 
 
-class MoCoBranch(nn.Module):
-    """One composition's MoCo head: projector, its momentum copy, and a queue of keys."""
+class MoCoBranch(MomentumBranch):
+    """One composition's MoCo head: projector (no BatchNorm, as in MoCo v2), its momentum copy, a queue of keys."""
 
-    uses_momentum_encoder = True
-    momentum_pairs = (("projector", "momentum_projector"),)  # (online, EMA copy), updated by SSLModel
-
-    def __init__(
-        self,
-        feature_dim: int,
-        params: MoCoParams,
-        condition_dim: int | None = None,
-        condition_embed_dim: int = 64,
-    ) -> None:
-        super().__init__()
-        self.params = params
-        self.projector = make_projector(
-            feature_dim,
-            params.proj_hidden_dim,
-            params.proj_output_dim,
-            condition_dim=condition_dim,
-            condition_embed_dim=condition_embed_dim,
-            batch_norm=False,  # MoCo v2's head has no BatchNorm
-        )
-        self.momentum_projector = copy.deepcopy(self.projector).requires_grad_(False)
+    def __init__(self, feature_dim: int, params, condition_dim: int | None = None, condition_embed_dim: int = 64):
+        super().__init__(feature_dim, params, condition_dim, condition_embed_dim, batch_norm=False)
         queue = F.normalize(torch.randn(params.queue_size, params.proj_output_dim), dim=1)
         self.register_buffer("queue", queue)
         self.register_buffer("queue_pointer", torch.zeros((), dtype=torch.long))
 
-    def momentum_at(self, progress: float) -> float:
-        """MoCo keeps a constant momentum."""
-        return self.params.momentum
-
-    def forward(
-        self,
-        features: tuple[Tensor, Tensor],
-        momentum_features: tuple[Tensor, Tensor],
-        conditions: tuple[Tensor, Tensor] | tuple[None, None] = (None, None),
-    ) -> Tensor:
-        q1, q2 = (project(self.projector, f, c) for f, c in zip(features, conditions, strict=True))
-        with torch.no_grad():
-            k1, k2 = (
-                project(self.momentum_projector, m, c)
-                for m, c in zip(momentum_features, conditions, strict=True)
-            )
+    def forward(self, features: Pair, momentum_features: Pair, conditions: Conditions = (None, None)) -> Tensor:
+        q1, q2 = self.project_pair(features, conditions)
+        k1, k2 = self.project_momentum_pair(momentum_features, conditions)
         negatives = self.queue.clone()  # autograd keeps it for backward; enqueue below writes in place
         loss = 0.5 * (
             info_nce_loss(q1, k2, negatives, self.params.temperature)

@@ -26,20 +26,9 @@ import torch
 from torch import Tensor, nn
 
 from phenossl.errors import ConfigError, TooFewCellsError
-from phenossl.methods.byol import BYOLBranch
-from phenossl.methods.moco import MoCoBranch
 from phenossl.methods.params import MethodParams
-from phenossl.methods.simclr import SimCLRBranch
-from phenossl.methods.vicreg import VICRegBranch
-from phenossl.models.encoders import Encoder, build_encoder, embed_in_eval_mode, load_encoder_weights
-
-METHOD_NAMES: tuple[str, ...] = ("mocov2", "simclr", "byol", "vicreg")
-_BRANCHES: dict[str, type[nn.Module]] = {
-    "mocov2": MoCoBranch,
-    "simclr": SimCLRBranch,
-    "byol": BYOLBranch,
-    "vicreg": VICRegBranch,
-}
+from phenossl.methods.registry import method_spec
+from phenossl.models.encoders import Encoder, embed_in_eval_mode
 
 ViewPairs = Mapping[str, tuple[Tensor, Tensor]]
 
@@ -231,8 +220,11 @@ def build_ssl_model(
     torch.hub's cache (never downloaded); loaded before the momentum encoder is copied from it.
     ``num_samples``: the dataset size, to keep MoCo's queue no longer than the dataset.
     """
-    if method not in METHOD_NAMES:
-        raise ConfigError(f"unknown SSL method {method!r}: choose one of {', '.join(METHOD_NAMES)}")
+    from phenossl.methods.build import assemble_ssl_model, starting_encoder
+
+    if method_spec(method).branch is None:
+        raise ConfigError(f"{method!r} is not an SSL method with a branch per composition: build it with "
+                          "phenossl.methods.build.build_model")
     names = tuple(branch_names)
     if (
         not 1 <= len(names) <= 2
@@ -247,14 +239,6 @@ def build_ssl_model(
     params = params if params is not None else MethodParams()
     if num_samples is not None:
         params = params.for_dataset(num_samples)
-    trunk = build_encoder(encoder, in_channels, stem)
-    if encoder_weights is not None:
-        load_encoder_weights(trunk, None if str(encoder_weights) == "imagenet" else encoder_weights)
-    branch_class = _BRANCHES[method]
-    branches = {
-        name: branch_class(
-            trunk.feature_dim, params.for_method(method), condition_dim, params.condition_embed_dim
-        )
-        for name in names
-    }
-    return SSLModel(method, trunk, branches, condition_dim)
+    trunk = starting_encoder(encoder, in_channels, stem, encoder_weights=encoder_weights)
+    return assemble_ssl_model(method, trunk, names, method_spec(method).params(params), condition_dim,
+                              params.condition_embed_dim)

@@ -105,8 +105,10 @@ class MethodParams(_Section):
     )
 
     def for_method(self, method: str) -> _Section:
-        """The section of ``method`` ("mocov2", "simclr", "byol", "vicreg", "gandl"); MoCo v2's is ``moco``."""
-        return getattr(self, "moco" if method == "mocov2" else method)
+        """The section of the registered method ``method`` (its ``MethodSpec.section``: MoCo v2's is ``moco``)."""
+        from phenossl.methods.registry import method_spec
+
+        return method_spec(method).params(self)
 
     def for_dataset(self, num_samples: int) -> MethodParams:
         """A copy that fits a dataset of ``num_samples`` cells: MoCo's queue at most half the dataset.

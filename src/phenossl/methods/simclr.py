@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from phenossl.methods.params import SimCLRParams
-from phenossl.models.heads import make_projector, project
+from phenossl.methods.branch import Branch, Conditions, Pair
 
 
 def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float = 0.2) -> Tensor:
@@ -29,37 +28,9 @@ def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float = 0.2) -> Tensor:
         return F.cross_entropy(logits, targets)
 
 
-class SimCLRBranch(nn.Module):
+class SimCLRBranch(Branch):
     """One composition's SimCLR head: a projector with BatchNorm."""
 
-    uses_momentum_encoder = False
-    momentum_pairs: tuple[tuple[str, str], ...] = ()
-
-    def __init__(
-        self,
-        feature_dim: int,
-        params: SimCLRParams,
-        condition_dim: int | None = None,
-        condition_embed_dim: int = 64,
-    ) -> None:
-        super().__init__()
-        self.params = params
-        self.projector = make_projector(
-            feature_dim,
-            params.proj_hidden_dim,
-            params.proj_output_dim,
-            condition_dim=condition_dim,
-            condition_embed_dim=condition_embed_dim,
-        )
-
-    def momentum_at(self, progress: float) -> None:
-        return None
-
-    def forward(
-        self,
-        features: tuple[Tensor, Tensor],
-        momentum_features: None = None,
-        conditions: tuple[Tensor, Tensor] | tuple[None, None] = (None, None),
-    ) -> Tensor:
-        z1, z2 = (project(self.projector, f, c) for f, c in zip(features, conditions, strict=True))
+    def forward(self, features: Pair, momentum_features: None = None, conditions: Conditions = (None, None)) -> Tensor:
+        z1, z2 = self.project_pair(features, conditions)
         return nt_xent_loss(z1, z2, self.params.temperature)

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from phenossl.methods.params import VICRegParams
-from phenossl.models.heads import make_projector, project
+from phenossl.methods.branch import Branch, Conditions, Pair
 
 
 def invariance_loss(z1: Tensor, z2: Tensor) -> Tensor:
@@ -50,39 +49,13 @@ def vicreg_loss(
         )
 
 
-class VICRegBranch(nn.Module):
+class VICRegBranch(Branch):
     """One composition's VICReg head: a 3-layer expander with BatchNorm."""
 
-    uses_momentum_encoder = False
-    momentum_pairs: tuple[tuple[str, str], ...] = ()
+    def __init__(self, feature_dim: int, params, condition_dim: int | None = None, condition_embed_dim: int = 64):
+        super().__init__(feature_dim, params, condition_dim, condition_embed_dim, num_layers=params.proj_num_layers)
 
-    def __init__(
-        self,
-        feature_dim: int,
-        params: VICRegParams,
-        condition_dim: int | None = None,
-        condition_embed_dim: int = 64,
-    ) -> None:
-        super().__init__()
-        self.params = params
-        self.projector = make_projector(
-            feature_dim,
-            params.proj_hidden_dim,
-            params.proj_output_dim,
-            condition_dim=condition_dim,
-            condition_embed_dim=condition_embed_dim,
-            num_layers=params.proj_num_layers,
-        )
-
-    def momentum_at(self, progress: float) -> None:
-        return None
-
-    def forward(
-        self,
-        features: tuple[Tensor, Tensor],
-        momentum_features: None = None,
-        conditions: tuple[Tensor, Tensor] | tuple[None, None] = (None, None),
-    ) -> Tensor:
-        z1, z2 = (project(self.projector, f, c) for f, c in zip(features, conditions, strict=True))
+    def forward(self, features: Pair, momentum_features: None = None, conditions: Conditions = (None, None)) -> Tensor:
+        z1, z2 = self.project_pair(features, conditions)
         p = self.params
         return vicreg_loss(z1, z2, p.sim_coeff, p.var_coeff, p.cov_coeff)

@@ -9,7 +9,9 @@ from importlib import import_module
 from typing import TYPE_CHECKING
 
 _EXPORTS = {
-    "ENCODER_NAMES": "encoders",
+    "encoder_names": "registry",
+    "encoder_spec": "registry",
+    "register_encoder": "registry",
     "Encoder": "encoders",
     "adapt_first_conv": "encoders",
     "build_encoder": "encoders",
@@ -21,20 +23,21 @@ _EXPORTS = {
 }
 
 __all__ = [
-    "ENCODER_NAMES",
     "ConditionedProjector",
     "Encoder",
     "adapt_first_conv",
     "build_encoder",
+    "encoder_names",
+    "encoder_spec",
     "find_local_imagenet_weights",
     "load_encoder_weights",
     "mlp",
     "project",
+    "register_encoder",
 ]
 
 if TYPE_CHECKING:
     from phenossl.models.encoders import (
-        ENCODER_NAMES,
         Encoder,
         adapt_first_conv,
         build_encoder,
@@ -42,6 +45,7 @@ if TYPE_CHECKING:
         load_encoder_weights,
     )
     from phenossl.models.heads import ConditionedProjector, mlp, project
+    from phenossl.models.registry import encoder_names, encoder_spec, register_encoder
 
 
 def __getattr__(name: str):

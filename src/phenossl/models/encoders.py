@@ -18,8 +18,9 @@ import torch
 from torch import Tensor, nn
 
 from phenossl.errors import ConfigError, InputError, WeightsNotFoundError
+from phenossl.lazy_import import load_object
+from phenossl.models.registry import encoder_names, encoder_spec
 
-ENCODER_NAMES: tuple[str, ...] = ("vgg13", "resnet18")
 #: ``imagenet``: torchvision's stems. ``small``: ResNet18's 7x7 stride-2 convolution and max-pool replaced by a
 #: 3x3 stride-1 convolution (solo-learn's and SimCLR's CIFAR setting): on 32-64 px cells the ImageNet stem
 #: leaves a 1x1-2x2 map at the last stage; the small one keeps 4x4-8x8 (at 16x the compute). VGG13's first
@@ -27,18 +28,8 @@ ENCODER_NAMES: tuple[str, ...] = ("vgg13", "resnet18")
 STEMS: tuple[str, ...] = ("imagenet", "small")
 
 # torchvision's own file names and URLs (IMAGENET1K_V1), so a file downloaded by torchvision is found.
-IMAGENET_WEIGHT_FILES: dict[str, str] = {
-    "resnet18": "resnet18-f37072fd.pth",
-    "vgg13": "vgg13-19584684.pth",
-}
-IMAGENET_WEIGHT_URLS: dict[str, str] = {
-    name: f"https://download.pytorch.org/models/{file}" for name, file in IMAGENET_WEIGHT_FILES.items()
-}
-
-# The first convolution (adapted to the channel count), as a key of torchvision's state dict.
-_FIRST_CONV = {"resnet18": "conv1.weight", "vgg13": "features.0.weight"}
-# Keys that identify an architecture in a foreign state dict, for error messages.
-_SIGNATURE_KEYS = {"resnet18": "layer1.0.conv1.weight", "vgg13": "features.0.weight"}
+IMAGENET_WEIGHT_FILES: dict[str, str] = {name: encoder_spec(name).imagenet_file for name in encoder_names()}
+IMAGENET_WEIGHT_URLS: dict[str, str] = {name: encoder_spec(name).imagenet_url for name in encoder_names()}
 
 
 class Encoder(nn.Module):
@@ -75,30 +66,35 @@ def embed_in_eval_mode(encoder: nn.Module, images: Tensor) -> Tensor:
 
 
 def build_encoder(name: str, in_channels: int, stem: str = "imagenet") -> Encoder:
-    """A randomly initialised VGG13 trunk or ResNet18 whose first convolution takes ``in_channels``
-    (``stem``: see :data:`STEMS`)."""
-    if name not in ENCODER_NAMES:
-        raise ConfigError(f"unknown encoder {name!r}: choose one of {', '.join(ENCODER_NAMES)}")
+    """A randomly initialised registered encoder (VGG13 trunk, ResNet18...) whose first convolution takes
+    ``in_channels`` (``stem``: see :data:`STEMS`)."""
+    spec = encoder_spec(name)
     if stem not in STEMS:
         raise ConfigError(f"unknown stem {stem!r}: choose one of {', '.join(STEMS)}")
     if not isinstance(in_channels, int) or in_channels < 1:
         raise ConfigError(f"in_channels must be a positive integer, got {in_channels!r}")
+    body, feature_dim = load_object(spec.builder)(in_channels, stem)
+    return Encoder(name, body, feature_dim=feature_dim, in_channels=in_channels)
+
+
+def resnet18_body(in_channels: int, stem: str) -> tuple[nn.Module, int]:
+    """torchvision's ResNet18 without its classifier (``fc``): average-pooled 512-d features."""
     from torchvision import models
 
-    if name == "resnet18":
-        body = models.resnet18(weights=None)
-        body.fc = nn.Identity()  # torchvision's forward: ... -> avgpool -> flatten -> fc
-        if stem == "small":
-            body.conv1 = _kaiming_conv(nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False))
-            body.maxpool = nn.Identity()
-        elif in_channels != 3:
-            body.conv1 = _kaiming_conv(
-                nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-            )
-        return Encoder(name, body, feature_dim=512, in_channels=in_channels)
+    body = models.resnet18(weights=None)
+    body.fc = nn.Identity()  # torchvision's forward: ... -> avgpool -> flatten -> fc
+    if stem == "small":
+        body.conv1 = _kaiming_conv(nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False))
+        body.maxpool = nn.Identity()
+    elif in_channels != 3:
+        body.conv1 = _kaiming_conv(nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False))
+    return body, 512
 
-    # torchvision's own VGG13 trunk ("B" configuration) without building the 120 M-parameter classifier,
-    # whose initialisation alone takes seconds on a CPU; same layers and state-dict keys as vgg13().features.
+
+def vgg13_body(in_channels: int, stem: str) -> tuple[nn.Module, int]:
+    """torchvision's own VGG13 trunk ("B" configuration) and global average pooling, without building the
+    120 M-parameter classifier, whose initialisation alone takes seconds on a CPU; same layers and state-dict
+    keys as vgg13().features. Its first convolution is 3x3 stride 1 already: both stems are the same."""
     from torchvision.models.vgg import cfgs, make_layers
 
     features = make_layers(cfgs["B"], batch_norm=False)
@@ -111,7 +107,7 @@ def build_encoder(name: str, in_channels: int, stem: str = "imagenet") -> Encode
     body.add_module("features", features)
     body.add_module("pool", nn.AdaptiveAvgPool2d(1))
     body.add_module("flatten", nn.Flatten(1))
-    return Encoder(name, body, feature_dim=512, in_channels=in_channels)
+    return body, 512
 
 
 def _kaiming_conv(conv: nn.Conv2d) -> nn.Conv2d:
@@ -127,8 +123,7 @@ def find_local_imagenet_weights(name: str) -> Path | None:
 
     Never downloads. Any ``<name>-<hash>.pth`` is accepted, torchvision's exact file name first.
     """
-    if name not in ENCODER_NAMES:
-        raise ConfigError(f"unknown encoder {name!r}: choose one of {', '.join(ENCODER_NAMES)}")
+    encoder_spec(name)  # a clear error for an unknown name
     checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
     exact = checkpoints / IMAGENET_WEIGHT_FILES[name]
     if exact.is_file():
@@ -147,7 +142,7 @@ def load_encoder_weights(encoder: Encoder, path: str | Path | None = None) -> Pa
     resolved = _resolve_weights_path(encoder.name, path)
     state = _read_state_dict(resolved)
     body_state = _select_body_state(state, encoder, resolved)
-    first_conv = _FIRST_CONV[encoder.name]
+    first_conv = encoder_spec(encoder.name).first_conv
     body_state[first_conv] = adapt_first_conv(body_state[first_conv], encoder.in_channels)
     expected = encoder.body.state_dict()
     for key, value in expected.items():
@@ -262,7 +257,7 @@ def _select_body_state(state: Mapping[str, object], encoder: Encoder, path: Path
 
 def _guess_architecture(state: Mapping[str, object]) -> str:
     keys = [key for tensors in _candidate_state_dicts(state) for key in tensors]
-    for name, signature in _SIGNATURE_KEYS.items():
-        if any(key.endswith(signature) for key in keys):
+    for name in encoder_names():
+        if any(key.endswith(encoder_spec(name).signature_key) for key in keys):
             return f"; it looks like {name} weights"
     return ""

@@ -48,9 +48,7 @@ def embedded_view(config, nucleus_diameter: float | None, tile_size: int) -> Thu
     from phenossl.augment.specs import kept_fraction, resolve_composition
 
     if config.representation != "cellprofiler" and config.embed.view == "auto":
-        from phenossl.train.trainer import main_composition
-
-        composition = resolve_composition(main_composition(config.train), nucleus_diameter, tile_size)
+        composition = resolve_composition(config.train.main_composition(), nucleus_diameter, tile_size)
         fraction = float(kept_fraction(composition.transforms))
         if fraction < 1.0:
             return ThumbnailView(fraction, int(tile_size), f"the centre crop the run embedded, {composition.name}")

@@ -316,7 +316,7 @@ def build_store_from_crops(
     if isinstance(names, dict):
         names = list(names.values())
     crops = read_crops(input_config.paths[0], input_config.crops_csv, channel_names=names,
-                       channel_axis="auto" if input_config.channel_axis is None else input_config.channel_axis)
+                       channel_axis=input_config.channel_axis)
     check_can_write(store_path, overwrite, folder=True)
     cells, joined = crops.cells, None
     if input_config.metadata is not None:  # e.g. plate/well/site of each crop -> compound, concentration
@@ -374,7 +374,7 @@ def build_store(config_input: InputConfig, store_path, *, segmentation: SegmentC
         config_input.paths,
         channel_names=config_input.channel_names,
         pattern=config_input.filename_pattern,
-        channel_axis="auto" if config_input.channel_axis is None else config_input.channel_axis,
+        channel_axis=config_input.channel_axis,
         plate=config_input.plate,
     )
     return build_store_from_fields(sources, store_path, input_config=config_input, segmentation=segmentation,

@@ -1,7 +1,7 @@
 """Self-supervised training: devices, batches, checkpoints and the training loop."""
 
 from phenossl.train.devices import DeviceOption, available_devices, resolve_device
-from phenossl.train.trainer import EpochDone, StepProgress, TrainResult, build_model, iter_training, save_untrained, train
+from phenossl.train.trainer import EpochDone, StepProgress, TrainResult, iter_training, save_untrained, train
 
 __all__ = [
     "DeviceOption",
@@ -9,7 +9,6 @@ __all__ = [
     "StepProgress",
     "TrainResult",
     "available_devices",
-    "build_model",
     "iter_training",
     "resolve_device",
     "save_untrained",

@@ -78,3 +78,10 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, An
     if not isinstance(state, dict) or "phenossl_checkpoint" not in state:
         raise InputError(f"{path} is not a phenossl checkpoint")
     return state
+
+
+def encoder_state_of(path: str | Path) -> dict[str, Any]:
+    """The encoder's weights in a phenossl checkpoint (its heads are not needed to start a new run from it)."""
+    prefix = "encoder."
+    return {key[len(prefix):]: value for key, value in load_checkpoint(path)["model"].items()
+            if key.startswith(prefix)}

@@ -23,6 +23,7 @@ from torch import Tensor
 from phenossl.augment.pipeline import Augmenter
 from phenossl.config import TrainConfig
 from phenossl.methods.model import dual_loss
+from phenossl.methods.registry import ADVERSARIAL_STEP, DUAL_LOSS_STEP, method_spec
 from phenossl.train.schedule import autocast_dtype, lr_schedule
 
 LossParts = dict[str, Tensor]
@@ -183,7 +184,11 @@ class GANStep:
         self.steps = int(state["gan_steps"])
 
 
+#: the update step of each kind of method (``MethodSpec.step`` in the method registry)
+UPDATES = {DUAL_LOSS_STEP: SSLStep, ADVERSARIAL_STEP: GANStep}
+
+
 def make_step(model, augmenters, config: TrainConfig, device, total_steps: int, warmup_steps: int):
-    """The update of ``config.method``: GAN-DL's alternating one, or the SSL dual loss."""
-    kind = GANStep if config.method == "gandl" else SSLStep
+    """The update of ``config.method``, as its registry entry names it."""
+    kind = UPDATES[method_spec(config.method).step]
     return kind(model, augmenters, config, device, total_steps, warmup_steps)

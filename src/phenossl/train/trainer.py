@@ -13,7 +13,6 @@ out-of-memory error stops the run with a message that says what to change; GPU m
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Generator
@@ -34,8 +33,9 @@ from phenossl.errors import (
     DivergedError,
     InputError,
 )
+from phenossl.methods.build import build_model
 from phenossl.tiles.store import TileStore
-from phenossl.train.checkpoint import load_checkpoint, save_checkpoint
+from phenossl.train.checkpoint import encoder_state_of, load_checkpoint, save_checkpoint
 from phenossl.train.devices import is_out_of_memory, resolve_device
 from phenossl.train.loader import TileBatches
 from phenossl.train.monitors import embedding_spread, is_finite
@@ -79,40 +79,6 @@ class TrainResult:
     history: pd.DataFrame = field(repr=False)
 
 
-def build_model(config: TrainConfig, in_channels: int, num_samples: int, tile_size: int | None = None):
-    """The model for ``config`` and one augmenter per composition in the loss.
-
-    SSL methods: shared encoder plus one branch per composition (``num_samples``, the number of cells,
-    bounds MoCo's queue, so it is part of a checkpoint). GAN-DL: the encoder as the discriminator's trunk,
-    and a generator of images like the store's ``tile_size`` tiles (see :func:`generated_size`)."""
-    from phenossl.augment.pipeline import Augmenter
-
-    augmenters = {name: Augmenter(comp, config.resolution) for name, comp in config.compositions().items()}
-    if config.method == "gandl":
-        from phenossl.methods.gandl import build_gan_model
-        from phenossl.models import build_encoder
-
-        encoder = build_encoder(config.encoder, in_channels, config.stem)
-        size = generated_size(config, tile_size)
-        return build_gan_model(encoder, config.method_params.gandl, size), augmenters
-    from phenossl.methods import build_ssl_model
-
-    condition_dim = None
-    if config.cassle:
-        condition_dim = max(aug.param_dim for aug in augmenters.values())
-    model = build_ssl_model(
-        config.method,
-        config.encoder,
-        in_channels=in_channels,
-        branch_names=tuple(augmenters),
-        params=config.method_params,
-        condition_dim=condition_dim,
-        num_samples=num_samples,
-        stem=config.stem,
-    )
-    return model, augmenters
-
-
 def resolve_for_store(config: TrainConfig, store: TileStore) -> TrainConfig:
     """``config`` with its size-aware settings made numbers for this store's tiles (a centre crop of fraction
     ``auto`` keeps about three of its nuclei's diameters); the checkpoint saves the result."""
@@ -131,26 +97,12 @@ def warn_if_upsampled(config: TrainConfig, store: TileStore) -> None:
     nothing is gained and each step costs more. Said as a warning (the run goes on)."""
     from phenossl.augment.specs import kept_fraction
 
-    shown = store.tile_size * kept_fraction(main_composition(config).transforms)
+    shown = store.tile_size * kept_fraction(config.main_composition().transforms)
     if config.resolution > shown * 1.05:
         logger.warning(
             "train.resolution %d px upsamples the %.0f px the views show (%d px tiles%s): nothing is gained and each "
             "step costs about %.0fx more; train.resolution: %d would do.", config.resolution, shown, store.tile_size,
             "" if shown == store.tile_size else ", centre crop", (config.resolution / shown) ** 2, int(shown))
-
-
-def generated_size(config: TrainConfig, tile_size: int | None = None) -> int:
-    """GAN-DL's image size. Generated images go through the same augmentation as the real tiles, so at the
-    tiles' own size they are resampled exactly alike (otherwise the discriminator could tell them apart by
-    sharpness alone). Only tiles larger than needed are not matched: a composition keeping a centre crop of
-    fraction f shows f of the tile at the training resolution, so resolution / f px suffice (both then
-    shrink). Without a tile size, that is the size."""
-    from phenossl.augment.specs import kept_fraction
-
-    needed = []
-    for composition in config.compositions().values():
-        needed.append(math.ceil(config.resolution / kept_fraction(composition.transforms)))
-    return max(needed) if tile_size is None else min(tile_size, max(needed))
 
 
 def report_every(config: TrainConfig, device_type: str | None = None) -> int:
@@ -180,9 +132,30 @@ def probe_indices(n_cells: int, n: int = PROBE_CELLS) -> np.ndarray:
     return np.unique(np.linspace(0, n_cells - 1, min(n, n_cells)).astype(np.int64))
 
 
-def main_composition(config: TrainConfig):
-    """The composition whose deterministic view (e.g. its centre crop) is used to embed cells."""
-    return config.composition_a if config.weight_a >= 0.5 else config.composition_b
+@dataclass
+class _Training:
+    """What the set-up gives the loop, and where it stands (for messages that say what was kept)."""
+
+    model: Any
+    update: Any
+    batches: TileBatches
+    device: Any
+    probe: Any
+    checkpoint_path: Path
+    report_every: int
+    total_steps: int
+    start_epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    last_saved_epoch: int = -1
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.batches.steps_per_epoch
+
+    def where(self) -> str:
+        if self.last_saved_epoch >= 0:
+            return f"The last good checkpoint (epoch {self.last_saved_epoch + 1}) is kept at {self.checkpoint_path}."
+        return "No checkpoint had been saved yet."
 
 
 def iter_training(
@@ -202,144 +175,144 @@ def iter_training(
     """
     import torch
 
-    from phenossl.augment.pipeline import eval_view
-    from phenossl.train.steps import make_step
-
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint_path = run_dir / CHECKPOINT_FILE
     device = resolve_device(config.device)
     config = resolve_for_store(config, store)
     warn_if_upsampled(config, store)
     torch.manual_seed(seed)
-
-    model = update = batches = None
-    last_saved_epoch = -1
-    batch_size = config.batch_size
-
-    def where() -> str:
-        if last_saved_epoch >= 0:
-            return f"The last good checkpoint (epoch {last_saved_epoch + 1}) is kept at {checkpoint_path}."
-        return "No checkpoint had been saved yet."
-
+    run: _Training | None = None
+    history: list[dict[str, Any]] = []
     try:  # the set-up can run out of device memory too (model, device-resident tiles, probe)
-        model, augmenters = build_model(config, in_channels=len(store.channel_names), num_samples=store.n_cells,
-                                        tile_size=store.tile_size)
-        if config.encoder_weights is not None:
-            from phenossl.models import load_encoder_weights
-
-            load_encoder_weights(model.encoder, config.encoder_weights)
-        if config.init_from is not None and not resume:
-            _init_encoder_from(model, config.init_from)
-
-        batches = TileBatches(store.tiles, config.batch_size, device, seed=seed,
-                              cache_on_device=config.cache_on_device)
-        batch_size = batches.batch_size
-        steps_per_epoch = batches.steps_per_epoch
-        total_steps = config.epochs * steps_per_epoch
-        log_every = report_every(config, device.type)
-
-        model.to(device)
-        if device.type == "cuda" and config.channels_last:
-            model.to(memory_format=torch.channels_last)
-        warmup = int(round(config.warmup_epochs * steps_per_epoch))
-        update = make_step(model, augmenters, config, device, total_steps, warmup)
-
-        start_epoch, history = 0, []
-        if resume and checkpoint_path.exists():
-            state = load_checkpoint(checkpoint_path, map_location=str(device))
-            _restore(state, checkpoint_path, model, update)
-            start_epoch, history = int(state["epoch"]) + 1, list(state["history"])
-        last_saved_epoch = start_epoch - 1
-
-        generator = torch.Generator(device=device)
-        probe_view = eval_view(main_composition(config), config.resolution)
-        probe_tiles = torch.from_numpy(np.array(store.tiles[probe_indices(store.n_cells)]))
-        probe = probe_view(probe_tiles.to(device).float())  # the same cells, seen the same way, every epoch
-
-        for epoch in range(start_epoch, config.epochs):
-            model.train()
-            generator.manual_seed(int(np.random.default_rng([seed, epoch]).integers(2**62)))
-            epoch_losses: list[float] = []
-            tick, seen = time.perf_counter(), 0
-            for step, batch in enumerate(batches.epoch(epoch), start=1):
-                if cancel is not None and cancel.is_set():
-                    raise Cancelled(f"Training cancelled at epoch {epoch + 1}, step {step}. {where()}")
-                global_step = epoch * steps_per_epoch + step
-                x = batch.float()
-                if device.type == "cuda" and config.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                total, losses = update(x, generator, global_step / total_steps)
-                seen += len(x)
-
-                if is_report_step(step, steps_per_epoch, log_every):
-                    loss_value = float(total.detach())  # one device sync per report, not per step
-                    if not is_finite(loss_value):
-                        raise DivergedError(
-                            f"The loss became {loss_value} at epoch {epoch + 1}, step {step}: training diverged. "
-                            f"{where()} Try a lower learning rate (now {config.lr:g}), a larger batch, "
-                            "or mixed precision off."
-                        )
-                    elapsed = time.perf_counter() - tick
-                    epoch_losses.append(loss_value)
-                    row = StepProgress(
-                        epoch=epoch,
-                        epochs=config.epochs,
-                        step=step,
-                        steps_per_epoch=steps_per_epoch,
-                        global_step=global_step,
-                        total_steps=total_steps,
-                        loss=loss_value,
-                        branch_losses={k: float(v.detach()) for k, v in losses.items()},
-                        images_per_s=seen / elapsed if elapsed > 0 else float("nan"),
-                        lr=update.lr,
-                    )
-                    history.append(_history_row(row))
-                    yield row
-                    tick, seen = time.perf_counter(), 0
-
-            spread = _probe_spread(model, probe)
-            if not is_finite(spread):
-                raise DivergedError(
-                    f"The embeddings became {spread} at epoch {epoch + 1}: training diverged. {where()} "
-                    f"Try a lower learning rate (now {config.lr:g}), a larger batch, or mixed precision off."
-                )
-            if spread < config.collapse_threshold:
-                raise CollapseError(
-                    f"The representation collapsed at epoch {epoch + 1}: all cells get nearly the same embedding "
-                    f"(spread {spread:.2e} < {config.collapse_threshold:g}). {where()} Try another method "
-                    "(MoCo v2 and SimCLR resist collapse), a lower learning rate, or stronger augmentations."
-                )
-            try:
-                save_checkpoint(checkpoint_path, {**checkpoint_payload(model, config, store, seed, run_info),
-                                                  **update.state_dict(), "epoch": epoch, "history": history})
-            except DiskFullError as exc:
-                raise DiskFullError(
-                    f"{exc} Epoch {epoch + 1} could not be saved. {where()} Free some space, then continue with "
-                    "--resume ('phenossl train CONFIG --resume' or 'phenossl run CONFIG --resume')."
-                ) from exc
-            last_saved_epoch = epoch
-            _write_history(run_dir / HISTORY_FILE, history)
-            yield EpochDone(epoch, config.epochs, float(np.mean(epoch_losses)), spread, checkpoint_path)
+        run = set_up_training(store, config, run_dir, device, seed=seed, resume=resume)
+        for epoch in range(run.start_epoch, config.epochs):
+            epoch_losses = yield from _train_epoch(run, config, epoch, seed, cancel)
+            yield _end_epoch(run, config, epoch, epoch_losses,
+                             checkpoint_payload(run.model, config, store, seed, run_info))
+            _write_history(run_dir / HISTORY_FILE, run.history)
+        history = run.history
     except Exception as exc:
         if is_out_of_memory(exc):
+            batch_size = run.batches.batch_size if run is not None else config.batch_size
             raise DeviceOutOfMemoryError(
                 f"The {device.type.upper()} ran out of memory with batch size {batch_size} at "
-                f"{config.resolution} px ({config.encoder}, {len(config.compositions())} composition(s)). {where()} "
+                f"{config.resolution} px ({config.encoder}, {len(config.compositions())} composition(s)). "
+                f"{run.where() if run is not None else 'No checkpoint had been saved yet.'} "
                 f"Try batch size {max(2, batch_size // 2)} or a lower training resolution."
             ) from exc
         raise
     finally:
-        del model, update, batches
+        del run
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
     return TrainResult(
-        checkpoint=checkpoint_path,
+        checkpoint=run_dir / CHECKPOINT_FILE,
         epochs_completed=config.epochs,
         device=str(device),
         history=pd.DataFrame(history),
     )
+
+
+def set_up_training(store: TileStore, config: TrainConfig, run_dir: Path, device, *, seed: int = 0,
+                    resume: bool = False) -> _Training:
+    """The model (its encoder started from ``train.encoder_weights`` and, unless resuming, ``train.init_from``),
+    the batches, the update step, the state of a resumed run, and the probe cells watched for collapse."""
+    import torch
+
+    from phenossl.augment.pipeline import eval_view
+    from phenossl.train.steps import make_step
+
+    checkpoint_path = run_dir / CHECKPOINT_FILE
+    start_from = config.init_from if config.init_from is not None and not resume else None
+    model, augmenters = build_model(
+        config, in_channels=len(store.channel_names), num_samples=store.n_cells, tile_size=store.tile_size,
+        encoder_weights=config.encoder_weights,
+        encoder_state=encoder_state_of(start_from) if start_from is not None else None,
+        state_source=str(start_from))
+    batches = TileBatches(store.tiles, config.batch_size, device, seed=seed, cache_on_device=config.cache_on_device)
+    total_steps = config.epochs * batches.steps_per_epoch
+    model.to(device)
+    if device.type == "cuda" and config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    warmup = round(config.warmup_epochs * batches.steps_per_epoch)
+    update = make_step(model, augmenters, config, device, total_steps, warmup)
+    probe_tiles = torch.from_numpy(np.array(store.tiles[probe_indices(store.n_cells)]))
+    probe = eval_view(config.main_composition(), config.resolution)(probe_tiles.to(device).float())
+    run = _Training(model, update, batches, device, probe, checkpoint_path, report_every(config, device.type),
+                    total_steps)
+    if resume and checkpoint_path.exists():
+        state = load_checkpoint(checkpoint_path, map_location=str(device))
+        _restore(state, checkpoint_path, model, update)
+        run.start_epoch, run.history = int(state["epoch"]) + 1, list(state["history"])
+    run.last_saved_epoch = run.start_epoch - 1
+    return run
+
+
+def _train_epoch(run: _Training, config: TrainConfig, epoch: int, seed: int,
+                 cancel: threading.Event | None) -> Generator[StepProgress, None, list[float]]:
+    """One epoch of steps, reporting every ``run.report_every``; returns the reported losses."""
+    import torch
+
+    run.model.train()
+    generator = torch.Generator(device=run.device)
+    generator.manual_seed(int(np.random.default_rng([seed, epoch]).integers(2**62)))
+    losses: list[float] = []
+    tick, seen = time.perf_counter(), 0
+    for step, batch in enumerate(run.batches.epoch(epoch), start=1):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled(f"Training cancelled at epoch {epoch + 1}, step {step}. {run.where()}")
+        global_step = epoch * run.steps_per_epoch + step
+        x = batch.float()
+        if run.device.type == "cuda" and config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        total, parts = run.update(x, generator, global_step / run.total_steps)
+        seen += len(x)
+        if not is_report_step(step, run.steps_per_epoch, run.report_every):
+            continue
+        loss = float(total.detach())  # one device sync per report, not per step
+        if not is_finite(loss):
+            raise DivergedError(
+                f"The loss became {loss} at epoch {epoch + 1}, step {step}: training diverged. {run.where()} "
+                f"Try a lower learning rate (now {config.lr:g}), a larger batch, or mixed precision off."
+            )
+        elapsed = time.perf_counter() - tick
+        losses.append(loss)
+        row = StepProgress(epoch=epoch, epochs=config.epochs, step=step, steps_per_epoch=run.steps_per_epoch,
+                           global_step=global_step, total_steps=run.total_steps, loss=loss,
+                           branch_losses={k: float(v.detach()) for k, v in parts.items()},
+                           images_per_s=seen / elapsed if elapsed > 0 else float("nan"), lr=run.update.lr)
+        run.history.append(_history_row(row))
+        yield row
+        tick, seen = time.perf_counter(), 0
+    return losses
+
+
+def _end_epoch(run: _Training, config: TrainConfig, epoch: int, losses: list[float],
+               payload: dict[str, Any]) -> EpochDone:
+    """Check the representation on the probe cells, then save the checkpoint (atomically)."""
+    spread = _probe_spread(run.model, run.probe)
+    if not is_finite(spread):
+        raise DivergedError(
+            f"The embeddings became {spread} at epoch {epoch + 1}: training diverged. {run.where()} "
+            f"Try a lower learning rate (now {config.lr:g}), a larger batch, or mixed precision off."
+        )
+    if spread < config.collapse_threshold:
+        raise CollapseError(
+            f"The representation collapsed at epoch {epoch + 1}: all cells get nearly the same embedding "
+            f"(spread {spread:.2e} < {config.collapse_threshold:g}). {run.where()} Try another method "
+            "(MoCo v2 and SimCLR resist collapse), a lower learning rate, or stronger augmentations."
+        )
+    try:
+        save_checkpoint(run.checkpoint_path, {**payload, **run.update.state_dict(), "epoch": epoch,
+                                              "history": run.history})
+    except DiskFullError as exc:
+        raise DiskFullError(
+            f"{exc} Epoch {epoch + 1} could not be saved. {run.where()} Free some space, then continue with "
+            "--resume ('phenossl train CONFIG --resume' or 'phenossl run CONFIG --resume')."
+        ) from exc
+    run.last_saved_epoch = epoch
+    return EpochDone(epoch, config.epochs, float(np.mean(losses)), spread, run.checkpoint_path)
 
 
 def checkpoint_payload(model, config: TrainConfig, store: TileStore, seed: int,
@@ -428,18 +401,4 @@ def _restore(state: dict[str, Any], checkpoint: Path, model, update) -> None:
             f"Cannot resume from {checkpoint}: it was trained with another model ({was or 'unknown settings'}) "
             "that does not fit this configuration. Resume with the configuration it was trained with, or start "
             f"a new run. ({type(exc).__name__}: {str(exc)[:200]})"
-        ) from exc
-
-
-def _init_encoder_from(model, checkpoint: Path) -> None:
-    """Start from a previous run's encoder (its heads are rebuilt: compositions may have changed)."""
-    state = load_checkpoint(checkpoint)
-    prefix = "encoder."
-    encoder_state = {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
-    try:
-        model.encoder.load_state_dict(encoder_state)
-    except RuntimeError as exc:
-        raise InputError(
-            f"cannot start from {checkpoint}: its encoder does not match this one "
-            f"(another encoder type or channel count?): {exc}"
         ) from exc

@@ -1,0 +1,113 @@
+"""Every training method by name, in one table: what the configuration accepts, what napari lists, what the
+CLI help shows, and how the trainer builds and updates the model all come from here.
+
+A method is one module plus one :func:`register_method` line. An SSL method (a loss on two views of each
+composition, weighted ``w * L_A + (1 - w) * L_B``) names its *branch* class (see
+:mod:`phenossl.methods.branch`); the dual-loss model, its shared encoder and (for momentum methods) the EMA
+encoder are built around it. A method that is not a pair of views and a loss (GAN-DL) names a *model builder*
+and its own update step instead.
+
+This module must stay light (no torch): the configuration imports it to validate ``train.method``. Classes
+and builders are named as ``"module:attribute"`` strings and imported when a model is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from phenossl.errors import ConfigError
+from phenossl.lazy_import import load_object
+
+#: the update steps a method can use (keys of ``phenossl.train.steps.UPDATES``)
+DUAL_LOSS_STEP = "dual-loss"
+ADVERSARIAL_STEP = "adversarial"
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One training method.
+
+    ``section``: its attribute in ``train.method_params`` (the YAML section of its hyper-parameters); a method
+    registered by a plug-in without such an attribute gets ``params_class()``'s defaults.
+    ``branch``: ``"module:Class"`` of its SSL branch; ``model``: ``"module:function"`` building the whole
+    model, ``function(config, encoder, augmenters, tile_size) -> nn.Module``, for methods that are no branch.
+    ``step``: which update trains it. ``conditionable``: whether CASSLE can condition its projector.
+    """
+
+    name: str
+    summary: str
+    section: str
+    branch: str | None = None
+    model: str | None = None
+    step: str = DUAL_LOSS_STEP
+    conditionable: bool = True
+    params_class: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.branch is None) == (self.model is None):
+            raise ConfigError(f"method {self.name!r} needs exactly one of branch= or model=")
+
+    def params(self, method_params: Any) -> Any:
+        """This method's hyper-parameters in ``method_params`` (a :class:`~phenossl.methods.params.MethodParams`)."""
+        section = getattr(method_params, self.section, None)
+        if section is not None:
+            return section
+        if self.params_class is None:
+            raise ConfigError(f"method {self.name!r} has no section {self.section!r} in method_params "
+                              "and no params_class to take defaults from")
+        return load_object(self.params_class)()
+
+    def branch_class(self) -> type:
+        return load_object(self.branch)
+
+    def model_builder(self):
+        return load_object(self.model)
+
+
+_METHODS: dict[str, MethodSpec] = {}
+
+
+def register_method(spec: MethodSpec, *, replace: bool = False) -> MethodSpec:
+    """Add ``spec`` to the table (``replace`` to redefine a name)."""
+    if spec.name in _METHODS and not replace:
+        raise ConfigError(f"a method named {spec.name!r} is already registered")
+    _METHODS[spec.name] = spec
+    return spec
+
+
+def unregister_method(name: str) -> None:
+    """Remove a method (plug-ins and tests)."""
+    _METHODS.pop(name, None)
+
+
+def method_names() -> tuple[str, ...]:
+    """The registered methods, in registration order (the napari list's order)."""
+    return tuple(_METHODS)
+
+
+def method_spec(name: str) -> MethodSpec:
+    """The method called ``name``, or a clear error listing the choices."""
+    try:
+        return _METHODS[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown training method {name!r}: choose one of {', '.join(_METHODS)}") from None
+
+
+def methods_help() -> str:
+    """One line per method, for the CLI's help."""
+    width = max(map(len, _METHODS))
+    return "\n".join(f"  {name.ljust(width)}  {spec.summary}" for name, spec in _METHODS.items())
+
+
+register_method(MethodSpec("mocov2", "MoCo v2: contrastive with a queue of negatives; robust, the paper's default",
+                           "moco", branch="phenossl.methods.moco:MoCoBranch"))
+register_method(MethodSpec("simclr", "SimCLR: contrastive within the batch; likes large batches",
+                           "simclr", branch="phenossl.methods.simclr:SimCLRBranch"))
+register_method(MethodSpec("byol", "BYOL: no negatives, momentum target network",
+                           "byol", branch="phenossl.methods.byol:BYOLBranch"))
+register_method(MethodSpec("vicreg", "VICReg: variance-invariance-covariance; no negatives",
+                           "vicreg", branch="phenossl.methods.vicreg:VICRegBranch"))
+register_method(MethodSpec("gandl", "GAN-DL: a GAN; the discriminator (your encoder) learns to tell real cells "
+                           "from generated ones", "gandl", model="phenossl.methods.gandl:build_gan_for_config",
+                           step=ADVERSARIAL_STEP, conditionable=False))

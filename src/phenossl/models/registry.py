@@ -1,0 +1,61 @@
+"""Every encoder by name, in one table: what the configuration accepts, what napari lists, and how the encoder
+is built and matched to torchvision's ImageNet weights all come from here.
+
+An encoder is one builder function (``builder(in_channels, stem) -> (body, feature_dim)``, see
+:mod:`phenossl.models.encoders`) plus one :func:`register_encoder` line. Light (no torch): the configuration
+imports it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from phenossl.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """One encoder. ``imagenet_file``: torchvision's ImageNet weights file name (found in torch.hub's cache, never
+    downloaded); ``first_conv``: the state-dict key of the convolution adapted to the channel count;
+    ``signature_key``: a key that identifies this architecture in a foreign state dict (for error messages)."""
+
+    name: str
+    summary: str
+    builder: str
+    imagenet_file: str
+    first_conv: str
+    signature_key: str
+
+    @property
+    def imagenet_url(self) -> str:
+        return f"https://download.pytorch.org/models/{self.imagenet_file}"
+
+
+_ENCODERS: dict[str, EncoderSpec] = {}
+
+
+def register_encoder(spec: EncoderSpec, *, replace: bool = False) -> EncoderSpec:
+    if spec.name in _ENCODERS and not replace:
+        raise ConfigError(f"an encoder named {spec.name!r} is already registered")
+    _ENCODERS[spec.name] = spec
+    return spec
+
+
+def encoder_names() -> tuple[str, ...]:
+    return tuple(_ENCODERS)
+
+
+def encoder_spec(name: str) -> EncoderSpec:
+    """The encoder called ``name``, or a clear error listing the choices."""
+    try:
+        return _ENCODERS[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown encoder {name!r}: choose one of {', '.join(_ENCODERS)}") from None
+
+
+register_encoder(EncoderSpec("resnet18", "ResNet18: residual, 512-d features; the paper's second encoder",
+                             "phenossl.models.encoders:resnet18_body", "resnet18-f37072fd.pth",
+                             "conv1.weight", "layer1.0.conv1.weight"))
+register_encoder(EncoderSpec("vgg13", "VGG13 trunk: plain convolutions, 512-d features after pooling",
+                             "phenossl.models.encoders:vgg13_body", "vgg13-19584684.pth",
+                             "features.0.weight", "features.0.weight"))
