@@ -150,6 +150,13 @@ class ConfigForm:
             self.labels[name] = QLabel(row.label)
             layout.addRow(self.labels[name], self.widgets[name].native)
 
+    def inline(self) -> list:
+        """Label, widget, label, widget...: the fields side by side in one row."""
+        from qtpy.QtWidgets import QLabel
+
+        self.labels = {name: QLabel(row.label) for name, row in self.rows.items()}
+        return [part for name in self.rows for part in (self.labels[name], self.widgets[name].native)]
+
     def set_visible(self, name: str, visible: bool) -> None:
         self.widgets[name].native.setVisible(visible)
         if name in self.labels:

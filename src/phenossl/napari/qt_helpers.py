@@ -16,6 +16,7 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QMessageBox,
+    QPushButton,
     QSizePolicy,
     QWidget,
 )
@@ -120,6 +121,21 @@ def row(*widgets: QWidget, stretch_last: bool = False) -> QWidget:
     if not stretch_last:
         layout.addStretch(1)
     return holder
+
+
+def button(text: str, tooltip: str = "", on_click: Callable | None = None) -> QPushButton:
+    """A push button with its tooltip and, if given, its click handler."""
+    push = QPushButton(text)
+    push.setToolTip(tooltip)
+    if on_click is not None:
+        push.clicked.connect(on_click)
+    return push
+
+
+def show_busy(push: QPushButton, running: bool, idle_text: str, busy_text: str) -> None:
+    """A task's button while it runs: disabled, saying what is going on."""
+    push.setEnabled(not running)
+    push.setText(busy_text if running else idle_text)
 
 
 def note_label(text: str = "", *, warning: bool = False) -> QLabel:

@@ -21,7 +21,6 @@ from qtpy.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
-    QPushButton,
     QSlider,
     QSpinBox,
     QVBoxLayout,
@@ -29,8 +28,8 @@ from qtpy.QtWidgets import (
 )
 
 from phenossl.napari.compositions import KNOBS, CompositionDraft, magnitude, preset_names, weight_text
-from phenossl.napari.controller import controller_for
-from phenossl.napari.qt_helpers import note_label, reports_errors, rgb_pixmap, row
+from phenossl.napari.qt_helpers import button, note_label, reports_errors, rgb_pixmap, row
+from phenossl.napari.widgets.step import StepWidget
 
 PREVIEW_VIEWS = 6
 PREVIEW_PX = 56
@@ -230,14 +229,12 @@ class PreviewStrip(QWidget):
             label.clear()
 
 
-class AugmentWidget(QWidget):
+class AugmentWidget(StepWidget):
     """Compose A and B, weigh them, and see what training will show the encoder."""
 
     def __init__(self, napari_viewer, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.viewer = napari_viewer
-        self.controller = controller_for(napari_viewer)
-        layout = QVBoxLayout(self)
+        super().__init__(napari_viewer, parent)
+        layout = self.layout()
         layout.addWidget(
             note_label(
                 "Each cell is shown to the network as two random views; it learns what the views share. "
@@ -270,8 +267,7 @@ class AugmentWidget(QWidget):
             "The cell to preview (its number in the tiles); clicking a cell in the gallery or "
             "selecting one point in the viewer picks it too."
         )
-        self.redraw = QPushButton("New draw")
-        self.redraw.setToolTip("Draw other random views")
+        self.redraw = button("New draw", "Draw other random views", self._new_draw)
         self.original = QLabel()
         self.original.setFixedSize(PREVIEW_PX, PREVIEW_PX)
         self.original.setStyleSheet("background: black;")
@@ -295,12 +291,11 @@ class AugmentWidget(QWidget):
         self.panel_b.changed.connect(lambda: self._panel_changed("b", self.panel_b))
         self.weight.valueChanged.connect(self._weight_changed)
         self.cell.valueChanged.connect(self._cell_changed)
-        self.redraw.clicked.connect(self._new_draw)
-        self.controller.store_changed.connect(self._store_changed)
-        self.controller.active_run_changed.connect(self._store_changed)
-        self.controller.preview_ready.connect(self._show_preview)
-        self.controller.current_cell_changed.connect(self.cell.setValue)
-        self.controller.compositions_changed.connect(self._sync_from_controller)
+        self.follow(
+            store_changed=self._store_changed, active_run_changed=self._store_changed,
+            preview_ready=self._show_preview, current_cell_changed=self.cell.setValue,
+            compositions_changed=self._sync_from_controller,
+        )
         self._weight_changed(self.weight.value())
         self._store_changed()
 

@@ -26,11 +26,22 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from phenossl.napari.controller import controller_for
-from phenossl.napari.qt_helpers import ask_yes_no, color_swatch, note_label, reports_errors, rgb_pixmap, row
+from phenossl.config import ClusterConfig
+from phenossl.napari.config_form import ConfigForm, Row
+from phenossl.napari.qt_helpers import (
+    ask_yes_no,
+    button,
+    color_swatch,
+    note_label,
+    reports_errors,
+    rgb_pixmap,
+    row,
+    show_busy,
+)
 from phenossl.napari.tasks import FilesExist
 from phenossl.napari.thumbnails import embedded_view, gallery_thumbnails
 from phenossl.napari.widgets.plots import describe_cell
+from phenossl.napari.widgets.step import StepWidget
 
 logger = logging.getLogger(__name__)
 
@@ -215,33 +226,37 @@ class ClusterGallery(QWidget):
         self.controller.select_cluster(cluster)
 
 
-class ClusterWidget(QWidget):
+def cluster_rows(k: int, n_nearest: int) -> list[Row]:
+    """k and the typical cells per cluster, starting at the controller's values."""
+    return [
+        Row("k", "k", value=k, high=100,
+            tooltip="Number of clusters (K-Means on the run's saved embeddings: no retraining)"),
+        Row("n_nearest", "typical cells", value=n_nearest, high=32,
+            tooltip="Typical cells shown per cluster: those nearest its centre"),
+    ]
+
+
+class ClusterWidget(StepWidget):
     """k, Recluster, cluster quality, the cluster legend, the gallery of typical cells, export."""
 
     def __init__(self, napari_viewer, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.viewer = napari_viewer
-        self.controller = controller_for(napari_viewer)
-        layout = QVBoxLayout(self)
+        super().__init__(napari_viewer, parent)
+        layout = self.layout()
 
         self.run_label = note_label("No run yet: train one (step 3), or reopen a session in Runs.")
         layout.addWidget(self.run_label)
         controls = QGroupBox("Clusters")
         controls_layout = QVBoxLayout(controls)
-        self.k = QSpinBox()
-        self.k.setRange(2, 100)
-        self.k.setValue(self.controller.k)
-        self.k.setToolTip("Number of clusters (K-Means on the run's saved embeddings: no retraining)")
-        self.n_nearest = QSpinBox()
-        self.n_nearest.setRange(1, 32)
-        self.n_nearest.setValue(self.controller.n_nearest)
-        self.n_nearest.setToolTip("Typical cells shown per cluster: those nearest its centre")
-        self.recluster_button = QPushButton("Recluster")
-        self.recluster_button.setToolTip(
-            "Cluster the shown run again with this k (instant: embeddings are cached)"
+        rows = cluster_rows(self.controller.k, self.controller.n_nearest)
+        self.cluster_form = ConfigForm(ClusterConfig, rows)
+        self.k, self.n_nearest = self.cluster_form.native("k"), self.cluster_form.native("n_nearest")
+        self.recluster_button = button(
+            "Recluster",
+            "Cluster the shown run again with this k (instant: embeddings are cached)",
+            self._recluster,
         )
         controls_layout.addWidget(
-            row(QLabel("k"), self.k, QLabel("typical cells"), self.n_nearest, self.recluster_button)
+            row(*self.cluster_form.inline(), self.recluster_button)
         )
         self.thumb_size = QSpinBox()
         self.thumb_size.setRange(*THUMB_RANGE)
@@ -275,35 +290,34 @@ class ClusterWidget(QWidget):
         gallery_layout.addWidget(scroll)
         layout.addWidget(gallery_box, stretch=1)
 
-        self.export_button = QPushButton("Export CSV…")
-        self.export_button.setToolTip(
+        self.export_button = button(
+            "Export CSV…",
             "Every cell with its cluster, plus the embeddings and the run's "
-            "configuration in files beside the CSV"
+            "configuration in files beside the CSV",
+            self._choose_export,
         )
-        self.save_button = QPushButton("Keep as the run's clustering")
-        self.save_button.setToolTip(
+        self.save_button = button(
+            "Keep as the run's clustering",
             "Reclustering only explores. This makes the shown clusters the run's result: its clusters.csv, "
-            "metrics and saved k (what a reopened session and `phenossl export` show)"
+            "metrics and saved k (what a reopened session and `phenossl export` show)",
+            self._save_clustering,
         )
         layout.addWidget(row(self.save_button, self.export_button))
         self.status = note_label()
         layout.addWidget(self.status)
 
-        self.recluster_button.clicked.connect(self._recluster)
         self.thumb_size.valueChanged.connect(self._thumb_size_changed)
-        self.export_button.clicked.connect(self._choose_export)
-        self.save_button.clicked.connect(self._save_clustering)
-        self.controller.saved_clustering_changed.connect(self._run_changed)
-        self.controller.active_run_changed.connect(self._run_changed)
-        self.controller.clustering_changed.connect(self._clustering_changed)
-        self.controller.task_state.connect(self._task_state)
-        self.controller.status.connect(self.status.setText)
+        self.follow(
+            saved_clustering_changed=self._run_changed, active_run_changed=self._run_changed,
+            clustering_changed=self._clustering_changed, task_state=self._task_state,
+            status=self.status.setText,
+        )
         self._run_changed()
         self._clustering_changed()
 
     @reports_errors("Clustering")
     def _recluster(self, *_):
-        return self.controller.recluster(self.k.value(), self.n_nearest.value())
+        return self.controller.recluster(**self.cluster_form.values())
 
     def _run_changed(self) -> None:
         record = self.controller.active
@@ -378,8 +392,8 @@ class ClusterWidget(QWidget):
 
     def _task_state(self, task: str, running: bool) -> None:
         if task == "cluster":
+            show_busy(self.recluster_button, running, "Recluster", "Clustering…")
             self.recluster_button.setEnabled(not running and self.controller.active is not None)
-            self.recluster_button.setText("Clustering…" if running else "Recluster")
         elif task == "export":
             self.export_button.setEnabled(not running)
         if task == "save-clustering":

@@ -10,7 +10,6 @@ from qtpy.QtWidgets import (
     QGroupBox,
     QHeaderView,
     QLabel,
-    QPushButton,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -20,14 +19,16 @@ from qtpy.QtWidgets import (
 from phenossl.config import ClusterConfig
 from phenossl.napari.cells import cell_count
 from phenossl.napari.config_form import ConfigForm, Row, choice_box
-from phenossl.napari.controller import controller_for
 from phenossl.napari.qt_helpers import (
+    button,
     choose_session_folder,
     note_label,
     open_session_folder,
     reports_errors,
     row,
+    show_busy,
 )
+from phenossl.napari.widgets.step import StepWidget
 
 COLUMNS = ("run", "training", "status")
 EVALUATION_COLUMNS = ("run", "space", "AMI", "AMI within", "1-NN bal. acc.")
@@ -40,47 +41,39 @@ CONTROLS_ROW = Row(
 )
 
 
-class RunsWidget(QWidget):
+class RunsWidget(StepWidget):
     """The session's runs; show one; compare two."""
 
     def __init__(self, napari_viewer, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.viewer = napari_viewer
-        self.controller = controller_for(napari_viewer)
+        super().__init__(napari_viewer, parent)
         self.comparison = None
-        layout = QVBoxLayout(self)
+        layout = self.layout()
 
         self.folder_label = note_label()
-        self.open_button = QPushButton("Open session folder…")
-        self.open_button.setToolTip(
+        self.open_button = button(
+            "Open session folder…",
             "Reopen the tiles and runs of an earlier session (its folder under "
-            "~/phenossl-runs, or wherever you saved it)"
+            "~/phenossl-runs, or wherever you saved it)",
+            self._choose_session,
         )
         layout.addWidget(self.folder_label)
         layout.addWidget(row(self.open_button))
 
         runs_box = QGroupBox("Runs")
         runs_layout = QVBoxLayout(runs_box)
-        self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(list(COLUMNS))
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().setVisible(False)
-        header = self.table.horizontalHeader()
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
-        header.setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
-        self.table.setWordWrap(True)
-        self.table.setTextElideMode(Qt.TextElideMode.ElideNone)
-        self.table.setMinimumHeight(120)
-        header.sectionResized.connect(self._fit_rows)
+        self.table = runs_table()
+        self.table.horizontalHeader().sectionResized.connect(self._fit_rows)
+        self.table.cellDoubleClicked.connect(lambda *_: self._show_run())
         runs_layout.addWidget(self.table)
-        self.show_button = QPushButton("Show this run")
-        self.show_button.setToolTip("Colour the plate, the UMAP and the gallery by this run's clusters")
-        self.embed_button = QPushButton("Embed cells")
-        self.embed_button.setToolTip(
-            "Compute this run's embeddings from its checkpoint (e.g. after a cancel)"
+        self.show_button = button(
+            "Show this run",
+            "Colour the plate, the UMAP and the gallery by this run's clusters",
+            self._show_run,
+        )
+        self.embed_button = button(
+            "Embed cells",
+            "Compute this run's embeddings from its checkpoint (e.g. after a cancel)",
+            self._embed,
         )
         runs_layout.addWidget(row(self.show_button, self.embed_button))
         runs_layout.addWidget(
@@ -95,14 +88,14 @@ class RunsWidget(QWidget):
         compare_layout = QVBoxLayout(compare_box)
         self.run_boxes = (choice_box(self._run_names), choice_box(self._run_names))
         self.run_a, self.run_b = (box.native for box in self.run_boxes)
-        self.compare_button = QPushButton("Compare")
+        self.compare_button = button("Compare", on_click=self._compare)
         compare_layout.addWidget(row(self.run_a, QLabel("vs"), self.run_b, self.compare_button))
         self.compare_label = note_label(
             "How much two runs' clusters agree, and which cells changed cluster. Each run is compared "
             "with the clusters it has now (saved in its folder: it need not be shown)."
         )
         compare_layout.addWidget(self.compare_label)
-        self.changed_button = QPushButton("Select the cells that changed cluster")
+        self.changed_button = button("Select the cells that changed cluster", on_click=self._select_changed)
         self.changed_button.setEnabled(False)
         compare_layout.addWidget(row(self.changed_button))
         layout.addWidget(compare_box)
@@ -111,21 +104,12 @@ class RunsWidget(QWidget):
         layout.addWidget(self.status)
         layout.addStretch(1)
 
-        self.open_button.clicked.connect(self._choose_session)
-        self.show_button.clicked.connect(self._show_run)
-        self.table.cellDoubleClicked.connect(lambda *_: self._show_run())
-        self.embed_button.clicked.connect(self._embed)
-        self.compare_button.clicked.connect(self._compare)
-        self.changed_button.clicked.connect(self._select_changed)
-        self.controller.runs_changed.connect(self.refresh)
-        self.controller.session_changed.connect(self.refresh)
-        self.controller.active_run_changed.connect(self.refresh)
-        self.controller.clustering_changed.connect(self.refresh)
-        self.controller.comparison_ready.connect(self._show_comparison)
-        self.controller.evaluation_ready.connect(self._show_evaluation)
-        self.controller.store_changed.connect(self._refresh_label_columns)
-        self.controller.session_changed.connect(self._refresh_label_columns)
-        self.controller.task_state.connect(self._task_state)
+        self.follow(
+            runs_changed=self.refresh, session_changed=(self.refresh, self._refresh_label_columns),
+            active_run_changed=self.refresh, clustering_changed=self.refresh,
+            comparison_ready=self._show_comparison, evaluation_ready=self._show_evaluation,
+            store_changed=self._refresh_label_columns, task_state=self._task_state,
+        )
         self.refresh()
         self._refresh_label_columns()
 
@@ -151,10 +135,11 @@ class RunsWidget(QWidget):
         self.eval_controls = self.eval_form.native("controls")
         self.eval_controls.setPlaceholderText("e.g. compound=DMSO")
         layout.addLayout(form)
-        self.evaluate_button = QPushButton("Evaluate the runs")
-        self.evaluate_button.setToolTip(
+        self.evaluate_button = button(
+            "Evaluate the runs",
             "K-Means AMI, AMI within groups and 1-NN balanced accuracy of every run with embeddings: "
-            "trained, measured (CellProfiler) and untrained side by side"
+            "trained, measured (CellProfiler) and untrained side by side",
+            self._evaluate,
         )
         layout.addWidget(row(self.evaluate_button))
         self.evaluation = QTableWidget(0, len(EVALUATION_COLUMNS))
@@ -169,7 +154,6 @@ class RunsWidget(QWidget):
             "out. The same table as 'phenossl evaluate'."
         )
         layout.addWidget(self.evaluation_note)
-        self.evaluate_button.clicked.connect(self._evaluate)
         return box
 
     def _refresh_label_columns(self) -> None:
@@ -270,11 +254,9 @@ class RunsWidget(QWidget):
 
     def _task_state(self, task: str, running: bool) -> None:
         if task == "evaluate":
-            self.evaluate_button.setEnabled(not running)
-            self.evaluate_button.setText("Evaluating…" if running else "Evaluate the runs")
+            show_busy(self.evaluate_button, running, "Evaluate the runs", "Evaluating…")
         if task == "compare":
-            self.compare_button.setEnabled(not running)
-            self.compare_button.setText("Comparing…" if running else "Compare")
+            show_busy(self.compare_button, running, "Compare", "Comparing…")
 
     @reports_errors("Selecting the cells that changed cluster")
     def _select_changed(self, *_):
@@ -293,6 +275,24 @@ class RunsWidget(QWidget):
 
     def open_session(self, folder: str) -> None:
         open_session_folder(self.controller, folder)
+
+
+def runs_table() -> QTableWidget:
+    """One row per run, selected whole; the training column takes the width left and wraps."""
+    table = QTableWidget(0, len(COLUMNS))
+    table.setHorizontalHeaderLabels(list(COLUMNS))
+    table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    table.verticalHeader().setVisible(False)
+    header = table.horizontalHeader()
+    header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+    header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+    header.setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
+    table.setWordWrap(True)
+    table.setTextElideMode(Qt.TextElideMode.ElideNone)
+    table.setMinimumHeight(120)
+    return table
 
 
 def label_choices(cells) -> tuple[list[str], list[str]]:

@@ -5,27 +5,24 @@ from __future__ import annotations
 import logging
 import re
 
-from qtpy.QtWidgets import (
-    QFormLayout,
-    QGroupBox,
-    QPushButton,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QFormLayout, QGroupBox, QVBoxLayout, QWidget
 
 from phenossl.config import SegmentConfig, TileConfig
 from phenossl.errors import InputError
 from phenossl.napari.config_form import ConfigForm, Row
-from phenossl.napari.controller import controller_for, stack_shape_text
+from phenossl.napari.controller import stack_shape_text
 from phenossl.napari.layer_pickers import LayerChecklist, layer_picker
 from phenossl.napari.plate import NUCLEAR_NAMES, PlateInfo, channel_name, guess_nuclear_index
 from phenossl.napari.qt_helpers import (
+    button,
     choose_session_folder,
     connect_while_alive,
     note_label,
     reports_errors,
     row,
+    show_busy,
 )
+from phenossl.napari.widgets.step import StepWidget
 
 logger = logging.getLogger(__name__)
 
@@ -71,25 +68,23 @@ def one_line(text: str, limit: int = STATUS_CHARS) -> str:
     return short
 
 
-class SegmentWidget(QWidget):
+class SegmentWidget(StepWidget):
     """Pick the channels and the nuclear stain, segment, check the nuclei, make the tiles."""
 
     def __init__(self, napari_viewer, parent: QWidget | None = None):
-        super().__init__(parent)
+        super().__init__(napari_viewer, parent)
         from napari.layers import Image, Labels
 
-        self.viewer = napari_viewer
-        self.controller = controller_for(napari_viewer)
-        layout = QVBoxLayout(self)
+        layout = self.layout()
 
         session_box = QGroupBox("Session folder (tiles and runs are saved here)")
         session_layout = QVBoxLayout(session_box)
         self.session_label = note_label()
-        self.change_session = QPushButton("Change…")
-        self.change_session.setToolTip(
-            "Choose another folder; choosing an existing session folder reopens it."
+        self.change_session = button(
+            "Change…",
+            "Choose another folder; choosing an existing session folder reopens it.",
+            self._choose_session,
         )
-        self.change_session.clicked.connect(self._choose_session)
         session_layout.addWidget(self.session_label)
         session_layout.addWidget(row(self.change_session))
         layout.addWidget(session_box)
@@ -114,8 +109,7 @@ class SegmentWidget(QWidget):
         self.backend, self.model, self.weights, self.diameter = (
             self.segment_form.native(name) for name in ("backend", "model", "weights", "diameter")
         )
-        self.segment_button = QPushButton("Segment nuclei")
-        self.segment_button.clicked.connect(self._segment)
+        self.segment_button = button("Segment nuclei", on_click=self._segment)
         segment_form.addRow(self.segment_button)
         segment_form.addRow(
             note_label(
@@ -136,8 +130,7 @@ class SegmentWidget(QWidget):
         self.tile_form = ConfigForm(TileConfig, TILE_ROWS)
         self.tile_form.add_rows(tiles_form)
         self.tile_size, self.border = self.tile_form.native("size"), self.tile_form.native("border")
-        self.tile_button = QPushButton("Make tiles")
-        self.tile_button.clicked.connect(self._make_tiles)
+        self.tile_button = button("Make tiles", on_click=self._make_tiles)
         tiles_form.addRow(self.tile_button)
         layout.addWidget(tiles_box)
 
@@ -147,10 +140,10 @@ class SegmentWidget(QWidget):
 
         self.segment_form["backend"].changed.connect(self._backend_changed)
         self.nuclear.changed.connect(self._nuclear_changed)
-        self.controller.session_changed.connect(self._show_session)
-        self.controller.nuclei_changed.connect(self._nuclei_changed)
-        self.controller.task_state.connect(self._task_state)
-        self.controller.status.connect(self.show_status)
+        self.follow(
+            session_changed=self._show_session, nuclei_changed=self._nuclei_changed,
+            task_state=self._task_state, status=self.show_status,
+        )
         self._backend_changed(self.segment_form["backend"].value)
         self._show_session()
         self._pick_nuclear_default()
@@ -226,8 +219,6 @@ class SegmentWidget(QWidget):
 
     def _task_state(self, task: str, running: bool) -> None:
         if task == "segment":
-            self.segment_button.setEnabled(not running)
-            self.segment_button.setText("Segmenting…" if running else "Segment nuclei")
+            show_busy(self.segment_button, running, "Segment nuclei", "Segmenting…")
         elif task == "tiles":
-            self.tile_button.setEnabled(not running)
-            self.tile_button.setText("Making tiles…" if running else "Make tiles")
+            show_busy(self.tile_button, running, "Make tiles", "Making tiles…")

@@ -8,16 +8,15 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QLabel,
-    QPushButton,
     QVBoxLayout,
     QWidget,
 )
 
 from phenossl.config import ENCODERS, METHODS, RunConfig, TrainConfig
 from phenossl.napari.config_form import ConfigForm, Row, choice_box
-from phenossl.napari.controller import controller_for
-from phenossl.napari.qt_helpers import note_label, reports_errors, row
+from phenossl.napari.qt_helpers import button, note_label, reports_errors, row, show_busy
 from phenossl.napari.widgets.plots import theme_colors, themed_canvas
+from phenossl.napari.widgets.step import StepWidget
 
 METHOD_HELP = {
     "mocov2": "MoCo v2: contrastive with a queue of negatives; robust, the paper's default",
@@ -46,6 +45,7 @@ def method_combo() -> QComboBox:
     for method in METHODS:
         combo.addItem(method, method)
         combo.setItemData(combo.count() - 1, METHOD_HELP[method], Qt.ItemDataRole.ToolTipRole)
+    combo.setCurrentText(TrainConfig().method)
     return combo
 
 
@@ -102,16 +102,14 @@ class LossPlot(QWidget):
         self.canvas.draw_idle()
 
 
-class TrainWidget(QWidget):
+class TrainWidget(StepWidget):
     """Method, encoder and length of training; device; train / cancel; live loss and speed."""
 
     def __init__(self, napari_viewer, parent: QWidget | None = None):
-        super().__init__(parent)
+        super().__init__(napari_viewer, parent)
         from phenossl.train import available_devices
 
-        self.viewer = napari_viewer
-        self.controller = controller_for(napari_viewer)
-        layout = QVBoxLayout(self)
+        layout = self.layout()
 
         settings = QGroupBox("Training")
         form = QFormLayout(settings)
@@ -147,28 +145,33 @@ class TrainWidget(QWidget):
         self.summary = note_label()
         layout.addWidget(self.summary)
 
-        self.train_button = QPushButton("Train")
-        self.train_button.setToolTip(
+        self.train_button = button(
+            "Train",
             "Train a new run with these settings and the compositions of step 2; "
-            "then the cells are embedded and clustered."
+            "then the cells are embedded and clustered.",
+            self._train,
         )
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setToolTip(
+        self.cancel_button = button(
+            "Cancel",
             "Stop the training before the next step (the last finished epoch is kept), "
-            "or the embedding of the cells that follows it."
+            "or the embedding of the cells that follows it.",
+            self._cancel,
         )
         self.cancel_button.setEnabled(False)
         layout.addWidget(row(self.train_button, self.cancel_button))
         baselines = QGroupBox("Baselines: no training")
         baselines_layout = QVBoxLayout(baselines)
-        self.measure_button = QPushButton("Measure cells")
-        self.measure_button.setToolTip(
-            "CellProfiler features (cp_measure) of each nucleus, no training: size, shape, intensity, texture... "
-            "A trained encoder is worth its time only if it separates your treatments better than this."
+        self.measure_button = button(
+            "Measure cells",
+            "CellProfiler features (cp_measure) of each nucleus, no training: size, shape, intensity, "
+            "texture... A trained encoder is worth its time only if it separates your treatments better "
+            "than this.",
+            lambda *_: self._baseline("cellprofiler"),
         )
-        self.untrained_button = QPushButton("Untrained encoder")
-        self.untrained_button.setToolTip(
-            "The chosen encoder with random weights, no training: what the network alone gives."
+        self.untrained_button = button(
+            "Untrained encoder",
+            "The chosen encoder with random weights, no training: what the network alone gives.",
+            lambda *_: self._baseline("random-init"),
         )
         baselines_layout.addWidget(row(self.measure_button, self.untrained_button))
         baselines_layout.addWidget(note_label(
@@ -184,19 +187,12 @@ class TrainWidget(QWidget):
         layout.addWidget(self.status)
         layout.addStretch(1)
 
-        self.method.setCurrentText(TrainConfig().method)
-        self.train_button.clicked.connect(self._train)
-        self.measure_button.clicked.connect(lambda *_: self._baseline("cellprofiler"))
-        self.untrained_button.clicked.connect(lambda *_: self._baseline("random-init"))
-        self.cancel_button.clicked.connect(self._cancel)
         self.device.currentIndexChanged.connect(self._device_changed)
-        self.controller.train_event.connect(self._on_event)
-        self.controller.training_finished.connect(self._finished)
-        self.controller.runs_changed.connect(self._refresh_runs)
-        self.controller.store_changed.connect(self._refresh_summary)
-        self.controller.compositions_changed.connect(self._refresh_summary)
-        self.controller.task_state.connect(self._task_state)
-        self.controller.status.connect(self.status.setText)
+        self.follow(
+            train_event=self._on_event, training_finished=self._finished, runs_changed=self._refresh_runs,
+            store_changed=self._refresh_summary, compositions_changed=self._refresh_summary,
+            task_state=self._task_state, status=self.status.setText,
+        )
         self._device_changed()
         self._refresh_runs()
         self._refresh_summary()
@@ -268,8 +264,7 @@ class TrainWidget(QWidget):
 
     def _task_state(self, task: str, running: bool) -> None:
         if task == "train":
-            self.train_button.setEnabled(not running)
-            self.train_button.setText("Training…" if running else "Train")
+            show_busy(self.train_button, running, "Train", "Training…")
         if task in ("train", "embed"):  # Cancel also stops the embedding that follows a training
             controller = self.controller
             busy = controller.running("train") or controller.running("embed")

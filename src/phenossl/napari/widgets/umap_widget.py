@@ -11,17 +11,15 @@ from qtpy.QtWidgets import (
     QButtonGroup,
     QComboBox,
     QLabel,
-    QPushButton,
     QRadioButton,
     QSizePolicy,
     QToolTip,
-    QVBoxLayout,
     QWidget,
 )
 
 from phenossl.napari.cells import cell_count
-from phenossl.napari.controller import UMAP_FIRST_NOTE, controller_for
-from phenossl.napari.qt_helpers import note_label, reports_errors, row
+from phenossl.napari.controller import UMAP_FIRST_NOTE
+from phenossl.napari.qt_helpers import button, note_label, reports_errors, row
 from phenossl.napari.widgets.plots import (
     PointColours,
     cluster_point_colours,
@@ -33,6 +31,7 @@ from phenossl.napari.widgets.plots import (
     theme_colors,
     themed_canvas,
 )
+from phenossl.napari.widgets.step import StepWidget
 
 CLUSTER = "cluster"
 HOVER_PX = 6  # the mouse names a cell this close to it (screen px)
@@ -78,21 +77,19 @@ def zoomed_limits(limits: tuple[float, float], at: float, factor: float) -> tupl
     return at - (at - low) * factor, at + (high - at) * factor
 
 
-class UmapWidget(QWidget):
+class UmapWidget(StepWidget):
     """Scatter of the UMAP layout, coloured by cluster or a column, with its legend or colour bar; draw around
     cells (Lasso) to select them, point at one to name it, zoom with the wheel, drag the view in Pan mode."""
 
     def __init__(self, napari_viewer, parent: QWidget | None = None):
-        super().__init__(parent)
+        super().__init__(napari_viewer, parent)
         from matplotlib.widgets import LassoSelector
 
-        self.viewer = napari_viewer
-        self.controller = controller_for(napari_viewer)
         self.colors = theme_colors(napari_viewer)
         self.figure, self.axes, self.canvas = themed_canvas(
             self.colors, height=360, min_height=240, margins=MARGINS
         )
-        layout = QVBoxLayout(self)
+        layout = self.layout()
         self.info = note_label("The UMAP layout appears once a run is clustered. " + UMAP_FIRST_NOTE + ".")
         layout.addWidget(self.info)
 
@@ -104,12 +101,13 @@ class UmapWidget(QWidget):
         self.pan_button = QRadioButton("Pan")
         self.pan_button.setToolTip("Drag to move the view (the mouse wheel zooms in either mode)")
         self.modes = QButtonGroup(self)
-        for button in (self.lasso_button, self.pan_button):
-            self.modes.addButton(button)
+        for mode in (self.lasso_button, self.pan_button):
+            self.modes.addButton(mode)
         self.modes.setExclusive(True)
         self.lasso_button.setChecked(True)
-        self.reset_button = QPushButton("Reset view")
-        self.reset_button.setToolTip("Show every cell again (after zooming or panning)")
+        self.reset_button = button(
+            "Reset view", "Show every cell again (after zooming or panning)", self.reset_view
+        )
         layout.addWidget(row(QLabel("Colour by"), self.colour_by, self.lasso_button, self.pan_button,
                              self.reset_button))
         layout.addWidget(self.canvas, stretch=1)
@@ -121,7 +119,7 @@ class UmapWidget(QWidget):
         self.hover_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         self.hover_label.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         layout.addWidget(self.hover_label)
-        self.clear_button = QPushButton("Clear selection")
+        self.clear_button = button("Clear selection", on_click=self._clear_selection)
         self.count_label = QLabel("")
         layout.addWidget(row(self.clear_button, self.count_label))
 
@@ -141,8 +139,6 @@ class UmapWidget(QWidget):
         self.hovered: int | None = None
         self.lasso = LassoSelector(self.axes, self._lasso_done, props={"color": self.colors.foreground})
 
-        self.clear_button.clicked.connect(self._clear_selection)
-        self.reset_button.clicked.connect(self.reset_view)
         self.colour_by.currentTextChanged.connect(self._recolour)
         self.modes.buttonToggled.connect(self._mode_changed)
         self.canvas.mpl_connect("motion_notify_event", self._mouse_moved)
@@ -151,11 +147,10 @@ class UmapWidget(QWidget):
         self.canvas.mpl_connect("button_release_event", self._released)
         self.canvas.mpl_connect("figure_leave_event", lambda _event: self._show_hover(None))
         self.canvas.mpl_connect("resize_event", lambda _event: self._fit_key())
-        self.controller.umap_changed.connect(self.redraw)
-        self.controller.clustering_changed.connect(self.redraw)
-        self.controller.active_run_changed.connect(self.redraw)
-        self.controller.selection_changed.connect(self._show_selection)
-        self.controller.task_state.connect(self._task_state)
+        self.follow(
+            umap_changed=self.redraw, clustering_changed=self.redraw, active_run_changed=self.redraw,
+            selection_changed=self._show_selection, task_state=self._task_state,
+        )
         self.redraw()
 
     # ------------------------------------------------------------------------------------------
