@@ -1,14 +1,28 @@
-"""The overview PNG of a run: clusters painted on the plate, and the cells nearest each centroid."""
+"""The overview PNG of a run: clusters painted on the plate, and the cells nearest each centroid.
+
+Drawn on a plain matplotlib ``Figure`` (no pyplot): napari saves runs from worker threads, and pyplot's global
+figure list and backend switch belong to the main thread.
+"""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from phenossl.atomic import atomic_write
+from phenossl.errors import PhenosslError
 from phenossl.render import cluster_colors, composite_rgb, labels_to_cluster_rgba
+
+if TYPE_CHECKING:
+    from phenossl.cluster.kmeans import Clustering
+    from phenossl.config import RunConfig
+    from phenossl.tiles.store import TileStore
+
+logger = logging.getLogger(__name__)
 
 
 def plot_overview(
@@ -30,10 +44,7 @@ def plot_overview(
     indices nearest its centroid; ``field_images`` maps a field key → (nuclear image, nuclei labels)
     for painting clusters on the plate (cells need ``field`` and ``label`` columns).
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     k = int(labels.max()) + 1
     colors = cluster_colors(k)
@@ -44,7 +55,7 @@ def plot_overview(
 
     width = max(12.0, 3.2 * max(top_panels, 1))
     tile_inches = min(2.0, 0.95 * width / max(n_nearest, 1))  # square gallery tiles, no wide gaps
-    fig = plt.figure(figsize=(width, 3.4 + tile_inches * k), layout="constrained")
+    fig = Figure(figsize=(width, 3.4 + tile_inches * k), layout="constrained")
     grid = fig.add_gridspec(2, 1, height_ratios=[3.2, tile_inches * k])
     top = grid[0].subgridspec(1, max(top_panels, 1))
     for i, key in enumerate(fields):
@@ -80,5 +91,48 @@ def plot_overview(
                 ax.set_ylabel(f"cluster {cluster}\n(n={int((labels == cluster).sum())})", fontsize=8)
     fig.suptitle(title or "phenossl clusters: on the plate, and the cells nearest each centroid", fontsize=10)
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"), overwrite=overwrite)
-    plt.close(fig)
     return Path(path)
+
+
+def write_run_overview(path: str | Path, config: RunConfig, store: TileStore, clustering: Clustering,
+                       umap_xy: np.ndarray | None, max_fields: int = 4) -> Path:
+    """A run's overview: its clusters on (up to ``max_fields``) plate fields, its UMAP, and the cells nearest
+    each centroid, titled with the run's method, views and k."""
+    field_images = {}
+    if config.input.kind == "plate" and "field" in store.cells.columns:
+        field_images = _nuclear_images(config, store, max_fields)
+    title = (f"{config.name}: {config.train.method} / {config.train.encoder}, "
+             f"A={config.train.composition_a.name} (w={config.train.weight_a:g}), "
+             f"B={config.train.composition_b.name}, k={clustering.k}")
+    return plot_overview(path, store.cells, clustering.labels, clustering.nearest, store.tiles,
+                         field_images=field_images, umap_xy=None if umap_xy is None else np.asarray(umap_xy),
+                         title=title, max_fields=max_fields)
+
+
+def _nuclear_images(config: RunConfig, store: TileStore, max_fields: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Re-read the nuclear channel of the first fields (the store keeps labels, not raw images). A run whose
+    images cannot be read again (a napari session's layers had no files, or the files moved) gets an overview
+    without the plate panels rather than no saved clustering."""
+    from phenossl.io import discover_fields, read_field
+    from phenossl.tiles.build import nuclear_channel_index
+
+    if not config.input.paths:
+        return {}
+    wanted = list(dict.fromkeys(store.cells["field"]))[:max_fields]
+    images = {}
+    try:
+        sources = discover_fields(config.input.paths, channel_names=config.input.channel_names,
+                                  pattern=config.input.filename_pattern, plate=config.input.plate,
+                                  channel_axis="auto" if config.input.channel_axis is None
+                                  else config.input.channel_axis)
+        for source in sources:
+            if source.key in wanted:
+                fld = read_field(source)
+                labels = store.labels(source.key)
+                if labels is not None:
+                    index = nuclear_channel_index(fld.channel_names, config.input.nuclear_channel)
+                    images[source.key] = (fld.image[index], labels)
+    except (PhenosslError, OSError) as exc:
+        logger.warning("overview without the plate fields: the run's images could not be read again (%s)", exc)
+        return {}
+    return {key: images[key] for key in wanted if key in images}

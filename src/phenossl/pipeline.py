@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from phenossl.atomic import atomic_paths, atomic_write, atomic_write_text
+from phenossl.atomic import atomic_paths, atomic_write_text
+from phenossl.cluster.stage import clustering_space
 from phenossl.config import RunConfig, resolve_paths, save_config
+from phenossl.embed import EMBEDDINGS_FILE
 from phenossl.errors import ConfigError, InputError, OutputExistsError
 from phenossl.runlock import run_folder_lock
 from phenossl.tiles.store import TileStore
@@ -31,7 +33,6 @@ logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
 STORE_DIR = "store"
-EMBEDDINGS_FILE = "embeddings.npy"
 UMAP_FILE = "umap.npy"
 CLUSTERS_FILE = "clusters.csv"
 METRICS_FILE = "metrics.json"
@@ -262,76 +263,45 @@ def stage_measure(config: RunConfig, paths: RunPaths, store: TileStore, *, overw
         return paths.load_embeddings()
 
 
-def clustering_space(config: RunConfig, store: TileStore, embeddings: np.ndarray):
-    """The run's embeddings prepared for clustering as its configuration says (preprocessing, and each plate
-    normalised to its own controls when ``cluster.controls`` names them)."""
-    from phenossl.cluster import EmbeddingSpace
-    from phenossl.cluster.space import control_groups
-
-    groups = None
-    if config.cluster.controls:
-        groups = control_groups(store.cells, config.cluster.controls, config.cluster.control_batch)
-    return EmbeddingSpace(embeddings, preprocessing=config.cluster.preprocessing, controls=groups)
-
-
 def stage_cluster(config: RunConfig, paths: RunPaths, store: TileStore, embeddings: np.ndarray | None = None,
                   *, csv_path: Path | None = None, overwrite: bool = False, overview: bool = True) -> RunResult:
-    """K-Means + UMAP + metrics on the cached embeddings (never re-embedded).
+    """K-Means + UMAP + metrics on the cached embeddings (never re-embedded), by the clustering stage that
+    napari uses too (:mod:`phenossl.cluster.stage`).
 
     Without ``csv_path`` the results become the run's own (``clusters.csv``, ``umap.npy``, ``metrics.json``,
     ``overview.png``); with it they are exported there instead, with the embeddings and the configuration
     beside the CSV, and the run folder is left as it was. Existing files are replaced only on ``overwrite``,
     and all of them are checked before anything is computed or written.
     """
-    from phenossl.cluster import clustering_metrics
-    from phenossl.export import check_export_targets, export_clusters, export_paths, save_npy
+    from phenossl.cluster.stage import cluster_in_space, save_run_clustering, umap_params
+    from phenossl.export import check_export_targets, export_clusters, export_paths
 
     if embeddings is None:
         embeddings = paths.load_embeddings()
-    in_run = csv_path is None
-    if in_run:
-        targets = [paths.clusters, paths.umap, paths.metrics] + ([paths.overview] if overview else [])
-        existing = [path.name for path in targets if path.exists()]
-        if existing and not overwrite:
-            raise OutputExistsError(
-                f"{paths.root} already holds a clustering ({', '.join(existing)}). Export the new one elsewhere "
-                "with --out FILE.csv, or replace the run's own with --overwrite. Nothing was written."
-            )
+    if csv_path is None:
+        _check_run_clustering_free(paths, overview, overwrite)
     else:
         check_export_targets(export_paths(csv_path, embeddings=True, config=True), overwrite)
     space = clustering_space(config, store, embeddings)
-    clustering = space.cluster(config.cluster.k, seed=config.seed, n_nearest=config.cluster.n_nearest)
-    umap_xy = space.umap(seed=config.seed, n_neighbors=config.cluster.umap.n_neighbors,
-                         min_dist=config.cluster.umap.min_dist)
-    metrics = clustering_metrics(space, clustering.labels, store.cells, config.cluster.label_columns, seed=config.seed)
-    result = RunResult(paths, metrics, store.n_cells, clustering.sizes.tolist())
-    if not in_run:
-        export_clusters(csv_path, store.cells, clustering, umap_xy=umap_xy, embeddings=np.asarray(embeddings),
-                        config=config.to_dict(), overwrite=overwrite)
-        return result
-    with run_folder_lock(paths.root, "clustering"):
-        atomic_write(paths.umap, lambda tmp: save_npy(tmp, np.asarray(umap_xy)))
-        export_clusters(paths.clusters, store.cells, clustering, umap_xy=umap_xy, overwrite=True)
-        summary = {"k": config.cluster.k, "n_cells": store.n_cells, **metrics,
-                   "cluster_sizes": clustering.sizes.tolist()}
-        atomic_write_text(paths.metrics, metrics_json(summary))
-        if overview:
-            write_overview(config, paths, store, clustering, umap_xy)
-    return result
+    result = cluster_in_space(config, store, space, config.cluster.k, config.cluster.n_nearest,
+                              layout=space.umap(**umap_params(config)))
+    if csv_path is None:
+        save_run_clustering(config, paths, store, result, what="clustering", overview=overview)
+    else:
+        export_clusters(csv_path, store.cells, result.clustering, umap_xy=result.umap,
+                        embeddings=np.asarray(embeddings), config=config.to_dict(), overwrite=overwrite)
+    return RunResult(paths, result.metrics, store.n_cells, result.clustering.sizes.tolist())
 
 
-def metrics_json(summary: dict[str, Any]) -> str:
-    """``metrics.json``'s text: strict JSON, an undefined score (NaN, e.g. a silhouette of one cluster) as null."""
-    def finite(value: Any) -> Any:
-        if isinstance(value, float) and not np.isfinite(value):
-            return None
-        if isinstance(value, dict):
-            return {k: finite(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [finite(v) for v in value]
-        return value.item() if isinstance(value, np.generic) else value
-
-    return json.dumps(finite(summary), indent=2, allow_nan=False)
+def _check_run_clustering_free(paths: RunPaths, overview: bool, overwrite: bool) -> None:
+    """OutputExistsError naming the run's clustering files, unless there are none or ``overwrite``."""
+    targets = [paths.clusters, paths.umap, paths.metrics] + ([paths.overview] if overview else [])
+    existing = [path.name for path in targets if path.exists()]
+    if existing and not overwrite:
+        raise OutputExistsError(
+            f"{paths.root} already holds a clustering ({', '.join(existing)}). Export the new one elsewhere "
+            "with --out FILE.csv, or replace the run's own with --overwrite. Nothing was written."
+        )
 
 
 def stage_export(config: RunConfig, paths: RunPaths, store: TileStore, csv_path: Path, *,
@@ -356,40 +326,6 @@ def stage_export(config: RunConfig, paths: RunPaths, store: TileStore, csv_path:
         save_npy(embeddings_tmp, np.asarray(embeddings))
         config_tmp.write_text(config.to_yaml(), encoding="utf-8")
     return None
-
-
-def write_overview(config: RunConfig, paths: RunPaths, store: TileStore, clustering, umap_xy, max_fields: int = 4):
-    """Clusters on (up to ``max_fields``) plate fields, UMAP, and the cells nearest each centroid."""
-    from phenossl.overview import plot_overview
-
-    field_images = {}
-    if config.input.kind == "plate" and "field" in store.cells.columns:
-        field_images = _nuclear_images(config, store, max_fields)
-    title = (f"{config.name}: {config.train.method} / {config.train.encoder}, "
-             f"A={config.train.composition_a.name} (w={config.train.weight_a:g}), "
-             f"B={config.train.composition_b.name}, k={config.cluster.k}")
-    plot_overview(paths.overview, store.cells, clustering.labels, clustering.nearest, store.tiles,
-                  field_images=field_images, umap_xy=np.asarray(umap_xy), title=title, max_fields=max_fields)
-
-
-def _nuclear_images(config: RunConfig, store: TileStore, max_fields: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Re-read the nuclear channel of the first fields (the store keeps labels, not raw images)."""
-    from phenossl.io import discover_fields, read_field
-    from phenossl.tiles.build import nuclear_channel_index
-
-    wanted = list(dict.fromkeys(store.cells["field"]))[:max_fields]
-    sources = discover_fields(config.input.paths, channel_names=config.input.channel_names,
-                              pattern=config.input.filename_pattern, plate=config.input.plate,
-                              channel_axis="auto" if config.input.channel_axis is None else config.input.channel_axis)
-    images = {}
-    for source in sources:
-        if source.key in wanted:
-            fld = read_field(source)
-            labels = store.labels(source.key)
-            if labels is not None:
-                index = nuclear_channel_index(fld.channel_names, config.input.nuclear_channel)
-                images[source.key] = (fld.image[index], labels)
-    return {key: images[key] for key in wanted if key in images}
 
 
 def run_pipeline(config: RunConfig, *, resume: bool = False, on_event: EventHandler | None = None,

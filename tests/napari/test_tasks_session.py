@@ -199,6 +199,37 @@ def test_reclustering_explores_and_saving_is_explicit(session_with_tiles):
     assert f'"k": {k + 3}' in record.paths.metrics.read_text()
 
 
+def test_a_clustering_saved_in_napari_is_the_one_the_cli_saves(session_with_tiles):
+    """The run's first clustering, saved by napari, holds the clustering stage's files (overview.png too), with
+    the UMAP columns in clusters.csv written once (the UMAP worker leaves it alone), byte for byte what
+    'phenossl cluster RUN --overwrite' writes; an exploration changes none of them."""
+    import pandas as pd
+    from PIL import Image
+
+    from phenossl.pipeline import stage_cluster
+
+    session, info = session_with_tiles
+    record = session.new_run(_config(info))
+    np.save(record.paths.embeddings, np.random.default_rng(3).normal(size=(session.store.n_cells, 8)).astype(np.float32))
+    config = record.config
+    outcome = tasks.cluster_run(record, k=config.cluster.k, n_nearest=config.cluster.n_nearest)
+    assert outcome.umap is not None and outcome.umap.shape == (session.store.n_cells, 2)
+    files = (record.paths.clusters, record.paths.umap, record.paths.metrics, record.paths.overview)
+    saved = {path: path.read_bytes() for path in files}
+    assert pd.read_csv(record.paths.clusters)[["umap_x", "umap_y"]].notna().all().all()
+    with Image.open(record.paths.overview) as overview:
+        assert min(overview.size) > 400
+
+    written = record.paths.clusters.stat().st_mtime_ns
+    assert np.array_equal(tasks.umap_run(record, outcome.space, outcome.clustering), outcome.umap)
+    tasks.cluster_run(record, k=config.cluster.k + 1, n_nearest=2, space=outcome.space)  # exploring
+    assert record.paths.clusters.stat().st_mtime_ns == written
+    assert all(path.read_bytes() == content for path, content in saved.items())
+
+    stage_cluster(config, record.paths, record.tile_store(), overwrite=True)  # the CLI's stage, same settings
+    assert all(path.read_bytes() == content for path, content in saved.items())
+
+
 def test_runs_are_compared_from_their_folders_when_not_shown(session_with_tiles):
     from sklearn.metrics import adjusted_mutual_info_score
 

@@ -205,7 +205,7 @@ def test_export_reuses_the_runs_clustering_and_nan_scores_are_null(tmp_path, mon
     import json
 
     from phenossl.cluster import kmeans
-    from phenossl.pipeline import metrics_json
+    from phenossl.cluster.stage import metrics_json
 
     paths = small_run(tmp_path)
 

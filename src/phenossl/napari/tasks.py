@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from phenossl.cluster.stage import RunClustering as ClusterOutcome  # the clustering stage's result
 from phenossl.config import InputConfig, RunConfig, SegmentConfig, TileConfig
 from phenossl.errors import Cancelled, NoNucleiError, OutputExistsError, PhenosslError
 from phenossl.napari.plate import PlateInfo
@@ -389,87 +390,49 @@ def measure_run(record: RunRecord, cancel: threading.Event) -> Generator[int, No
 # 4. Cluster, UMAP, export, compare
 
 
-@dataclass(frozen=True)
-class ClusterOutcome:
-    space: Any  # EmbeddingSpace
-    clustering: Any  # Clustering
-    metrics: dict[str, float]
-    umap: np.ndarray | None  # the run's layout if it was already computed
-
-
 def cluster_run(
     record: RunRecord, k: int, n_nearest: int, space: Any = None, *, save: bool | None = None
 ) -> ClusterOutcome:
-    """K-Means on the run's cached embeddings. Exploration: nothing is written unless ``save``; by default
-    the clustering is saved only when it is the run's first (no clusters.csv for its embeddings yet) with
-    the run's own k. Saving a different one is the user's explicit choice (``save_clustering``)."""
-    from phenossl.cluster import clustering_metrics
-    from phenossl.pipeline import clustering_space
+    """K-Means on the run's cached embeddings (the clustering stage the CLI uses too). Exploration: nothing is
+    written unless ``save``; by default the clustering is saved only when it is the run's first (no clusters.csv
+    for its embeddings yet) with the run's own k. Saving a different one is the user's explicit choice
+    (``save_clustering``). A clustering to be saved gets its UMAP layout first, so its files are complete."""
+    from phenossl.cluster.stage import cluster_in_space, clustering_space, run_layout
 
     with reported_as("Clustering"):
         config, paths, store = record.config, record.paths, record.tile_store()
         if space is None:
             space = clustering_space(config, store, paths.load_embeddings())
-        clustering = space.cluster(k, seed=config.seed, n_nearest=n_nearest)
-        metrics = clustering_metrics(
-            space, clustering.labels, store.cells, config.cluster.label_columns, seed=config.seed
-        )
-        layout = space.cached_umap(**umap_params(config))
-        if layout is None and paths.umap.is_file():
-            saved = np.load(paths.umap)
-            layout = saved if saved.shape == (space.n_cells, 2) else None
         if save is None:
             save = k == config.cluster.k and saved_cluster_labels(record) is None
-        outcome = ClusterOutcome(space, clustering, metrics, layout)
-        if save:
-            save_clustering(record, outcome)
-        return outcome
+        layout = run_layout(config, paths, space, compute=save)
+        outcome = cluster_in_space(config, store, space, k, n_nearest, layout=layout)
+        return save_clustering(record, outcome) if save else outcome
 
 
-def save_clustering(record: RunRecord, outcome: ClusterOutcome) -> None:
-    """Make ``outcome`` the run's clustering: its clusters.csv, metrics.json and config.yaml's k, under the
-    run folder's lock (what ``phenossl cluster RUN --k K --overwrite`` does)."""
-    from phenossl.atomic import atomic_write_text
-    from phenossl.export import export_clusters
+def save_clustering(record: RunRecord, outcome: ClusterOutcome) -> ClusterOutcome:
+    """Make ``outcome`` the run's clustering: the clustering stage's files (clusters.csv, umap.npy, metrics.json,
+    overview.png, as ``phenossl cluster RUN --k K --overwrite`` writes them) and config.yaml's k, under the run
+    folder's lock. Returns it with its UMAP layout (computed first when it was not known yet)."""
+    from phenossl.cluster.stage import save_run_clustering
     from phenossl.napari.session import save_cluster_choice
-    from phenossl.pipeline import metrics_json
 
     with reported_as("Saving the clustering"):
-        store, clustering = record.tile_store(), outcome.clustering
-        summary = {
-            "k": clustering.k,
-            "n_cells": store.n_cells,
-            **outcome.metrics,
-            "cluster_sizes": clustering.sizes.tolist(),
-        }
-        with run_folder_lock(record.paths.root, "saving the clustering (napari)"):
-            export_clusters(record.paths.clusters, store.cells, clustering, umap_xy=outcome.umap, overwrite=True)
-            atomic_write_text(record.paths.metrics, metrics_json(summary))
-            save_cluster_choice(record, clustering.k)
-
-
-def umap_params(config: RunConfig) -> dict[str, Any]:
-    return {
-        "seed": config.seed,
-        "n_neighbors": config.cluster.umap.n_neighbors,
-        "min_dist": config.cluster.umap.min_dist,
-    }
+        return save_run_clustering(
+            record.config, record.paths, record.tile_store(), outcome, what="saving the clustering (napari)",
+            also=lambda: save_cluster_choice(record, outcome.clustering.k),
+        )
 
 
 def umap_run(record: RunRecord, space: Any, clustering: Any = None) -> np.ndarray:
-    """The run's 2-D UMAP layout (computed once, saved as umap.npy). ``clustering``: the run's saved
-    clustering, whose clusters.csv gets the layout's columns (None for an unsaved exploration)."""
-    from phenossl.atomic import atomic_write
-    from phenossl.export import export_clusters, save_npy
+    """The run's 2-D UMAP layout (computed once, saved as umap.npy: it does not depend on k). ``clustering``
+    is no longer needed, kept for the controller's call: a saved clustering got its layout's columns in
+    clusters.csv when the clustering stage saved it."""
+    from phenossl.cluster.stage import save_layout, umap_params
 
     with reported_as("UMAP"):
         layout = np.asarray(space.umap(**umap_params(record.config)))
-        with run_folder_lock(record.paths.root, "saving the UMAP layout (napari)"):
-            atomic_write(record.paths.umap, lambda tmp: save_npy(tmp, layout))
-            if clustering is not None:
-                export_clusters(
-                    record.paths.clusters, record.tile_store().cells, clustering, umap_xy=layout, overwrite=True
-                )
+        save_layout(record.paths, layout, what="saving the UMAP layout (napari)")
         return layout
 
 
@@ -553,7 +516,7 @@ def compare_runs(a: RunRecord, b: RunRecord) -> RunComparison:
 def cluster_labels(record: RunRecord) -> np.ndarray:
     """The cluster of every store row of a run: the shown clustering, else the run's clusters.csv, else
     K-Means again on its embeddings with its saved k and seed (seeded: the clusters it had)."""
-    from phenossl.pipeline import clustering_space
+    from phenossl.cluster.stage import clustering_space
 
     if record.clustering is not None:
         return np.asarray(record.clustering.labels)
