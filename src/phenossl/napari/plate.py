@@ -224,3 +224,84 @@ def _plain(value: Any) -> Any:
     if value is pd.NA or value is pd.NaT:
         return None
     return value
+
+
+def layer_plate(layer: Any) -> PlateInfo:
+    """What each field of an image layer is: the reader's PlateInfo, else one field (2-D) or a plain stack."""
+    return PlateInfo.from_metadata(getattr(layer, "metadata", None)) or PlateInfo.for_array(
+        layer.data.shape, layer.name
+    )
+
+
+def stack_shape_text(layer: Any) -> str:
+    """'8 fields of 576 x 576' for a layer, for labels in the widgets."""
+    fields, height, width = field_stack_shape(layer.data.shape)
+    return f"{fields} field{'s' if fields != 1 else ''} of {height} x {width}"
+
+
+def plate_from_store(store: Any, layers: Sequence[Any] = ()) -> PlateInfo:
+    """The fields of a reopened tile store, in the open images' field order when one of ``layers`` is a plate
+    holding every field of the store; else rebuilt from the store (its keys, label shapes, plate / well /
+    site columns)."""
+    keys = store.field_keys()
+    shown = (PlateInfo.from_metadata(getattr(layer, "metadata", None)) for layer in layers)
+    image_info = next((info for info in shown if info is not None), None)
+    if image_info is not None and set(image_info.keys) >= set(keys):
+        return image_info
+    per_field = store.cells.drop_duplicates("field").set_index("field")
+
+    def column(name: str) -> list:
+        return [per_field[name].get(k) if name in per_field else None for k in keys]
+
+    has_sites = "site" in per_field
+    sites = [int(per_field["site"][k]) if has_sites and k in per_field.index else None for k in keys]
+    return PlateInfo(
+        keys=keys,
+        shapes=[store.labels(key).shape for key in keys],
+        plates=column("plate"),
+        wells=column("well"),
+        sites=sites,
+    )
+
+
+def check_tile_inputs(image_layers: Sequence[Any], nuclear_layer: Any, labels_layer: Any) -> list:
+    """The channel layers to tile (the nuclear one first if it was not ticked), or an InputError saying
+    what to fix. Layers are read for their name, data shape and metadata only."""
+    if not image_layers:
+        raise InputError("tick at least one image layer (channel) to put in the tiles")
+    if labels_layer is None:
+        raise InputError("segment the nuclei first (or pick a Labels layer of nuclei)")
+    if nuclear_layer is None:
+        raise InputError("pick the nuclear stain (an image layer) to tile around")
+    image_layers = list(image_layers)
+    if nuclear_layer not in image_layers:
+        image_layers = [nuclear_layer, *image_layers]
+    names = [channel_name(layer) for layer in image_layers]
+    if len(set(names)) != len(names):
+        raise InputError(f"two channel layers have the same name ({names}); rename one")
+    shapes = {tuple(layer.data.shape) for layer in image_layers}
+    if len(shapes) != 1:
+        raise InputError(
+            "the channel layers must have the same shape (fields x height x width); got "
+            + ", ".join(f"{layer.name} {tuple(layer.data.shape)}" for layer in image_layers)
+        )
+    if tuple(labels_layer.data.shape) != shapes.pop():
+        raise InputError(
+            f"the labels layer {labels_layer.name!r} has shape {tuple(labels_layer.data.shape)}, "
+            f"the images {tuple(nuclear_layer.data.shape)}"
+        )
+    return image_layers
+
+
+def run_input_section(info: PlateInfo, names: Sequence[str], nuclear: str) -> dict[str, Any]:
+    """The run config's input section, so the CLI can redo a napari run from the files."""
+    tokens = {name: token for token, name in (info.channel_map or {}).items()}
+    section: dict[str, Any] = {
+        "kind": "plate",
+        "paths": list(info.source_paths),
+        "channel_names": {tokens.get(name, name): name for name in names},
+        "nuclear_channel": nuclear,
+    }
+    if info.metadata_path:
+        section["metadata"] = info.metadata_path
+    return section
