@@ -28,7 +28,8 @@ def test_a_number_takes_its_range_default_and_tooltip_from_the_field():
     spec = widget_options(TrainConfig, Row("resolution", "Resolution"))
     options = spec["options"]
     assert spec["value"] == TrainConfig().resolution and spec["label"] == "Resolution"
-    assert options["widget_type"] == "SpinBox" and (options["min"], options["max"]) == (16, 512)
+    assert options["widget_type"] == "FloatSpinBox" and (options["min"], options["max"]) == (16, 512)
+    assert spec["qt"]["decimals"] == 0 and options["step"] == 1  # a whole number
     assert options["tooltip"] == TrainConfig.model_fields["resolution"].description
 
 
@@ -36,8 +37,8 @@ def test_a_row_says_only_what_the_gui_changes():
     spec = widget_options(TrainConfig, Row("epochs", "Epochs", value=10, high=10_000, tooltip="passes"))
     assert spec["value"] == 10 and (spec["options"]["min"], spec["options"]["max"]) == (1, 10_000)
     assert spec["options"]["tooltip"] == "passes"  # the field has no description
-    with_unit = widget_options(TrainConfig, Row("resolution", "Resolution", suffix=" px"))
-    assert with_unit["options"]["widget_type"] == "FloatSpinBox" and with_unit["qt"]["decimals"] == 0
+    with_unit = widget_options(TrainConfig, Row("resolution", "Resolution", step=16, suffix=" px"))
+    assert with_unit["qt"]["suffix"] == " px" and with_unit["options"]["step"] == 16
 
 
 def test_literals_become_combo_boxes_with_their_choices():

@@ -84,10 +84,11 @@ def widget_options(model: type[BaseModel], row: Row) -> dict[str, Any]:
         low = row.low if row.low is not None else low
         high = row.high if row.high is not None else high
         options.update(min=low if low is not None else 0, max=high if high is not None else 10**9)
-        if row.step is not None:
-            options["step"] = row.step
-        # magicgui's int spin box (superqt's) shows no unit and no special text: a 0-decimal float box does
-        widget_type = "SpinBox" if kind is int and not (row.suffix or row.none_text) else "FloatSpinBox"
+        if row.step is not None or kind is int:
+            options["step"] = row.step or 1
+        # whole numbers too in a float box with 0 decimals: magicgui's int box (superqt's QLargeIntSpinBox)
+        # shows no unit or special text, and takes the keyboard focus whenever code sets its value
+        widget_type = "FloatSpinBox"
         qt = {"suffix": row.suffix, "none_text": row.none_text, "decimals": 0 if kind is int else None}
         if value is None:
             value = options["min"]  # an optional number at its lowest value reads as None
