@@ -123,8 +123,7 @@ def _nuclear_images(config: RunConfig, store: TileStore, max_fields: int) -> dic
     try:
         sources = discover_fields(config.input.paths, channel_names=config.input.channel_names,
                                   pattern=config.input.filename_pattern, plate=config.input.plate,
-                                  channel_axis="auto" if config.input.channel_axis is None
-                                  else config.input.channel_axis)
+                                  channel_axis=config.input.channel_axis)
         for source in sources:
             if source.key in wanted:
                 fld = read_field(source)

@@ -221,13 +221,34 @@ def test_a_clustering_saved_in_napari_is_the_one_the_cli_saves(session_with_tile
         assert min(overview.size) > 400
 
     written = record.paths.clusters.stat().st_mtime_ns
-    assert np.array_equal(tasks.umap_run(record, outcome.space, outcome.clustering), outcome.umap)
+    assert np.array_equal(tasks.umap_run(record, outcome.space), outcome.umap)
     tasks.cluster_run(record, k=config.cluster.k + 1, n_nearest=2, space=outcome.space)  # exploring
     assert record.paths.clusters.stat().st_mtime_ns == written
     assert all(path.read_bytes() == content for path, content in saved.items())
 
     stage_cluster(config, record.paths, record.tile_store(), overwrite=True)  # the CLI's stage, same settings
     assert all(path.read_bytes() == content for path, content in saved.items())
+
+
+def test_napari_shows_the_first_clustering_at_once_and_saves_it_with_its_layout(session_with_tiles):
+    """The controller's call (``defer_save``): the clusters come back before any UMAP is computed, nothing is
+    written yet; saved once the layout is known, clusters.csv is written once, with its UMAP columns."""
+    import pandas as pd
+
+    session, info = session_with_tiles
+    record = session.new_run(_config(info))
+    np.save(record.paths.embeddings, np.random.default_rng(4).normal(size=(session.store.n_cells, 8)).astype(np.float32))
+    k = record.config.cluster.k
+    first = tasks.cluster_run(record, k=k, n_nearest=2, defer_save=True)
+    assert first.save_pending and first.umap is None and not record.paths.clusters.exists()
+    assert not tasks.cluster_run(record, k=k + 1, n_nearest=2, space=first.space, defer_save=True).save_pending
+
+    layout = tasks.umap_run(record, first.space)
+    saved = tasks.save_clustering(record, tasks.ClusterOutcome(first.space, first.clustering, first.metrics, layout))
+    assert not saved.save_pending and np.array_equal(saved.umap, layout)
+    assert pd.read_csv(record.paths.clusters)[["umap_x", "umap_y"]].notna().all().all()
+    assert np.array_equal(tasks.saved_cluster_labels(record), first.clustering.labels)
+    assert record.paths.overview.is_file()
 
 
 def test_runs_are_compared_from_their_folders_when_not_shown(session_with_tiles):

@@ -286,7 +286,7 @@ class SessionController(QObject):
         if n_nearest is not None:
             self.state.n_nearest = int(n_nearest)
         return self._launch(
-            "cluster", tasks.cluster_run, record, self.k, self.n_nearest, space=record.space,
+            "cluster", tasks.cluster_run, record, self.k, self.n_nearest, space=record.space, defer_save=True,
             progress={"desc": f"Clustering {record.name} (k={self.k})"},
             on_returned=partial(self._clustered, record),
         )
@@ -301,6 +301,7 @@ class SessionController(QObject):
         record = self.active
         if record is None or record.clustering is None:
             raise InputError("no clusters to save: train a run and cluster it first")
+        self.state.first_clusterings.pop(record.name, None)  # the user's choice wins over the automatic first save
         outcome = tasks.ClusterOutcome(record.space, record.clustering, record.metrics, record.umap)
         return self._launch(
             "save-clustering", tasks.save_clustering, record, outcome,
@@ -308,15 +309,18 @@ class SessionController(QObject):
             on_returned=partial(self._clustering_saved, record),
         )
 
-    def _clustering_saved(self, record: RunRecord, _result=None) -> None:
+    def _clustering_saved(self, record: RunRecord, _result=None, *, quiet: bool = False) -> None:
         self.saved_clustering_changed.emit()
-        k = record.config.cluster.k
-        self.status.emit(f"{record.name}: the clustering with k={k} is now the run's result")
+        if not quiet:
+            k = record.config.cluster.k
+            self.status.emit(f"{record.name}: the clustering with k={k} is now the run's result")
 
     def _clustered(self, record: RunRecord, outcome: tasks.ClusterOutcome) -> None:
         record.space, record.clustering, record.metrics = outcome.space, outcome.clustering, outcome.metrics
         if outcome.umap is not None:
             record.umap = outcome.umap
+        if outcome.save_pending:
+            self.state.first_clusterings[record.name] = outcome  # saved with its layout when the UMAP is done
         if record is not self.active:
             return
         self.painter.repaint()
@@ -331,13 +335,18 @@ class SessionController(QObject):
             self.umap_changed.emit()
 
     def _start_umap(self, record: RunRecord) -> None:
-        saved = record.clustering if self.clustering_is_saved(record) else None
-        self._launch("umap", tasks.umap_run, record, record.space, saved, progress={"desc": UMAP_FIRST_NOTE},
+        self._launch("umap", tasks.umap_run, record, record.space, progress={"desc": UMAP_FIRST_NOTE},
                      on_returned=partial(self._umap_done, record))
         self.status.emit(UMAP_FIRST_NOTE + "...")
 
     def _umap_done(self, record: RunRecord, layout: np.ndarray) -> None:
         record.umap = layout
+        first = self.state.first_clusterings.pop(record.name, None)
+        if first is not None:  # the run's first clustering: saved now, with its layout, in a worker
+            outcome = tasks.ClusterOutcome(first.space, first.clustering, first.metrics, layout)
+            self._launch("save-clustering", tasks.save_clustering, record, outcome,
+                         progress={"desc": f"Saving {record.name}'s clustering"},
+                         on_returned=partial(self._clustering_saved, record, quiet=True))
         if record is self.active:
             self.umap_changed.emit()
             self.painter.repaint()  # the layers' umap_x / umap_y columns

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from phenossl.cluster.stage import RunClustering as ClusterOutcome  # the clustering stage's result
+from phenossl.cluster.stage import RunClustering
 from phenossl.config import InputConfig, RunConfig, SegmentConfig, TileConfig
 from phenossl.errors import Cancelled, NoNucleiError, OutputExistsError, PhenosslError
 from phenossl.napari.plate import PlateInfo
@@ -390,13 +390,26 @@ def measure_run(record: RunRecord, cancel: threading.Event) -> Generator[int, No
 # 4. Cluster, UMAP, export, compare
 
 
+@dataclass(frozen=True)
+class ClusterOutcome(RunClustering):
+    """The clustering stage's result, and whether it is to be saved as the run's own once its UMAP layout is
+    known (``save_pending``: the run's first clustering, shown at once, saved after the UMAP worker)."""
+
+    save_pending: bool = False
+
+
 def cluster_run(
-    record: RunRecord, k: int, n_nearest: int, space: Any = None, *, save: bool | None = None
+    record: RunRecord, k: int, n_nearest: int, space: Any = None, *, save: bool | None = None,
+    defer_save: bool = False,
 ) -> ClusterOutcome:
     """K-Means on the run's cached embeddings (the clustering stage the CLI uses too). Exploration: nothing is
     written unless ``save``; by default the clustering is saved only when it is the run's first (no clusters.csv
     for its embeddings yet) with the run's own k. Saving a different one is the user's explicit choice
-    (``save_clustering``). A clustering to be saved gets its UMAP layout first, so its files are complete."""
+    (``save_clustering``). A clustering to be saved gets its UMAP layout first, so its files are complete; with
+    ``defer_save`` (napari) one whose layout is not known yet is returned at once with ``save_pending`` instead:
+    the caller saves it when its UMAP worker is done, so the clusters never wait for the layout and clusters.csv
+    is still written once, with its UMAP columns."""
+    from phenossl.cluster.projection import UMAP_MIN_CELLS
     from phenossl.cluster.stage import cluster_in_space, clustering_space, run_layout
 
     with reported_as("Clustering"):
@@ -405,9 +418,18 @@ def cluster_run(
             space = clustering_space(config, store, paths.load_embeddings())
         if save is None:
             save = k == config.cluster.k and saved_cluster_labels(record) is None
-        layout = run_layout(config, paths, space, compute=save)
-        outcome = cluster_in_space(config, store, space, k, n_nearest, layout=layout)
-        return save_clustering(record, outcome) if save else outcome
+        layout = run_layout(config, paths, space, compute=False)
+        result = cluster_in_space(config, store, space, k, n_nearest, layout=layout)
+        outcome = ClusterOutcome(result.space, result.clustering, result.metrics, result.umap)
+        if not save:
+            return outcome
+        if defer_save and layout is None and space.n_cells >= UMAP_MIN_CELLS:
+            return ClusterOutcome(*_fields(outcome), save_pending=True)
+        return save_clustering(record, outcome)
+
+
+def _fields(result: RunClustering) -> tuple:
+    return result.space, result.clustering, result.metrics, result.umap
 
 
 def save_clustering(record: RunRecord, outcome: ClusterOutcome) -> ClusterOutcome:
@@ -418,16 +440,15 @@ def save_clustering(record: RunRecord, outcome: ClusterOutcome) -> ClusterOutcom
     from phenossl.napari.session import save_cluster_choice
 
     with reported_as("Saving the clustering"):
-        return save_run_clustering(
+        saved = save_run_clustering(
             record.config, record.paths, record.tile_store(), outcome, what="saving the clustering (napari)",
             also=lambda: save_cluster_choice(record, outcome.clustering.k),
         )
+        return ClusterOutcome(*_fields(saved))
 
 
-def umap_run(record: RunRecord, space: Any, clustering: Any = None) -> np.ndarray:
-    """The run's 2-D UMAP layout (computed once, saved as umap.npy: it does not depend on k). ``clustering``
-    is no longer needed, kept for the controller's call: a saved clustering got its layout's columns in
-    clusters.csv when the clustering stage saved it."""
+def umap_run(record: RunRecord, space: Any) -> np.ndarray:
+    """The run's 2-D UMAP layout (computed once, saved as umap.npy: it does not depend on k)."""
     from phenossl.cluster.stage import save_layout, umap_params
 
     with reported_as("UMAP"):

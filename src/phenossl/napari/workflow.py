@@ -58,6 +58,8 @@ class WorkflowState:
     active: RunRecord | None = None  # the run shown
     selected: np.ndarray = field(default_factory=no_cells)  # store rows of the shown run
     current_cell: int = 0
+    #: run name -> its first clustering, shown at once and saved as the run's own once its UMAP layout is known
+    first_clusterings: dict[str, Any] = field(default_factory=dict)
     #: after training: embed, cluster and lay out (UMAP) the new run. Scripts and tests may turn it off.
     explore_after_training: bool = True
     #: (run, id(space)) -> the embedding's principal components, computed once per space
