@@ -17,14 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from phenossl.augment.specs import Composition, load_composition
 from phenossl.errors import ConfigError
 from phenossl.methods.params import MethodParams
-from phenossl.methods.registry import method_names, method_spec
-from phenossl.models.registry import encoder_names, encoder_spec
+from phenossl.methods.registry import method_spec
+from phenossl.models.registry import encoder_spec
 
-METHODS = method_names()  # TODO(registry): the napari train widget still reads this; it goes when the widget reads the registry
 #: what a run's embedding is: a self-supervised encoder (ssl), CellProfiler measurements of each cell
 #: (cellprofiler, no training) or the chosen encoder untrained (random-init, the baseline training must beat)
 REPRESENTATIONS = ("ssl", "cellprofiler", "random-init")
-ENCODERS = encoder_names()  # TODO(registry): as METHODS
 
 
 class _Section(BaseModel):

@@ -53,9 +53,9 @@ def encoder_spec(name: str) -> EncoderSpec:
         raise ConfigError(f"unknown encoder {name!r}: choose one of {', '.join(_ENCODERS)}") from None
 
 
-register_encoder(EncoderSpec("resnet18", "ResNet18: residual, 512-d features; the paper's second encoder",
+register_encoder(EncoderSpec("resnet18", "resnet18: fast, a good default (512-d features)",
                              "phenossl.models.encoders:resnet18_body", "resnet18-f37072fd.pth",
                              "conv1.weight", "layer1.0.conv1.weight"))
-register_encoder(EncoderSpec("vgg13", "VGG13 trunk: plain convolutions, 512-d features after pooling",
+register_encoder(EncoderSpec("vgg13", "vgg13: the paper's trunk, slower (512-d features after pooling)",
                              "phenossl.models.encoders:vgg13_body", "vgg13-19584684.pth",
                              "features.0.weight", "features.0.weight"))

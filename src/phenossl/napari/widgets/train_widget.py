@@ -12,22 +12,17 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from phenossl.config import ENCODERS, METHODS, RunConfig, TrainConfig
+from phenossl.config import RunConfig, TrainConfig
+from phenossl.methods.registry import method_names, method_spec
+from phenossl.models.registry import encoder_names, encoder_spec
 from phenossl.napari.config_form import ConfigForm, Row, choice_box
 from phenossl.napari.qt_helpers import button, note_label, reports_errors, row, show_busy
 from phenossl.napari.widgets.plots import theme_colors, themed_canvas
 from phenossl.napari.widgets.step import StepWidget
 
-METHOD_HELP = {
-    "mocov2": "MoCo v2: contrastive with a queue of negatives; robust, the paper's default",
-    "simclr": "SimCLR: contrastive within the batch; likes large batches",
-    "byol": "BYOL: no negatives, momentum target network",
-    "vicreg": "VICReg: variance-invariance-covariance; no negatives",
-    "gandl": "GAN-DL: a GAN; the discriminator (your encoder) learns to tell real cells from generated ones",
-}
 TRAIN_ROWS = [
-    Row("encoder", "Encoder", choices=tuple((name, name) for name in ENCODERS),
-        tooltip="resnet18: fast, a good default. vgg13: the paper's trunk, slower."),
+    Row("encoder", "Encoder", choices=tuple((name, name) for name in encoder_names()),
+        tooltip="\n".join(encoder_spec(name).summary for name in encoder_names())),
     Row("epochs", "Epochs", value=10, high=10_000, tooltip="passes over all cells"),
     Row("batch_size", "Batch size", value=64, high=4096,
         tooltip="cells per step; larger is better for contrastive methods, if memory allows"),
@@ -40,11 +35,11 @@ REDRAW_MS = 500  # the loss curve is redrawn at most this often (a redraw costs 
 
 
 def method_combo() -> QComboBox:
-    """The training methods, each with its help as the item's tooltip (a method registry replaces this)."""
+    """The registered training methods, each with its one-line summary as the item's tooltip."""
     combo = QComboBox()
-    for method in METHODS:
+    for method in method_names():
         combo.addItem(method, method)
-        combo.setItemData(combo.count() - 1, METHOD_HELP[method], Qt.ItemDataRole.ToolTipRole)
+        combo.setItemData(combo.count() - 1, method_spec(method).summary, Qt.ItemDataRole.ToolTipRole)
     combo.setCurrentText(TrainConfig().method)
     return combo
 
