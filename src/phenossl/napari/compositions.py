@@ -229,19 +229,16 @@ class CompositionDraft:
             self._edited()
 
     def set_magnitude(self, kind: str, value: float) -> None:
-        new = with_magnitude(self.specs[kind], value)
-        if new != self.specs[kind]:
-            self.specs[kind] = new
-            self._edited()
+        self._replace(kind, with_magnitude(self.specs[kind], value))
 
     def set_probability(self, kind: str, p: float) -> None:
-        new = with_probability(self.specs[kind], p)
-        if new != self.specs[kind]:
-            self.specs[kind] = new
-            self._edited()
+        self._replace(kind, with_probability(self.specs[kind], p))
 
     def set_option(self, kind: str, on: bool) -> None:
-        new = with_option(self.specs[kind], on)
+        self._replace(kind, with_option(self.specs[kind], on))
+
+    def _replace(self, kind: str, new) -> None:
+        """Take ``new`` as the ``kind`` transform; a real change marks the draft as edited."""
         if new != self.specs[kind]:
             self.specs[kind] = new
             self._edited()
