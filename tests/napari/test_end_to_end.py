@@ -57,6 +57,7 @@ def test_open_sample_segment_tile_train_cluster_explore_export(
         click(qtbot, widget.train.train_button)
     record = controller.active
     assert record.name == "run-001" and record.umap.shape == (store.n_cells, 2)
+    qtbot.waitUntil(lambda: not controller.busy, timeout=60_000)  # the first clustering saved with its layout
     assert len(widget.train.loss_plot.losses) == store.n_cells // 64
 
     # 4. recluster with another k: instant, from the cached embeddings

@@ -287,3 +287,23 @@ def test_default_session_folder_is_dated_under_home(tmp_path):
 
     folder = default_session_folder(dt.datetime(2026, 3, 4, 5, 6, 7), home=tmp_path)
     assert folder == tmp_path / "2026-03-04_050607"
+
+
+def test_the_automatic_first_save_never_replaces_a_clustering_kept_meanwhile(session_with_tiles):
+    """The user keeps another k while the first clustering waits for its UMAP: the automatic save, arriving
+    later, finds a clustering saved for these embeddings (under the run lock) and writes nothing."""
+    session, info = session_with_tiles
+    record = session.new_run(_config(info))
+    np.save(record.paths.embeddings, np.random.default_rng(5).normal(size=(session.store.n_cells, 8)).astype(np.float32))
+    k = record.config.cluster.k
+    first = tasks.cluster_run(record, k=k, n_nearest=2, defer_save=True)
+    kept = tasks.cluster_run(record, k=k + 2, n_nearest=2, space=first.space, defer_save=True)
+    tasks.save_clustering(record, kept)  # the user's Keep
+    files = (record.paths.clusters, record.paths.metrics, record.paths.config)
+    before = {path: path.read_bytes() for path in files}
+
+    layout = tasks.umap_run(record, first.space)
+    tasks.save_clustering(record, tasks.ClusterOutcome(first.space, first.clustering, first.metrics, layout), first=True)
+    assert all(path.read_bytes() == content for path, content in before.items())
+    assert np.array_equal(tasks.saved_cluster_labels(record), kept.clustering.labels)
+    assert Session.open(session.folder).runs[record.name].config.cluster.k == k + 2

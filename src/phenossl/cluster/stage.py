@@ -100,11 +100,13 @@ def metrics_json(summary: dict[str, Any]) -> str:
 
 
 def save_run_clustering(config: RunConfig, paths: RunPaths, store: TileStore, result: RunClustering, *,
-                        what: str, overview: bool = True, also: Callable[[], None] | None = None) -> RunClustering:
+                        what: str, overview: bool = True, also: Callable[[], None] | None = None,
+                        only_if: Callable[[], bool] | None = None) -> RunClustering:
     """Make ``result`` the run's own clustering: clusters.csv, umap.npy, metrics.json and (with ``overview``)
     overview.png, moved into place together under the run folder's lock (``what`` tells another process what
     holds it). A result whose layout is not known yet gets it first (computed, or the running computation
-    awaited), outside the lock. ``also`` runs under the same lock once the files are in place. Returns the
+    awaited), outside the lock. ``also`` runs under the same lock once the files are in place. ``only_if`` is
+    asked under the lock first: when it says no, nothing is written (a save made meanwhile wins). Returns the
     result with its layout."""
     from phenossl.atomic import atomic_paths
     from phenossl.export import cluster_table, save_npy
@@ -126,6 +128,8 @@ def save_run_clustering(config: RunConfig, paths: RunPaths, store: TileStore, re
     if overview:
         writes.append((paths.overview, lambda tmp: write_run_overview(tmp, config, store, result.clustering, layout)))
     with run_folder_lock(paths.root, what):
+        if only_if is not None and not only_if():
+            return result
         with atomic_paths([path for path, _ in writes]) as temporaries:
             for (_, write), tmp in zip(writes, temporaries):
                 write(tmp)

@@ -302,6 +302,7 @@ class SessionController(QObject):
         if record is None or record.clustering is None:
             raise InputError("no clusters to save: train a run and cluster it first")
         self.state.first_clusterings.pop(record.name, None)  # the user's choice wins over the automatic first save
+        # (one already writing checks under the run folder's lock that nothing was saved meanwhile)
         outcome = tasks.ClusterOutcome(record.space, record.clustering, record.metrics, record.umap)
         return self._launch(
             "save-clustering", tasks.save_clustering, record, outcome,
@@ -344,7 +345,7 @@ class SessionController(QObject):
         first = self.state.first_clusterings.pop(record.name, None)
         if first is not None:  # the run's first clustering: saved now, with its layout, in a worker
             outcome = tasks.ClusterOutcome(first.space, first.clustering, first.metrics, layout)
-            self._launch("save-clustering", tasks.save_clustering, record, outcome,
+            self._launch("save-first-clustering", tasks.save_clustering, record, outcome, first=True,
                          progress={"desc": f"Saving {record.name}'s clustering"},
                          on_returned=partial(self._clustering_saved, record, quiet=True))
         if record is self.active:

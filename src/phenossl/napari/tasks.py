@@ -416,7 +416,8 @@ def cluster_run(
         config, paths, store = record.config, record.paths, record.tile_store()
         if space is None:
             space = clustering_space(config, store, paths.load_embeddings())
-        if save is None:
+        automatic = save is None
+        if automatic:
             save = k == config.cluster.k and saved_cluster_labels(record) is None
         layout = run_layout(config, paths, space, compute=False)
         result = cluster_in_space(config, store, space, k, n_nearest, layout=layout)
@@ -425,17 +426,19 @@ def cluster_run(
             return outcome
         if defer_save and layout is None and space.n_cells >= UMAP_MIN_CELLS:
             return ClusterOutcome(*_fields(outcome), save_pending=True)
-        return save_clustering(record, outcome)
+        return save_clustering(record, outcome, first=automatic)
 
 
 def _fields(result: RunClustering) -> tuple:
     return result.space, result.clustering, result.metrics, result.umap
 
 
-def save_clustering(record: RunRecord, outcome: ClusterOutcome) -> ClusterOutcome:
+def save_clustering(record: RunRecord, outcome: ClusterOutcome, *, first: bool = False) -> ClusterOutcome:
     """Make ``outcome`` the run's clustering: the clustering stage's files (clusters.csv, umap.npy, metrics.json,
     overview.png, as ``phenossl cluster RUN --k K --overwrite`` writes them) and config.yaml's k, under the run
-    folder's lock. Returns it with its UMAP layout (computed first when it was not known yet)."""
+    folder's lock. Returns it with its UMAP layout (computed first when it was not known yet). ``first``: the
+    automatic save of the run's first clustering, made only while the run still has none for its embeddings
+    (checked under the lock), so a clustering the user kept meanwhile is never replaced by it."""
     from phenossl.cluster.stage import save_run_clustering
     from phenossl.napari.session import save_cluster_choice
 
@@ -443,6 +446,7 @@ def save_clustering(record: RunRecord, outcome: ClusterOutcome) -> ClusterOutcom
         saved = save_run_clustering(
             record.config, record.paths, record.tile_store(), outcome, what="saving the clustering (napari)",
             also=lambda: save_cluster_choice(record, outcome.clustering.k),
+            only_if=(lambda: saved_cluster_labels(record) is None) if first else None,
         )
         return ClusterOutcome(*_fields(saved))
 
