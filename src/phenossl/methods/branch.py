@@ -4,7 +4,8 @@ with a target network) the projector's EMA copy and the momentum schedule.
 A method's module then holds only its loss (a pure function) and what is really its own, as in solo-learn's
 and lightly's method files. A branch is called with the encoder's features of a composition's two views, the
 momentum encoder's features of the same views (momentum methods) and, for CASSLE, the views' augmentation
-parameters; it returns one scalar loss.
+parameters; a branch with ``takes_targets`` (a method registered with ``needs_label``) also gets ``targets=``,
+one label per cell of the batch. It returns one scalar loss.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ class Branch(nn.Module):
     (e.g. ``batch_norm=False`` for MoCo v2, ``num_layers=3`` for VICReg)."""
 
     uses_momentum_encoder = False
+    #: whether ``forward`` takes ``targets=`` (one label per cell; see ``MethodSpec.needs_label``)
+    takes_targets = False
     #: (online module, its EMA copy) attribute names, moved by ``SSLModel.update_momentum``
     momentum_pairs: tuple[tuple[str, str], ...] = ()
 

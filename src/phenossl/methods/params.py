@@ -11,9 +11,12 @@ Importing this module must stay light (no torch): the configuration imports it.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from phenossl.errors import ConfigError
 
 PositiveInt = Annotated[int, Field(ge=1)]
 Momentum = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -46,6 +49,39 @@ class SimCLRParams(_Section):
     proj_hidden_dim: PositiveInt = 2048
     proj_output_dim: PositiveInt = 128
     temperature: Annotated[float, Field(gt=0.0)] = 0.2
+
+
+class YAwareParams(_Section):
+    """y-aware contrastive learning (Dufumier et al. 2021): SimCLR's projector; other cells are positives in
+    proportion to a Gaussian kernel on a continuous label (``train.label_column``, e.g. the dose)."""
+
+    proj_hidden_dim: PositiveInt = 2048
+    proj_output_dim: PositiveInt = 128
+    temperature: Annotated[float, Field(gt=0.0)] = Field(0.1, description="the paper's and reference code's 0.1")
+    sigma: Annotated[float, Field(gt=0.0)] = Field(
+        1.0, description="bandwidth of the Gaussian kernel, in label units (after label_transform: decades of "
+        "dose for log10); small: only cells at (nearly) the same dose are positives"
+    )
+    label_transform: Literal["none", "log10"] = Field(
+        "none", description="log10: compare doses by their ratio (doses span decades); a dose of 0 (the "
+        "controls) is placed one decade below the smallest positive dose; negative labels are an error"
+    )
+
+    def transform_labels(self, values: np.ndarray) -> np.ndarray:
+        """The labels the kernel compares: ``values`` (finite) as they are, or their log10 (zeros one decade
+        below the smallest positive value). Raises ConfigError for labels log10 cannot take."""
+        values = np.asarray(values, dtype=np.float64)
+        if self.label_transform == "none":
+            return values
+        if (values < 0).any():
+            raise ConfigError(f"has negative values (e.g. {values[values < 0][0]:g}): label_transform log10 "
+                              "needs doses >= 0; use label_transform: none")
+        positive = values[values > 0]
+        if positive.size == 0:
+            raise ConfigError("has no positive value: log10 of only zero doses is undefined; use label_transform: "
+                              "none")
+        floor = np.log10(positive.min()) - 1.0
+        return np.where(values > 0, np.log10(np.where(values > 0, values, 1.0)), floor)
 
 
 class BYOLParams(_Section):
@@ -97,6 +133,7 @@ class MethodParams(_Section):
 
     moco: MoCoParams = Field(default_factory=MoCoParams)
     simclr: SimCLRParams = Field(default_factory=SimCLRParams)
+    yaware: YAwareParams = Field(default_factory=YAwareParams)
     byol: BYOLParams = Field(default_factory=BYOLParams)
     vicreg: VICRegParams = Field(default_factory=VICRegParams)
     gandl: GANParams = Field(default_factory=GANParams)

@@ -33,6 +33,8 @@ class MethodSpec:
     ``branch``: ``"module:Class"`` of its SSL branch; ``model``: ``"module:function"`` building the whole
     model, ``function(config, encoder, augmenters, tile_size) -> nn.Module``, for methods that are no branch.
     ``step``: which update trains it. ``conditionable``: whether CASSLE can condition its projector.
+    ``needs_label``: it trains on a numeric column of the cell table (``train.label_column``), given to its
+    branch as ``targets`` (one value per cell); only the cells whose label is known are trained on.
     """
 
     name: str
@@ -43,6 +45,7 @@ class MethodSpec:
     step: str = DUAL_LOSS_STEP
     conditionable: bool = True
     params_class: str | None = None
+    needs_label: bool = False
 
     def __post_init__(self) -> None:
         if (self.branch is None) == (self.model is None):
@@ -108,6 +111,9 @@ register_method(MethodSpec("byol", "BYOL: no negatives, momentum target network"
                            "byol", branch="phenossl.methods.byol:BYOLBranch"))
 register_method(MethodSpec("vicreg", "VICReg: variance-invariance-covariance; no negatives",
                            "vicreg", branch="phenossl.methods.vicreg:VICRegBranch"))
+register_method(MethodSpec("yaware", "y-aware: SimCLR where cells with similar labels (e.g. dose, "
+                           "train.label_column) are positives too", "yaware",
+                           branch="phenossl.methods.yaware:YAwareBranch", needs_label=True))
 register_method(MethodSpec("gandl", "GAN-DL: a GAN; the discriminator (your encoder) learns to tell real cells "
                            "from generated ones", "gandl", model="phenossl.methods.gandl:build_gan_for_config",
                            step=ADVERSARIAL_STEP, conditionable=False))
