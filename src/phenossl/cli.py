@@ -269,6 +269,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from phenossl.report import run_report
+
+    report = run_report(args.run, k=args.k, overwrite=args.overwrite)
+    print(report.markdown, end="")
+    print("\nwritten: " + ", ".join(str(p) for p in report.written))
+    return 0
+
+
 def _choices_help() -> str:
     """The registered methods and encoders (``--set train.method=NAME``), from their registries."""
     from phenossl.methods.registry import methods_help
@@ -397,6 +406,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write PREFIX.csv and PREFIX.md (default: evaluation-<label> beside the runs)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing table")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help="what do the clusters follow? density, size, stains, plate position and "
+                       "treatments scored side by side (CSV, Markdown and PNG beside the run)")
+    p.add_argument("run", help="run folder (with embeddings and, without --k, its clustering)")
+    p.add_argument("--k", type=int, default=None, help="report a new K-Means with k clusters instead of the run's "
+                   "own clustering (written as report-kK.*)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing report")
+    p.set_defaults(func=cmd_report)
     return parser
 
 
