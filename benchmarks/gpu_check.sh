@@ -3,6 +3,7 @@
 #   1. the tests that need CUDA, and one short `phenossl run` on cuda (AMP, channels_last, tiles on the
 #      device): a broken GPU path is found before any benchmark is trusted;
 #   2. the recipe search on the real BBBC021 crops (benchmarks/recipe_search.py --grid search);
+#   2b. CASSLE on real cells (issue 13): context / morphology / dual, with and without, three seeds;
 #   3. the GPU speed tables (benchmarks/speed_training.py --device cuda, a reduced case list);
 #   4. the paper's grid at 96 px, long training (recipe_search.py --grid paper), as far as time allows.
 # Results land in $OUT (the device tool brings them back); copy them to benchmarks/results/ and commit.
@@ -60,6 +61,13 @@ step "2. recipe search (budget ${budget} s)"
 timeout $((budget + 60)) "$PY" benchmarks/recipe_search.py --grid search --device $device --workers $workers \
   --budget "$budget" --data "$data" --cache-dir "$cache" --partial "$OUT/recipe_search_search.jsonl" \
   --out "$OUT/recipe_search_search.json" "${smoke[@]}" 2>&1 | grep -v Warning | tail -100
+
+budget=$(( $(left) * 40 / 100 ))
+step "2b. CASSLE grid (budget ${budget} s)"
+timeout $((budget + 60)) "$PY" benchmarks/recipe_search.py --grid cassle --seeds 3 --resolution 96 --epochs 60 \
+  --device $device --workers $workers --budget "$budget" --data "$data" --cache-dir "$cache" \
+  --partial "$OUT/recipe_search_cassle.jsonl" --out "$OUT/recipe_search_cassle.json" "${smoke[@]}" 2>&1 \
+  | grep -v Warning | tail -40
 
 step "3. GPU speed tables"
 speed_budget=$(( $(left) * 30 / 100 ))

@@ -10,6 +10,7 @@ wall-clock budget, in priority order, so a short GPU loan still returns every ro
 
     .venv/bin/python benchmarks/recipe_search.py --grid search --device cuda --workers 8 --budget 300
     .venv/bin/python benchmarks/recipe_search.py --grid paper --device cuda --budget 420
+    .venv/bin/python benchmarks/recipe_search.py --grid cassle --seeds 3 --resolution 96 --epochs 60 --device cuda
     .venv/bin/python benchmarks/recipe_search.py --smoke --out /tmp/r.json
 """
 
@@ -167,6 +168,19 @@ def paper_grid(seeds: int, epochs: int) -> list[dict]:
     return rows + [{**r, "seed": seed} for seed in range(1, seeds) for r in key]
 
 
+def cassle_grid(seeds: int, resolution: int, epochs: int) -> list[dict]:
+    """Issue 13: does CASSLE help on real cells? The paper's three setups (context, morphology, the dual loss at
+    w=0.5), each with and without the projector conditioned on the augmentation parameters, ``seeds`` seeds each;
+    seed 0 of every row first."""
+    base = {"resolution": resolution, "epochs": epochs, "batch_size": 256 if resolution >= 96 else 128}
+    setups = [("context", "context", {}), ("morphology-crop0.7", "morphology-crop0.7", {}),
+              ("dual w=0.5", "morphology-crop0.7", {"composition_b": "context", "weight_a": 0.5})]
+    rows = [row(f"{name}{' cassle' if cassle else ''} {resolution}px e{epochs}", "cassle", composition,
+                **base, **extra, **({"cassle": True} if cassle else {}))
+            for name, composition, extra in setups for cassle in (False, True)]
+    return [{**r, "seed": seed} for seed in range(seeds) for r in rows]
+
+
 def smoke_grid() -> list[dict]:
     base = {"resolution": 32, "epochs": 1, "batch_size": 32}
     return [row("smoke geom+scale+blur", "smoke", "geom+scale+blur", **base),
@@ -313,7 +327,7 @@ def _summary(record: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = study_parser(STUDY, __doc__.split("\n\n")[0])
-    parser.add_argument("--grid", choices=("search", "cpu", "paper"), default="search")
+    parser.add_argument("--grid", choices=("search", "cpu", "paper", "cassle"), default="search")
     parser.add_argument("--resolution", type=int, default=32, help="the CPU grid's resolution")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=None, help="epochs (paper grid: 100; CPU grid: 20)")
@@ -334,7 +348,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     store = crops_store(args.data, args.cache_dir, 96 if args.smoke else None)
     grids = {"search": lambda: search_grid(args.seeds), "paper": lambda: paper_grid(args.seeds, args.epochs),
-             "cpu": lambda: cpu_grid(args.seeds, args.resolution, args.epochs)}
+             "cpu": lambda: cpu_grid(args.seeds, args.resolution, args.epochs),
+             "cassle": lambda: cassle_grid(args.seeds, args.resolution, args.epochs)}
     jobs = smoke_grid() if args.smoke else grids[args.grid]()
     if args.rows:
         wanted = [name.strip() for name in args.rows.split(";")]
