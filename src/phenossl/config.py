@@ -106,6 +106,10 @@ class TrainConfig(_Section):
     channels_last: bool = True
     cache_on_device: Literal["auto", "always", "never"] = "auto"
     method_params: MethodParams = Field(default_factory=MethodParams)
+    label_column: str | None = Field(
+        None, description="a numeric column of the cell table (e.g. concentration) for the methods that train on "
+        "a label (yaware); only cells whose value is known are trained on, every cell is embedded"
+    )
     encoder_weights: Path | None = Field(None, description="local ImageNet weights to start from")
     init_from: Path | None = Field(None, description="a previous run's checkpoint to start from")
     log_every: int = Field(0, ge=0, description="steps between progress reports; 0 = auto")
@@ -256,6 +260,14 @@ class RunConfig(_Section):
     measure: MeasureConfig = Field(default_factory=MeasureConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @model_validator(mode="after")
+    def _labelled_methods_need_their_column(self) -> RunConfig:
+        if (self.representation == "ssl" and method_spec(self.train.method).needs_label
+                and self.train.label_column is None):
+            raise ValueError(f"train.method {self.train.method} trains on a label: set train.label_column to a "
+                             "numeric column of the cell table (e.g. concentration, from the metadata)")
+        return self
 
     def run_dir(self) -> Path:
         return self.output.dir if self.output.dir is not None else Path("runs") / self.name

@@ -59,11 +59,13 @@ class SSLModel(nn.Module):
         """Width of the embedding."""
         return self.encoder.feature_dim
 
-    def forward(self, views: ViewPairs, aug_params: ViewPairs | None = None) -> dict[str, Tensor]:
+    def forward(self, views: ViewPairs, aug_params: ViewPairs | None = None,
+                targets: Tensor | None = None) -> dict[str, Tensor]:
         """One scalar loss per branch present in ``views`` ({branch: (view1, view2)}, each (B, C, H, W)).
 
         ``aug_params`` ({branch: (params1, params2)}, each (B, P)) is required for a CASSLE model and
-        ignored otherwise. In training mode MoCo branches enqueue this batch's keys after their loss.
+        ignored otherwise. ``targets`` (B,): the cells' labels, given to branches that take them
+        (``Branch.takes_targets``). In training mode MoCo branches enqueue this batch's keys after their loss.
         """
         names = self._check_views(views, aug_params)
         images = [view for name in names for view in views[name]]
@@ -77,7 +79,8 @@ class SSLModel(nn.Module):
             pair = slice(2 * index, 2 * index + 2)
             conditions = tuple(aug_params[name]) if self.condition_dim is not None else (None, None)
             momentum_pair = tuple(momentum_features[pair]) if self.momentum_encoder is not None else None
-            losses[name] = self.branches[name](tuple(features[pair]), momentum_pair, conditions)
+            extra = {"targets": targets} if getattr(self.branches[name], "takes_targets", False) else {}
+            losses[name] = self.branches[name](tuple(features[pair]), momentum_pair, conditions, **extra)
         return losses
 
     def _check_views(self, views: ViewPairs, aug_params: ViewPairs | None) -> list[str]:

@@ -19,27 +19,35 @@ DEVICE_CACHE_FRACTION = 0.4
 
 
 class TileBatches:
-    """Epochs of shuffled tile batches; the order depends only on (seed, epoch), so resuming is exact."""
+    """Epochs of shuffled tile batches; the order depends only on (seed, epoch), so resuming is exact.
+
+    With ``targets`` (one value per cell, NaN where unknown: a labelled method's label) only the cells with a
+    known target are batched, and :meth:`batches` gives each batch's targets with it.
+    """
 
     def __init__(self, tiles: np.ndarray, batch_size: int, device, seed: int = 0, cache_on_device: str = "auto",
-                 pin_memory: bool | None = None):
+                 pin_memory: bool | None = None, targets: np.ndarray | None = None):
         """``pin_memory``: stage streamed batches in page-locked memory for asynchronous copies (default: when
         streaming to a CUDA device; off only to measure what pinning buys)."""
         import torch
 
-        n = len(tiles)
+        self.cells = None if targets is None else np.flatnonzero(np.isfinite(targets))
+        n = len(tiles) if self.cells is None else len(self.cells)
         if n < 2:
-            raise TooFewCellsError(f"training needs at least 2 cells, the store has {n}")
+            what = "the store has" if self.cells is None else "cells with a known label:"
+            raise TooFewCellsError(f"training needs at least 2 cells, {what} {n}")
         self.tiles = tiles
+        self.n_train = n
         self.batch_size = min(batch_size, n)
         self.device = torch.device(device)
         self.seed = seed
         self.pin_memory = self.device.type == "cuda" if pin_memory is None else bool(pin_memory)
+        self._targets = None if targets is None else torch.from_numpy(np.asarray(targets, np.float32)).to(self.device)
         self._cache = self._device_cache(cache_on_device)
 
     @property
     def steps_per_epoch(self) -> int:
-        return len(self.tiles) // self.batch_size  # incomplete last batch dropped: BatchNorm needs full batches
+        return self.n_train // self.batch_size  # incomplete last batch dropped: BatchNorm needs full batches
 
     def _device_cache(self, mode: str):
         import torch
@@ -68,18 +76,26 @@ class TileBatches:
         return cache
 
     def order(self, epoch: int) -> np.ndarray:
-        """The permutation of cell indices used in ``epoch``."""
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self.tiles))
+        """The permutation of cell indices used in ``epoch`` (of the labelled cells only, with targets)."""
+        permutation = np.random.default_rng([self.seed, epoch]).permutation(self.n_train)
+        return permutation if self.cells is None else self.cells[permutation]
 
     def epoch(self, epoch: int) -> Iterator:
         """Yield (B, C, S, S) float16 tensors on the device for one epoch."""
+        for tiles, _ in self.batches(epoch):
+            yield tiles
+
+    def batches(self, epoch: int) -> Iterator:
+        """Yield ``(tiles, targets)`` for one epoch: the tiles as :meth:`epoch` gives them, and their (B,)
+        float32 targets on the device in the same order (None without targets)."""
         import torch
 
         order = self.order(epoch)
         batches = [order[i * self.batch_size : (i + 1) * self.batch_size] for i in range(self.steps_per_epoch)]
         if self._cache is not None:
             for idx in batches:
-                yield self._cache[torch.from_numpy(idx).to(self.device, non_blocking=True)]
+                index = torch.from_numpy(idx).to(self.device, non_blocking=True)
+                yield self._cache[index], self._targets_of(index)
             return
         pin = self.pin_memory
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="phenossl-loader") as pool:
@@ -87,7 +103,16 @@ class TileBatches:
             for i in range(len(batches)):
                 host = pending.result()
                 pending = pool.submit(self._read, batches[i + 1], pin) if i + 1 < len(batches) else None
-                yield host.to(self.device, non_blocking=pin)
+                # _read gives the tiles in sorted order: their targets too
+                yield host.to(self.device, non_blocking=pin), self._targets_of(np.sort(batches[i]))
+
+    def _targets_of(self, index):
+        """The targets of the cells ``index`` (a device tensor or a numpy array), or None."""
+        import torch
+
+        if self._targets is None:
+            return None
+        return self._targets[torch.as_tensor(index).to(self.device)]
 
     def _read(self, idx: np.ndarray, pin: bool):
         import torch

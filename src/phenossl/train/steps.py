@@ -56,8 +56,10 @@ class SSLStep:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.device_type = device.type
 
-    def __call__(self, x: Tensor, generator: torch.Generator, progress: float) -> tuple[Tensor, LossParts]:
-        return self.optimise(*self.make_views(x, generator), progress)
+    def __call__(self, x: Tensor, generator: torch.Generator, progress: float,
+                 targets: Tensor | None = None) -> tuple[Tensor, LossParts]:
+        """One update on the batch ``x``; ``targets``: its cells' labels (a method with ``needs_label``)."""
+        return self.optimise(*self.make_views(x, generator), progress, targets)
 
     def make_views(self, x: Tensor, generator: torch.Generator) -> tuple[dict, dict | None]:
         """Two random views per composition of the batch ``x``, and (CASSLE) their augmentation parameters."""
@@ -70,10 +72,11 @@ class SSLStep:
                                     _pad_params(second.params, self.condition_width))
         return views, aug_params or None
 
-    def optimise(self, views: dict, aug_params: dict | None, progress: float) -> tuple[Tensor, LossParts]:
+    def optimise(self, views: dict, aug_params: dict | None, progress: float,
+                 targets: Tensor | None = None) -> tuple[Tensor, LossParts]:
         """The dual loss of ``views``, backward, optimizer and schedule, then the momentum networks."""
         with torch.autocast(self.device_type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            losses = self.model(views, aug_params)
+            losses = self.model(views, aug_params) if targets is None else self.model(views, aug_params, targets)
             total = dual_loss(losses, self.weight_a)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()

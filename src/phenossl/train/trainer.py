@@ -37,6 +37,7 @@ from phenossl.methods.build import build_model
 from phenossl.tiles.store import TileStore
 from phenossl.train.checkpoint import encoder_state_of, load_checkpoint, save_checkpoint
 from phenossl.train.devices import is_out_of_memory, resolve_device
+from phenossl.train.labels import training_labels
 from phenossl.train.loader import TileBatches
 from phenossl.train.monitors import embedding_spread, is_finite
 
@@ -224,13 +225,15 @@ def set_up_training(store: TileStore, config: TrainConfig, run_dir: Path, device
     from phenossl.train.steps import make_step
 
     checkpoint_path = run_dir / CHECKPOINT_FILE
+    labels = training_labels(store.cells, config)  # a bad label column fails here, before anything is built
     start_from = config.init_from if config.init_from is not None and not resume else None
     model, augmenters = build_model(
         config, in_channels=len(store.channel_names), num_samples=store.n_cells, tile_size=store.tile_size,
         encoder_weights=config.encoder_weights,
         encoder_state=encoder_state_of(start_from) if start_from is not None else None,
         state_source=str(start_from))
-    batches = TileBatches(store.tiles, config.batch_size, device, seed=seed, cache_on_device=config.cache_on_device)
+    batches = TileBatches(store.tiles, config.batch_size, device, seed=seed, cache_on_device=config.cache_on_device,
+                          targets=labels)
     total_steps = config.epochs * batches.steps_per_epoch
     model.to(device)
     if device.type == "cuda" and config.channels_last:
@@ -259,14 +262,16 @@ def _train_epoch(run: _Training, config: TrainConfig, epoch: int, seed: int,
     generator.manual_seed(int(np.random.default_rng([seed, epoch]).integers(2**62)))
     losses: list[float] = []
     tick, seen = time.perf_counter(), 0
-    for step, batch in enumerate(run.batches.epoch(epoch), start=1):
+    for step, (batch, targets) in enumerate(run.batches.batches(epoch), start=1):
         if cancel is not None and cancel.is_set():
             raise Cancelled(f"Training cancelled at epoch {epoch + 1}, step {step}. {run.where()}")
         global_step = epoch * run.steps_per_epoch + step
         x = batch.float()
         if run.device.type == "cuda" and config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        total, parts = run.update(x, generator, global_step / run.total_steps)
+        progress = global_step / run.total_steps
+        total, parts = (run.update(x, generator, progress) if targets is None
+                        else run.update(x, generator, progress, targets))
         seen += len(x)
         if not is_report_step(step, run.steps_per_epoch, run.report_every):
             continue
