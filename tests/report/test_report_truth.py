@@ -121,4 +121,4 @@ def test_treatment_columns_are_the_metadata_not_the_cells_own():
                                   "well", "site", "file_w1", "compound", "concentration", "moa", "crop_index",
                                   "source_file"])
     assert treatment_names(cells) == ["compound", "concentration", "moa"]
-    assert treatment_names(cells, ["moa"]) == ["moa", "compound", "concentration"]
+    assert treatment_names(cells, ["moa", "plate"]) == ["moa", "compound", "concentration"]  # plate: nuisance

@@ -78,9 +78,10 @@ def density_variables(cells: pd.DataFrame, fields: dict[str, tuple[np.ndarray, t
     n = len(cells)
     per_field, neighbours, border = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
     shapes_known = all(shape is not None for _, shape in fields.values())
+    all_centroids = cells[["centroid_y", "centroid_x"]].to_numpy(np.float64)
     for key, rows in cells.groupby("field", sort=False).indices.items():
         nuclei, shape = fields[key]
-        centroids = cells[["centroid_y", "centroid_x"]].to_numpy(np.float64)[rows]
+        centroids = all_centroids[rows]
         per_field[rows] = len(nuclei)
         neighbours[rows] = neighbour_counts(centroids, nuclei, radius)
         if shape is not None:
@@ -105,6 +106,7 @@ def store_fields(store: TileStore) -> tuple[dict[str, tuple[np.ndarray, tuple[in
     cells = store.cells
     fields: dict[str, tuple[np.ndarray, tuple[int, int] | None]] = {}
     from_labels = 0
+    all_centroids = cells[["centroid_y", "centroid_x"]].to_numpy(np.float64)
     for key, rows in cells.groupby("field", sort=False).indices.items():
         labels = store.labels(str(key))
         if labels is not None:
@@ -112,7 +114,7 @@ def store_fields(store: TileStore) -> tuple[dict[str, tuple[np.ndarray, tuple[in
             fields[key] = (table[["centroid_y", "centroid_x"]].to_numpy(np.float64), tuple(labels.shape))
             from_labels += 1
         else:
-            fields[key] = (cells[["centroid_y", "centroid_x"]].to_numpy(np.float64)[rows], None)
+            fields[key] = (all_centroids[rows], None)
     source = ("the field's segmentation" if from_labels == len(fields)
               else "the tiled cells of the field" if from_labels == 0
               else f"the segmentation of {from_labels}/{len(fields)} fields, the tiled cells elsewhere")
@@ -127,8 +129,9 @@ def nucleus_area(store: TileStore) -> Variable:
     masks = store.masks
     if masks is None:
         return missing("nucleus_area", NUISANCE, CONTINUOUS, "the store has neither nucleus areas nor masks")
-    area = np.concatenate([np.asarray(masks[i:i + 4096], dtype=bool).sum(axis=(1, 2))
-                           for i in range(0, store.n_cells, 4096)]).astype(np.float64)
+    chunk = max(1, CHUNK_BYTES // store.tile_size ** 2)
+    area = np.concatenate([np.asarray(masks[i:i + chunk], dtype=bool).sum(axis=(1, 2))
+                           for i in range(0, store.n_cells, chunk)]).astype(np.float64)
     area[area == 0] = np.nan  # no nucleus found in that crop
     return Variable("nucleus_area", NUISANCE, CONTINUOUS, area, "px, from the tile's nucleus mask")
 
@@ -199,8 +202,8 @@ def treatment_names(cells: pd.DataFrame, label_columns: Sequence[str] | None = N
 
     named = label_columns_to_score(cells, label_columns) if label_columns else []
     info = PlateInfo(keys=[], shapes=[], field_table=[dict.fromkeys(cells.columns)])
-    others = [c for c in treatment_columns(info) if c not in CELL_COLUMNS]
-    return list(dict.fromkeys([*named, *others]))
+    position = {"field", "plate", "well", "site"}  # nuisance rows already, even when the run scores them
+    return [c for c in dict.fromkeys([*named, *treatment_columns(info)]) if c not in CELL_COLUMNS and c not in position]
 
 
 def treatment_variables(cells: pd.DataFrame, label_columns: Sequence[str] | None = None) -> list[Variable]:

@@ -14,10 +14,11 @@ import numpy as np
 import pandas as pd
 
 from phenossl.report.association import N_BINS
-from phenossl.report.variables import NUISANCE
+from phenossl.report.variables import CATEGORICAL, CONTINUOUS, NUISANCE, TREATMENT
 
 REPORT_STEM = "report"
-GROUP_COLORS = {NUISANCE: "#8c8c8c", "treatment": "#d95f02"}
+GROUP_COLORS = {NUISANCE: "#8c8c8c", TREATMENT: "#d95f02"}
+KIND_TAGS = {CATEGORICAL: "cat.", CONTINUOUS: "num."}
 
 
 def report_targets(root: Path, k: int | None = None) -> list[Path]:
@@ -52,6 +53,7 @@ def plot_report(path: Path, table: pd.DataFrame, title: str, reading: str) -> No
     """Two bar panels sharing the variables: the clusters' AMI, and the linear probe's score on the embedding
     (R2 for numbers, balanced accuracy for categories with its chance level marked)."""
     from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
 
     shown = table[table["n_cells"] > 0].sort_values("cluster_ami", ascending=True, na_position="first")
     n = max(len(shown), 1)
@@ -60,7 +62,7 @@ def plot_report(path: Path, table: pd.DataFrame, title: str, reading: str) -> No
     y = np.arange(len(shown))
     colors = [GROUP_COLORS.get(g, "#1b9e77") for g in shown["group"]]
     left.barh(y, shown["cluster_ami"].fillna(0), color=colors)
-    left.set_yticks(y, [f"{v} ({k[:4]}.)" for v, k in zip(shown["variable"], shown["kind"])], fontsize=8)
+    left.set_yticks(y, [f"{v} ({KIND_TAGS.get(k, k)})" for v, k in zip(shown["variable"], shown["kind"])], fontsize=8)
     left.set_xlabel(f"clusters: AMI (numbers on {N_BINS} quantile bins)", fontsize=9)
     right.barh(y, shown["probe_score"].fillna(0).clip(lower=0), color=colors)
     chance = shown["probe_chance"].to_numpy()
@@ -70,9 +72,8 @@ def plot_report(path: Path, table: pd.DataFrame, title: str, reading: str) -> No
     right.set_xlim(0, 1)
     if categorical.any():
         right.legend(fontsize=8, loc="lower right")
-    for group, color in GROUP_COLORS.items():
-        left.barh([], [], color=color, label=group)
-    left.legend(fontsize=8, loc="lower right")
+    left.legend(handles=[Patch(color=color, label=group) for group, color in GROUP_COLORS.items()], fontsize=8,
+                loc="lower right")
     fig.suptitle(title + "\n" + textwrap.fill(reading, 150), fontsize=9)
     fig.savefig(path, dpi=110, format="png")
 
