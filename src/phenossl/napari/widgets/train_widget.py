@@ -13,6 +13,7 @@ from qtpy.QtWidgets import (
 )
 
 from phenossl.config import RunConfig, TrainConfig
+from phenossl.methods.params import YAwareParams
 from phenossl.methods.registry import method_names, method_spec
 from phenossl.models.registry import encoder_names, encoder_spec
 from phenossl.napari.config_form import ConfigForm, Row, choice_box
@@ -29,6 +30,21 @@ TRAIN_ROWS = [
     Row("resolution", "Resolution", value=64, step=16, suffix=" px",
         tooltip="the views are resized to this many pixels before the network"),
 ]
+#: shown only for a method that trains on a label (``MethodSpec.needs_label``); its choices: the numeric columns
+#: of the tile store's cell table
+LABEL_ROW = Row("label_column", "Label column", choices=(),
+                tooltip="a number per cell the method learns from, e.g. the dose (concentration): cells with similar "
+                "values are pulled together; cells without a value are not trained on, but all are embedded")
+#: rows of a method's own parameters (by its ``MethodSpec.section``), shown when that method is chosen
+METHOD_ROWS = {
+    "yaware": (YAwareParams, [
+        Row("sigma", "Label kernel σ", step=0.1,
+            tooltip="how close two labels must be for their cells to count as alike (in label units; decades of "
+            "dose with log10): small = only the same dose"),
+        Row("label_transform", "Label scale", tooltip="log10: compare doses by their ratio (zero doses sit one "
+            "decade below the lowest dose)"),
+    ]),
+}
 SEED_ROW = Row("seed", "Seed", low=0, high=2**31 - 1,
                tooltip="the same seed gives the same training and clusters")
 REDRAW_MS = 500  # the loss curve is redrawn at most this often (a redraw costs the UI thread tens of ms)
@@ -112,8 +128,11 @@ class TrainWidget(StepWidget):
         form.addRow("Method", self.method)
         self.train_form = ConfigForm(TrainConfig, TRAIN_ROWS)
         self.seed_form = ConfigForm(RunConfig, [SEED_ROW])
-        for part in (self.train_form, self.seed_form):
+        self.label_form = ConfigForm(TrainConfig, [LABEL_ROW])
+        self.method_forms = {section: ConfigForm(model, rows) for section, (model, rows) in METHOD_ROWS.items()}
+        for part in (self.label_form, *self.method_forms.values(), self.train_form, self.seed_form):
             part.add_rows(form)
+        self.label_column = self.label_form["label_column"]
         self.encoder, self.epochs, self.batch, self.resolution = (
             self.train_form.native(name) for name in ("encoder", "epochs", "batch_size", "resolution")
         )
@@ -183,23 +202,38 @@ class TrainWidget(StepWidget):
         layout.addStretch(1)
 
         self.device.currentIndexChanged.connect(self._device_changed)
+        self.method.currentIndexChanged.connect(self._method_changed)
         self.follow(
             train_event=self._on_event, training_finished=self._finished, runs_changed=self._refresh_runs,
             store_changed=self._refresh_summary, compositions_changed=self._refresh_summary,
             task_state=self._task_state, status=self.status.setText,
         )
         self._device_changed()
+        self._method_changed()
         self._refresh_runs()
         self._refresh_summary()
         self._last = None
 
     def settings(self) -> dict:
         """The training section of the run configuration (compositions come from step 2)."""
+        spec = method_spec(self.method.currentData())
+        extra = self.label_form.values() if spec.needs_label else {}
+        if spec.section in self.method_forms:
+            extra["method_params"] = {spec.section: self.method_forms[spec.section].values()}
         return {
-            "method": self.method.currentData(),
+            "method": spec.name,
             **self.train_form.values(),
+            **extra,
             "device": self.device.currentData().name,
         }
+
+    def _method_changed(self, *_) -> None:
+        """Show the label column for a method that trains on one, and the chosen method's own rows."""
+        spec = method_spec(self.method.currentData())
+        self.label_form.set_visible("label_column", spec.needs_label)
+        for section, part in self.method_forms.items():
+            for name in part.rows:
+                part.set_visible(name, section == spec.section)
 
     def _seed(self) -> int:
         return self.seed_form.values()["seed"]
@@ -282,7 +316,20 @@ class TrainWidget(StepWidget):
     def _refresh_runs(self) -> None:
         self.init_box.reset_choices()
 
+    def _refresh_label_columns(self) -> None:
+        """The label column's choices: the numeric columns of the tiles' cell table (concentration first)."""
+        from phenossl.train.labels import numeric_columns
+
+        store = self.controller.session.store
+        columns = numeric_columns(store.cells) if store is not None else []
+        columns.sort(key=lambda name: name not in ("concentration", "dose"))
+        current = self.label_column.value
+        self.label_column.choices = [(name, name) for name in columns]
+        if columns:
+            self.label_column.value = current if current in columns else columns[0]
+
     def _refresh_summary(self) -> None:
+        self._refresh_label_columns()
         store = self.controller.session.store
         cells = f"{store.n_cells} cells" if store is not None else "no tiles yet (step 1)"
         comps = self.controller.compositions()
