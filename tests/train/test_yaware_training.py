@@ -46,8 +46,10 @@ def test_trains_on_the_labelled_cells_only_and_embeds_every_cell(dosed_store, ti
 
 def test_batches_carry_each_cells_label_in_the_tiles_order(dosed_store):
     labels = training_labels(dosed_store.cells, tiny_yaware_config())
-    for cache in ("never", "always"):
-        batches = TileBatches(dosed_store.tiles, 8, "cpu", seed=3, cache_on_device=cache, targets=labels)
+    for cached in (False, True):  # streamed from the memmap (sorted reads), or gathered from a device copy
+        batches = TileBatches(dosed_store.tiles, 8, "cpu", seed=3, targets=labels)
+        if cached:  # on the CPU the store is never cached: force the device path
+            batches._cache = batches._copy_to_device()
         seen = []
         for tiles, targets in batches.batches(0):
             for tile, target in zip(tiles, targets, strict=True):
