@@ -307,3 +307,17 @@ def test_the_automatic_first_save_never_replaces_a_clustering_kept_meanwhile(ses
     assert all(path.read_bytes() == content for path, content in before.items())
     assert np.array_equal(tasks.saved_cluster_labels(record), kept.clustering.labels)
     assert Session.open(session.folder).runs[record.name].config.cluster.k == k + 2
+
+
+def test_the_progress_total_counts_only_the_cells_a_labelled_method_trains_on():
+    import pandas as pd
+
+    from phenossl.config import RunConfig
+
+    cells = pd.DataFrame({"dose": [0.0, 1.0, np.nan, 3.0] * 8})  # 24 of the 32 cells have a dose
+    config = RunConfig(train={"method": "yaware", "label_column": "dose", "batch_size": 8, "epochs": 2,
+                              "device": "cpu", "log_every": 1})
+    assert tasks.expected_events(32, config, cells) == 2 * (24 // 8 + 1)
+    assert tasks.expected_events(32, config) == 2 * (32 // 8 + 1)
+    unlabelled = RunConfig(train={"batch_size": 8, "epochs": 2, "device": "cpu", "log_every": 1})
+    assert tasks.expected_events(32, unlabelled, cells) == 2 * (32 // 8 + 1)

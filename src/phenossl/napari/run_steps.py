@@ -34,7 +34,8 @@ class RunSteps:
         record.status = "training"
         self.controller.runs_changed.emit()
         cancel = self.state.new_cancel("train")
-        total = tasks.expected_events(record.tile_store().n_cells, record.config)
+        store = record.tile_store()
+        total = tasks.expected_events(store.n_cells, record.config, store.cells)
         self.runner.launch(
             "train", tasks.train_run, record, cancel,
             progress={"total": total, "desc": f"Training {record.name}"},

@@ -267,10 +267,20 @@ class TrainOutcome:
     checkpoint: Path | None
 
 
-def expected_events(n_cells: int, config: RunConfig) -> int:
-    """How many events training yields (reports + one per epoch): the progress bar's total (the trainer's rule)."""
+def expected_events(n_cells: int, config: RunConfig, cells: pd.DataFrame | None = None) -> int:
+    """How many events training yields (reports + one per epoch): the progress bar's total (the trainer's rule).
+    With the cell table, a labelled method (y-aware) counts only the cells it trains on: those with a label."""
+    from phenossl.errors import ConfigError
+    from phenossl.train.labels import training_labels
     from phenossl.train.trainer import expected_events as training_events
 
+    if cells is not None:
+        try:
+            labels = training_labels(cells, config.train)
+        except ConfigError:  # training itself says what is wrong with the label column
+            labels = None
+        if labels is not None:
+            n_cells = int(np.isfinite(labels).sum())
     return training_events(n_cells, config.train)
 
 
