@@ -17,7 +17,7 @@ from phenossl.train import train
 
 pytestmark = pytest.mark.slow
 
-DENSITY = ("neighbours", "nuclei_per_field", "density_condition")
+DENSITY = ("neighbours", "nuclei_per_field", "neighbours_in_tile", "density_condition")
 
 
 @pytest.fixture(scope="module")
@@ -44,11 +44,6 @@ def _report(config, store, composition: str, root):
     return report, max(scores[v] for v in DENSITY), scores["compound"]
 
 
-def _first_named(sentence: str, names) -> int:
-    found = [sentence.find(n) for n in names if n in sentence]
-    return min(found) if found else len(sentence)
-
-
 def test_context_is_reported_as_following_density_and_morphology_the_phenotype(sample_run, tmp_path):
     config, store = sample_run
     context, context_density, context_compound = _report(config, store, "context", tmp_path / "context")
@@ -58,5 +53,6 @@ def test_context_is_reported_as_following_density_and_morphology_the_phenotype(s
     assert morph_compound >= morph_density + 0.05, summary
     context_first = context.reading.split(". ")[0]
     morph_first = morphology.reading.split(". ")[0]
-    assert _first_named(context_first, DENSITY) < context_first.find("compound"), summary
-    assert morph_first.find("compound") < _first_named(morph_first, DENSITY), summary
+    assert 0 <= context_first.find("local density") < context_first.find("compound"), summary
+    assert 0 <= morph_first.find("compound"), summary
+    assert "local density" not in morph_first.split("compound")[0], summary

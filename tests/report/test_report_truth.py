@@ -19,7 +19,7 @@ from phenossl.report.variables import (
     treatment_names,
 )
 
-DENSITY = ("neighbours", "nuclei_per_field")
+DENSITY = ("neighbours", "nuclei_per_field", "neighbours_in_tile")
 
 
 def _scores(table: pd.DataFrame) -> pd.DataFrame:
@@ -45,6 +45,7 @@ def test_an_embedding_of_density_is_reported_as_following_density(tmp_path, cell
     first = report.reading.split(". ")[0]
     assert "compound" in first and any(v in first for v in DENSITY), report.reading
     assert min(first.find(v) for v in DENSITY if v in first) < first.find("compound"), report.reading
+    assert first.startswith("The clusters strongly follow local density (neighbours"), report.reading
     assert "more than compound" in first, report.reading
     assert scores.loc["border_distance", "n_cells"] == len(cells)  # the labels give the field size
 
@@ -59,7 +60,7 @@ def test_an_embedding_of_the_compound_is_reported_as_following_the_compound(tmp_
     assert all(scores.loc[v, "cluster_ami"] <= 0.1 for v in DENSITY), report.markdown
     assert scores.loc["compound", "probe_score"] >= 0.9, report.markdown
     assert report.reading.startswith("The clusters strongly follow compound"), report.reading
-    assert "more than any nuisance variable" in report.reading
+    assert "more than any nuisance: the first is" in report.reading
 
 
 def test_density_from_the_cell_table_when_no_labels_were_kept(tmp_path, cells_and_labels):
@@ -88,6 +89,8 @@ def test_neighbours_and_border_distance_by_hand():
     nuclei = np.array([[10.0, 10.0], [10.0, 15.0], [10.0, 40.0], [50.0, 50.0]])
     assert neighbour_counts(nuclei, nuclei, 6.0).tolist() == [1, 1, 0, 0]
     assert neighbour_counts(nuclei[:1], nuclei, 31.0).tolist() == [2]
+    square, disc = (neighbour_counts(nuclei[3:], nuclei, 40.0, p=p) for p in (np.inf, 2))
+    assert (square.tolist(), disc.tolist()) == ([3], [0])  # the tile is a square: its corners count
     assert border_distance(np.array([[10.0, 40.0], [95.0, 3.0]]), 100, 60).tolist() == [10.0, 3.0]
 
 

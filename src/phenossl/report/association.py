@@ -13,12 +13,12 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from phenossl.report.variables import CATEGORICAL, Variable
+from phenossl.report.variables import CATEGORICAL, Variable, family
 
 N_BINS = 5  # quantile bins of a continuous variable for its AMI
 MAX_FOLDS = 5
 PROBE_MAX_CELLS = 20_000  # the probe's seeded sample: a linear model does not need more, and 2 cores stay free
-COLUMNS = ["variable", "group", "kind", "cluster_ami", "eta2", "probe", "probe_score", "probe_chance", "n_cells",
+COLUMNS = ["variable", "group", "family", "kind", "cluster_ami", "eta2", "probe", "probe_score", "probe_chance", "n_cells",
            "note"]
 
 
@@ -116,7 +116,8 @@ def association_table(variables: Sequence[Variable], clusters: np.ndarray, featu
     rows = []
     n_groups = 0 if groups is None else len(np.unique(groups))
     for variable in variables:
-        row = {"variable": variable.name, "group": variable.group, "kind": variable.kind, "cluster_ami": np.nan,
+        row = {"variable": variable.name, "group": variable.group, "family": family(variable.name, variable.group),
+               "kind": variable.kind, "cluster_ami": np.nan,
                "eta2": np.nan, "probe": "", "probe_score": np.nan, "probe_chance": np.nan, "n_cells": 0,
                "note": variable.note}
         if variable.available:

@@ -21,13 +21,22 @@ def strength(value: float) -> str:
     return "hardly"
 
 
-def _names(rows: pd.DataFrame) -> str:
-    parts = [f"{r.variable} ({r.cluster_ami:.2f})" for r in rows.itertuples()]
+def _join(parts: list[str]) -> str:
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
+def _families(rows: pd.DataFrame) -> list[str]:
+    """'local density (neighbours 0.41)': a nuisance family named by its best variable."""
+    return [f"{r.family} ({r.variable} {r.cluster_ami:.2f})" for r in rows.itertuples()]
+
+
+def _treatments(rows: pd.DataFrame) -> list[str]:
+    return [f"{r.variable} ({r.cluster_ami:.2f})" for r in rows.itertuples()]
+
+
 def clusters_reading(table: pd.DataFrame) -> str:
-    """Which variables the clusters follow (AMI; numbers on their quantile bins), nuisance against treatment."""
+    """Which kinds of variable the clusters follow (AMI; numbers on their quantile bins): each nuisance family
+    (local density, nucleus size, stain levels, position) by its best variable, against the treatments."""
     scored = table[table["cluster_ami"].notna()].sort_values("cluster_ami", ascending=False)
     if scored.empty:
         return "No variable could be scored against the clusters."
@@ -35,21 +44,20 @@ def clusters_reading(table: pd.DataFrame) -> str:
     if top.cluster_ami < NOTHING:
         return (f"The clusters follow none of the {len(scored)} variables measured (the highest AMI is "
                 f"{top.variable}'s, {top.cluster_ami:.2f}).")
-    nuisance = scored[scored["group"] == NUISANCE]
-    treatment = scored[scored["group"] == TREATMENT]
+    best = scored.drop_duplicates("family")  # each family's best variable, highest first
+    nuisance = best[(best["group"] == NUISANCE) & (best["cluster_ami"] >= NOTHING)]
+    treatment = best[best["group"] == TREATMENT]
     if treatment.empty:
-        named = nuisance[nuisance["cluster_ami"] >= NOTHING].head(MAX_NAMED)
-        return f"The clusters {strength(top.cluster_ami)} follow {_names(named)}; the run has no treatment column."
-    best_treatment = treatment.iloc[0]
-    if nuisance.empty or best_treatment.cluster_ami >= nuisance.iloc[0].cluster_ami:
+        return (f"The clusters {strength(top.cluster_ami)} follow {_join(_families(nuisance.head(MAX_NAMED)))}; "
+                "the run has no treatment column.")
+    first = treatment.iloc[0]
+    if nuisance.empty or first.cluster_ami >= nuisance.iloc[0].cluster_ami:
         lead = treatment[treatment["cluster_ami"] >= NOTHING].head(MAX_NAMED)
-        rest = "" if nuisance.empty else (f" more than any nuisance variable (the first is {nuisance.iloc[0].variable}, "
-                                          f"{nuisance.iloc[0].cluster_ami:.2f})")
-        return f"The clusters {strength(best_treatment.cluster_ami)} follow {_names(lead)}{rest}."
-    ahead = nuisance[(nuisance["cluster_ami"] > best_treatment.cluster_ami)
-                     & (nuisance["cluster_ami"] >= NOTHING)].head(MAX_NAMED)
-    return (f"The clusters {strength(top.cluster_ami)} follow {_names(ahead)} more than "
-            f"{best_treatment.variable} ({best_treatment.cluster_ami:.2f}), the treatment they follow most.")
+        rest = "" if nuisance.empty else f" more than any nuisance: the first is {_families(nuisance.head(1))[0]}"
+        return f"The clusters {strength(first.cluster_ami)} follow {_join(_treatments(lead))}{rest}."
+    ahead = nuisance[nuisance["cluster_ami"] > first.cluster_ami].head(MAX_NAMED)
+    return (f"The clusters {strength(top.cluster_ami)} follow {_join(_families(ahead))} more than "
+            f"{_join(_treatments(treatment.head(2)))}.")
 
 
 def embedding_reading(table: pd.DataFrame) -> str:

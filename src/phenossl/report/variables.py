@@ -52,14 +52,28 @@ def missing(name: str, group: str, kind: str, reason: str) -> Variable:
     return Variable(name, group, kind, None, f"not available: {reason}")
 
 
-def neighbour_counts(centroids: np.ndarray, all_nuclei: np.ndarray, radius: float) -> np.ndarray:
+DENSITY_NAMES = ("nuclei_per_field", "neighbours", "neighbours_in_tile")
+FAMILIES = {**dict.fromkeys(DENSITY_NAMES, "local density"), "nucleus_area": "nucleus size",
+            "border_distance": "position in the field", "plate": "plate position", "well": "plate position",
+            "site": "plate position"}
+
+
+def family(name: str, group: str) -> str:
+    """What a variable measures, for the reading: local density, nucleus size, stain levels...; a treatment is
+    its own family."""
+    if group == TREATMENT:
+        return name
+    return FAMILIES.get(name, "stain levels")
+
+
+def neighbour_counts(centroids: np.ndarray, all_nuclei: np.ndarray, radius: float, p: float = 2) -> np.ndarray:
     """For each cell (row of ``centroids``), the other nuclei of its field (``all_nuclei``, the cell itself among
-    them) whose centroids lie within ``radius`` px."""
+    them) whose centroids lie within ``radius`` px (``p=inf``: within the square of half-side ``radius``)."""
     from scipy.spatial import cKDTree
 
     if len(centroids) == 0:
         return np.zeros(0)
-    counts = cKDTree(all_nuclei).query_ball_point(centroids, r=radius, return_length=True)
+    counts = cKDTree(all_nuclei).query_ball_point(centroids, r=radius, p=p, return_length=True)
     return np.maximum(np.asarray(counts, dtype=np.float64) - 1, 0)
 
 
@@ -70,13 +84,15 @@ def border_distance(centroids: np.ndarray, height: int, width: int) -> np.ndarra
 
 
 def density_variables(cells: pd.DataFrame, fields: dict[str, tuple[np.ndarray, tuple[int, int] | None]],
-                      radius: float, source: str) -> list[Variable]:
-    """Nuclei per field, neighbours within ``radius`` and distance to the field border for every cell.
+                      radius: float, source: str, tile_size: int) -> list[Variable]:
+    """Nuclei per field, neighbours within ``radius``, other nuclei inside the cell's tile (what the network
+    sees) and distance to the field border for every cell.
 
     ``fields`` maps a field key to (the centroids (n, 2) of all its nuclei, its (height, width) or None);
     ``source`` says where those centroids came from, for the notes."""
     n = len(cells)
     per_field, neighbours, border = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+    in_tile = np.full(n, np.nan)
     shapes_known = all(shape is not None for _, shape in fields.values())
     all_centroids = cells[["centroid_y", "centroid_x"]].to_numpy(np.float64)
     for key, rows in cells.groupby("field", sort=False).indices.items():
@@ -84,11 +100,14 @@ def density_variables(cells: pd.DataFrame, fields: dict[str, tuple[np.ndarray, t
         centroids = all_centroids[rows]
         per_field[rows] = len(nuclei)
         neighbours[rows] = neighbour_counts(centroids, nuclei, radius)
+        in_tile[rows] = neighbour_counts(centroids, nuclei, tile_size / 2, p=np.inf)
         if shape is not None:
             border[rows] = border_distance(centroids, *shape)
     out = [Variable("nuclei_per_field", NUISANCE, CONTINUOUS, per_field, f"nuclei counted in {source}"),
            Variable("neighbours", NUISANCE, CONTINUOUS, neighbours,
-                    f"other nuclei within {radius:.0f} px of the cell's centroid ({source})")]
+                    f"other nuclei within {radius:.0f} px of the cell's centroid ({source})"),
+           Variable("neighbours_in_tile", NUISANCE, CONTINUOUS, in_tile,
+                    f"other nuclei centred inside the cell's {tile_size} px tile ({source})")]
     if shapes_known:
         out.append(Variable("border_distance", NUISANCE, CONTINUOUS, border,
                             "px from the centroid to the nearest field edge"))
@@ -239,10 +258,10 @@ def store_variables(store: TileStore, label_columns: Sequence[str] | None = None
     has_fields = {"field", "centroid_y", "centroid_x"} <= set(cells.columns)
     if has_fields:
         fields, source = store_fields(store)
-        density = density_variables(cells, fields, radius or neighbour_radius(store), source)
+        density = density_variables(cells, fields, radius or neighbour_radius(store), source, store.tile_size)
     else:
         reason = "the store holds pre-cropped cells without field positions (no field / centroid columns)"
         density = [missing(name, NUISANCE, CONTINUOUS, reason)
-                   for name in ("nuclei_per_field", "neighbours", "border_distance")]
+                   for name in (*DENSITY_NAMES, "border_distance")]
     return [*density, nucleus_area(store), *intensity_variables(store), *position_variables(cells),
             *treatment_variables(cells, label_columns)]
