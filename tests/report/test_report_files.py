@@ -96,6 +96,6 @@ def test_cli_report_on_a_small_trained_run(tmp_path, capsys):
     capsys.readouterr()
     assert main(["report", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
-    assert "| neighbours | nuisance | continuous |" in out and "| well | nuisance | categorical |" in out
+    assert "| neighbours | nuisance | local density | continuous |" in out and "| well | nuisance | plate position | categorical |" in out
     for ext in ("csv", "md", "png"):
         assert (tmp_path / "run" / f"report.{ext}").stat().st_size > 0

@@ -38,7 +38,7 @@ def report_markdown(table: pd.DataFrame, reading: str, title: str, settings: lis
     """The Markdown report: title, the reading, how the numbers were made, the table of available variables
     (clusters' scores first), then the variables that could not be computed and why."""
     shown = table[table["n_cells"] > 0].sort_values("cluster_ami", ascending=False)
-    columns = ["variable", "group", "kind", "cluster_ami", "eta2", "probe", "probe_score", "probe_chance", "note"]
+    columns = ["variable", "group", "family", "kind", "cluster_ami", "eta2", "probe", "probe_score", "probe_chance", "note"]
     lines = [f"# {title}", "", reading, "", *[f"- {s}" for s in settings], "",
              "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     lines += ["| " + " | ".join(_cell(row[c]) for c in columns) + " |" for _, row in shown.iterrows()]
