@@ -14,35 +14,21 @@ under those margins.
 
 import pytest
 
-from phenossl.cluster import EmbeddingSpace, ami
-from phenossl.demo import demo_config
-from phenossl.embed import embed_store
-from phenossl.pipeline import prepare_run_dir, stage_tile
-from phenossl.train import train
+from phenossl.cluster import ami
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def sample_store(tmp_path_factory):
-    config = demo_config(out=tmp_path_factory.mktemp("claim") / "run")
-    return config, stage_tile(config, prepare_run_dir(config))
+def test_morphology_follows_phenotype_and_context_follows_density(claim_runs):
+    store, runs = claim_runs
+    cells = store.cells
 
+    def amis(composition):
+        labels = runs[composition][1]
+        return ami(cells["compound"], labels), ami(cells["density_condition"], labels)
 
-def _cluster_amis(store, config, composition, run_dir):
-    from phenossl.augment.specs import load_composition
-
-    train_config = config.train.model_copy(update={"composition_a": load_composition(composition), "epochs": 15})
-    result = train(store, train_config, run_dir, seed=0)
-    embeddings = embed_store(store, result.checkpoint, run_dir / "embeddings.npy")
-    labels = EmbeddingSpace(embeddings).cluster(3, seed=0).labels
-    return ami(store.cells["compound"], labels), ami(store.cells["density_condition"], labels)
-
-
-def test_morphology_follows_phenotype_and_context_follows_density(sample_store, tmp_path):
-    config, store = sample_store
-    morph_compound, morph_density = _cluster_amis(store, config, "morphology", tmp_path / "morphology")
-    context_compound, context_density = _cluster_amis(store, config, "context", tmp_path / "context")
+    morph_compound, morph_density = amis("morphology")
+    context_compound, context_density = amis("context")
     summary = (f"morphology: compound {morph_compound:.3f} density {morph_density:.3f}; "
                f"context: compound {context_compound:.3f} density {context_density:.3f}")
     assert morph_compound >= 0.15, summary

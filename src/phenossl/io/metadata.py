@@ -80,6 +80,13 @@ def normalize_column_names(columns: Sequence[str]) -> list[str]:
 # Loading
 
 
+def treatment_column_names(columns: Sequence[str]) -> list[str]:
+    """The columns of a joined metadata table that describe a treatment (compound, dose, density...): what
+    clusters are scored against. File names and field coordinates are not treatments."""
+    skip = {"key", "field", "plate", "well", "site"}
+    return [c for c in dict.fromkeys(columns) if c not in skip and not c.startswith("file")]
+
+
 def load_metadata(csv_path: str | os.PathLike) -> pd.DataFrame:
     """Read a metadata CSV (TSV for ``.tsv``/``.tab``) with normalised column names.
 

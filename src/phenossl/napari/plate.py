@@ -94,11 +94,9 @@ class PlateInfo:
 def treatment_columns(info: PlateInfo) -> list[str]:
     """The per-field columns that describe a treatment (compound, dose, density...): what clusters are
     scored against (AMI). File names and field coordinates are not treatments."""
-    if not info.field_table:
-        return []
-    skip = {"key", "field", "plate", "well", "site"}
-    columns = list(dict.fromkeys(c for row in info.field_table for c in row))
-    return [c for c in columns if c not in skip and not c.startswith("file")]
+    from phenossl.io.metadata import treatment_column_names
+
+    return treatment_column_names([c for row in info.field_table or [] for c in row])
 
 
 def field_stack_shape(shape: Sequence[int]) -> tuple[int, int, int]:

@@ -215,14 +215,14 @@ def position_variables(cells: pd.DataFrame) -> list[Variable]:
 
 def treatment_names(cells: pd.DataFrame, label_columns: Sequence[str] | None = None) -> list[str]:
     """The treatment columns: the run's ``label_columns`` when it names them, then every other column of the
-    metadata as the napari plugin finds them (``treatment_columns``), less the cell's own columns."""
+    metadata (``treatment_column_names``, the napari plugin's rule too), less the cell's own columns."""
     from phenossl.cluster.metrics import label_columns_to_score
-    from phenossl.napari.plate import PlateInfo, treatment_columns
+    from phenossl.io.metadata import treatment_column_names
 
     named = label_columns_to_score(cells, label_columns) if label_columns else []
-    info = PlateInfo(keys=[], shapes=[], field_table=[dict.fromkeys(cells.columns)])
     position = {"field", "plate", "well", "site"}  # nuisance rows already, even when the run scores them
-    return [c for c in dict.fromkeys([*named, *treatment_columns(info)]) if c not in CELL_COLUMNS and c not in position]
+    candidates = dict.fromkeys([*named, *treatment_column_names(list(cells.columns))])
+    return [c for c in candidates if c not in CELL_COLUMNS and c not in position]
 
 
 def treatment_variables(cells: pd.DataFrame, label_columns: Sequence[str] | None = None) -> list[Variable]:
