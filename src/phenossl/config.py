@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from phenossl.augment.specs import Composition, load_composition
 from phenossl.errors import ConfigError
@@ -122,20 +130,12 @@ class TrainConfig(_Section):
             return load_composition(value)
         return value
 
-    @field_validator("method")
+    @field_validator("method", "encoder")
     @classmethod
-    def _registered_method(cls, value: str) -> str:
+    def _registered(cls, value: str, info: ValidationInfo) -> str:
+        """A name of the method / encoder registry (the message lists the registered ones)."""
         try:
-            method_spec(value)
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
-        return value
-
-    @field_validator("encoder")
-    @classmethod
-    def _registered_encoder(cls, value: str) -> str:
-        try:
-            encoder_spec(value)
+            (method_spec if info.field_name == "method" else encoder_spec)(value)
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
         return value
