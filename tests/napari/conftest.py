@@ -41,13 +41,13 @@ def progress_values():
 
 
 @pytest.fixture
-def workflow(make_napari_viewer, qtbot, tmp_path: Path):
-    """A shown viewer with 2 fields of the sample plate and the workflow widget docked, its session folder
-    in tmp_path."""
+def workflow(make_napari_viewer, qtbot, tmp_path: Path, request):
+    """A shown viewer with 2 fields of the sample plate (or ``request.param`` fields, with indirect
+    parametrisation) and the workflow widget docked, its session folder in tmp_path."""
     from phenossl.napari.widgets.workflow_widget import WorkflowWidget
 
     viewer = make_napari_viewer(show=True)
-    add_layers(viewer, small_plate_layers(2))
+    add_layers(viewer, small_plate_layers(getattr(request, "param", 2)))
     widget = WorkflowWidget(viewer)
     viewer.window.add_dock_widget(widget, name="phenossl", area="right")
     widget.controller.set_session_folder(tmp_path / "session")

@@ -4,27 +4,14 @@ kernel width shown only while it is chosen, and a run trained on a tiny tiled pl
 from __future__ import annotations
 
 import pytest
-from plugin_helpers import add_layers, click, segment_and_tile, set_fast_training, small_plate_layers
+from plugin_helpers import click, segment_and_tile, set_fast_training
 
 pytestmark = pytest.mark.gui
 
 
-@pytest.fixture
-def dosed_workflow(make_napari_viewer, qtbot, tmp_path):
-    """Three fields of the sample plate: DMSO (0 uM) twice and compound_A at 0.6 uM."""
-    from phenossl.napari.widgets.workflow_widget import WorkflowWidget
-
-    viewer = make_napari_viewer(show=True)
-    add_layers(viewer, small_plate_layers(3))
-    widget = WorkflowWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="phenossl", area="right")
-    widget.controller.set_session_folder(tmp_path / "session")
-    yield viewer, widget
-    qtbot.waitUntil(lambda: not widget.controller.busy, timeout=180_000)
-
-
-def test_yaware_trains_from_the_widget_on_the_dose(dosed_workflow, qtbot):
-    _, widget = dosed_workflow
+@pytest.mark.parametrize("workflow", [3], indirect=True)  # DMSO (0 uM) twice and compound_A at 0.6 uM
+def test_yaware_trains_from_the_widget_on_the_dose(workflow, qtbot):
+    _, widget = workflow
     train = widget.train
     controller = widget.controller
     label = train.label_form

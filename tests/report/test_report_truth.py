@@ -31,12 +31,16 @@ def cells_and_labels():
     return plate_cells(seed=0)
 
 
-def test_an_embedding_of_density_is_reported_as_following_density(tmp_path, cells_and_labels):
-    cells, labels = cells_and_labels
-    embeddings = density_embedding(cells)
+def _report_of(tmp_path, cells, labels, embeddings):
+    """The report of a run with ``embeddings``, clustered by K-Means, and its table indexed by variable."""
     paths = make_run(tmp_path / "run", embeddings, kmeans_labels(embeddings), cells, labels)
     report = run_report(paths.root)
-    scores = _scores(report.table)
+    return report, _scores(report.table)
+
+
+def test_an_embedding_of_density_is_reported_as_following_density(tmp_path, cells_and_labels):
+    cells, labels = cells_and_labels
+    report, scores = _report_of(tmp_path, cells, labels, density_embedding(cells))
     density = max(scores.loc[v, "cluster_ami"] for v in DENSITY)
     assert density >= scores.loc["compound", "cluster_ami"] + 0.2, report.markdown
     assert scores.loc["neighbours", "eta2"] >= 0.5, report.markdown
@@ -52,10 +56,7 @@ def test_an_embedding_of_density_is_reported_as_following_density(tmp_path, cell
 
 def test_an_embedding_of_the_compound_is_reported_as_following_the_compound(tmp_path, cells_and_labels):
     cells, labels = cells_and_labels
-    embeddings = compound_embedding(cells)
-    paths = make_run(tmp_path / "run", embeddings, kmeans_labels(embeddings), cells, labels)
-    report = run_report(paths.root)
-    scores = _scores(report.table)
+    report, scores = _report_of(tmp_path, cells, labels, compound_embedding(cells))
     assert scores.loc["compound", "cluster_ami"] >= 0.8, report.markdown
     assert all(scores.loc[v, "cluster_ami"] <= 0.1 for v in DENSITY), report.markdown
     assert scores.loc["compound", "probe_score"] >= 0.9, report.markdown

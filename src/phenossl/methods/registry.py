@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from phenossl.errors import ConfigError
-from phenossl.lazy_import import load_object
+from phenossl.registry import Registry, load_object
 
 #: the update steps a method can use (keys of ``phenossl.train.steps.UPDATES``)
 DUAL_LOSS_STEP = "dual-loss"
@@ -68,39 +68,17 @@ class MethodSpec:
         return load_object(self.model)
 
 
-_METHODS: dict[str, MethodSpec] = {}
-
-
-def register_method(spec: MethodSpec, *, replace: bool = False) -> MethodSpec:
-    """Add ``spec`` to the table (``replace`` to redefine a name)."""
-    if spec.name in _METHODS and not replace:
-        raise ConfigError(f"a method named {spec.name!r} is already registered")
-    _METHODS[spec.name] = spec
-    return spec
-
-
-def unregister_method(name: str) -> None:
-    """Remove a method (plug-ins and tests)."""
-    _METHODS.pop(name, None)
-
-
-def method_names() -> tuple[str, ...]:
-    """The registered methods, in registration order (the napari list's order)."""
-    return tuple(_METHODS)
-
-
-def method_spec(name: str) -> MethodSpec:
-    """The method called ``name``, or a clear error listing the choices."""
-    try:
-        return _METHODS[name]
-    except (KeyError, TypeError):
-        raise ConfigError(f"unknown training method {name!r}: choose one of {', '.join(_METHODS)}") from None
+METHODS: Registry[MethodSpec] = Registry("training method")
+register_method = METHODS.register
+unregister_method = METHODS.unregister
+method_names = METHODS.names
+method_spec = METHODS.get
 
 
 def methods_help() -> str:
     """One line per method, for the CLI's help."""
-    width = max(map(len, _METHODS))
-    return "\n".join(f"  {name.ljust(width)}  {spec.summary}" for name, spec in _METHODS.items())
+    width = max(map(len, method_names()))
+    return "\n".join(f"  {spec.name.ljust(width)}  {spec.summary}" for spec in METHODS)
 
 
 register_method(MethodSpec("mocov2", "MoCo v2: contrastive with a queue of negatives; robust, the paper's default",

@@ -18,8 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from phenossl.errors import ConfigError, InputError, WeightsNotFoundError
-from phenossl.lazy_import import load_object
 from phenossl.models.registry import encoder_names, encoder_spec
+from phenossl.registry import load_object
 
 #: ``imagenet``: torchvision's stems. ``small``: ResNet18's 7x7 stride-2 convolution and max-pool replaced by a
 #: 3x3 stride-1 convolution (solo-learn's and SimCLR's CIFAR setting): on 32-64 px cells the ImageNet stem

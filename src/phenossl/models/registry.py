@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from phenossl.errors import ConfigError
+from phenossl.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -31,26 +31,10 @@ class EncoderSpec:
         return f"https://download.pytorch.org/models/{self.imagenet_file}"
 
 
-_ENCODERS: dict[str, EncoderSpec] = {}
-
-
-def register_encoder(spec: EncoderSpec, *, replace: bool = False) -> EncoderSpec:
-    if spec.name in _ENCODERS and not replace:
-        raise ConfigError(f"an encoder named {spec.name!r} is already registered")
-    _ENCODERS[spec.name] = spec
-    return spec
-
-
-def encoder_names() -> tuple[str, ...]:
-    return tuple(_ENCODERS)
-
-
-def encoder_spec(name: str) -> EncoderSpec:
-    """The encoder called ``name``, or a clear error listing the choices."""
-    try:
-        return _ENCODERS[name]
-    except (KeyError, TypeError):
-        raise ConfigError(f"unknown encoder {name!r}: choose one of {', '.join(_ENCODERS)}") from None
+ENCODERS: Registry[EncoderSpec] = Registry("encoder")
+register_encoder = ENCODERS.register
+encoder_names = ENCODERS.names
+encoder_spec = ENCODERS.get
 
 
 register_encoder(EncoderSpec("resnet18", "resnet18: fast, a good default (512-d features)",
