@@ -106,8 +106,9 @@ def separated_steps(means: list[float], sems: list[float]) -> int:
     return int(np.sum(np.diff(means) > sems[:-1] + sems[1:]))
 
 
-def held_out_curves(embeddings: np.ndarray, cells: pd.DataFrame) -> dict[str, Any]:
-    """Fit the axis on one mixed plate, score the other, both ways: per-dose means and Spearman's rho."""
+def held_out_curve(embeddings: np.ndarray, cells: pd.DataFrame, fit_plate: str, test_plate: str) -> dict[str, Any]:
+    """Fit the axis on ``fit_plate`` (standardised on its cells, DMSO -> 50 uM) and score ``test_plate``:
+    per-dose means and SEMs, monotonicity and Spearman's rho of the score against the dose."""
     from scipy.stats import spearmanr
 
     from phenossl.perturbation import dose_response, fit_axis, select_cells
@@ -115,26 +116,29 @@ def held_out_curves(embeddings: np.ndarray, cells: pd.DataFrame) -> dict[str, An
     plates = cells["plate"].astype(str).to_numpy()
     control_all = select_cells(cells, CONTROL, "control")
     reference_all = select_cells(cells, {DOSE_COLUMN: REFERENCE_DOSE}, "reference")
-    curves = {}
-    for fit_plate, test_plate in (PLATES, PLATES[::-1]):
-        on_fit, on_test = plates == fit_plate, plates == test_plate
-        features = standardise_on(embeddings, on_fit)
-        axis = fit_axis(features, control_all & on_fit, reference_all & on_fit)
-        scores = axis.score(features[on_test])
-        test_cells = cells[on_test].reset_index(drop=True)
-        table = dose_response(scores, test_cells, [DOSE_COLUMN])
-        means, sems = table["mean"].tolist(), table["sem"].tolist()
-        rho = spearmanr(test_cells[DOSE_COLUMN].to_numpy(dtype=float), scores).statistic
-        curves[f"fit {fit_plate} -> score {test_plate}"] = {
-            "fit_plate": fit_plate, "scored_plate": test_plate,
-            "n_control": axis.n_control, "n_reference": axis.n_reference,
-            "doses": table[DOSE_COLUMN].tolist(), "n_cells": table["n_cells"].tolist(),
-            "mean": means, "sem": sems,
-            "monotone": monotone(means),
-            "separated_steps": separated_steps(means, sems), "steps": len(means) - 1,
-            "spearman_rho": float(rho),
-        }
-    return curves
+    on_fit, on_test = plates == fit_plate, plates == test_plate
+    features = standardise_on(embeddings, on_fit)
+    axis = fit_axis(features, control_all & on_fit, reference_all & on_fit)
+    scores = axis.score(features[on_test])
+    test_cells = cells[on_test].reset_index(drop=True)
+    table = dose_response(scores, test_cells, [DOSE_COLUMN])
+    means, sems = table["mean"].tolist(), table["sem"].tolist()
+    rho = spearmanr(test_cells[DOSE_COLUMN].to_numpy(dtype=float), scores).statistic
+    return {
+        "fit_plate": fit_plate, "scored_plate": test_plate,
+        "n_control": axis.n_control, "n_reference": axis.n_reference,
+        "doses": table[DOSE_COLUMN].tolist(), "n_cells": table["n_cells"].tolist(),
+        "mean": means, "sem": sems,
+        "monotone": monotone(means),
+        "separated_steps": separated_steps(means, sems), "steps": len(means) - 1,
+        "spearman_rho": float(rho),
+    }
+
+
+def held_out_curves(embeddings: np.ndarray, cells: pd.DataFrame) -> dict[str, Any]:
+    """Fit the axis on one mixed plate, score the other, both ways."""
+    return {f"fit {fit} -> score {test}": held_out_curve(embeddings, cells, fit, test)
+            for fit, test in (PLATES, PLATES[::-1])}
 
 
 # --- representations -----------------------------------------------------------------------------------------

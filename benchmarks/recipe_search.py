@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> dict:
     earlier = previous_rows(args.partial)
     jobs = [job for job in jobs if (job["name"], job["seed"]) not in {(r["name"], r["seed"]) for r in earlier}]
     cpus = os.cpu_count() or 2
-    threads = max(1, cpus // args.workers)
+    threads = args.threads or max(1, cpus // args.workers)
     log(f"{len(jobs)} rows on {device} with {args.workers} workers x {threads} threads, budget {args.budget:.0f} s")
     done, skipped = run_grid(jobs, store.path, args.cache_dir / "recipe-runs", str(device), args.workers, threads,
                              args.budget, args.partial)

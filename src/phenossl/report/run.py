@@ -7,7 +7,7 @@ writing takes the run folder's lock.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +18,14 @@ from phenossl.errors import InputError
 
 @dataclass(frozen=True)
 class Report:
+    """A report's numbers (one row per variable), its reading in words, and its Markdown."""
+
     table: pd.DataFrame
     reading: str
     markdown: str
+    title: str
     k: int
-    written: list[Path]
+    written: list[Path] = field(default_factory=list)
 
 
 def saved_clusters(paths, n_cells: int) -> np.ndarray:
@@ -49,42 +52,56 @@ def run_report(run_dir: str | Path, *, k: int | None = None, overwrite: bool = F
     from phenossl.cluster.stage import clustering_space
     from phenossl.config import apply_overrides
     from phenossl.pipeline import open_run
-    from phenossl.report.association import (
-        N_BINS,
-        PROBE_MAX_CELLS,
-        association_table,
-        probe_folds,
-        well_groups,
-    )
-    from phenossl.report.reading import reading as plain_reading
-    from phenossl.report.variables import RADIUS_DIAMETERS, neighbour_radius, store_variables
-    from phenossl.report.write import report_markdown, report_targets, write_report
+    from phenossl.report.write import report_targets, write_report
 
     config, paths, store = open_run(run_dir)
     targets = report_targets(paths.root, k)
     for target in targets:  # before any computing
         check_can_write(target, overwrite)
+    space = clustering_space(config, store, run_embeddings(paths, store))
+    if k is None:
+        clusters = saved_clusters(paths, store.n_cells)
+    else:
+        config = apply_overrides(config, [f"cluster.k={k}"])  # validated as the configuration validates k
+        clusters = space.cluster(k, seed=config.seed).labels
+    source = "the run clustering (clusters.csv)" if k is None else f"K-Means k={k}, seed {config.seed}"
+    report = describe_clusters(config, store, space.features, clusters, source=source)
+    written = write_report(paths.root, targets, report.table, report.markdown, report.title, report.reading,
+                           overwrite=overwrite)
+    return replace(report, written=written)
+
+
+def run_embeddings(paths, store) -> np.ndarray:
+    """The run's embeddings, checked to hold one row per cell of its store."""
     embeddings = paths.load_embeddings()
     if embeddings.shape[0] != store.n_cells:
         raise InputError(f"{paths.embeddings} has {embeddings.shape[0]} rows but the store has {store.n_cells} cells: "
                          f"embed again with 'phenossl embed {paths.root} --overwrite'.")
-    space = clustering_space(config, store, embeddings)
-    if k is None:
-        clusters = saved_clusters(paths, store.n_cells)
-        k_used = len(np.unique(clusters))
-    else:
-        config = apply_overrides(config, [f"cluster.k={k}"])  # validated as the configuration validates k
-        clusters, k_used = space.cluster(k, seed=config.seed).labels, k
-    variables = store_variables(store, config.cluster.label_columns)
+    return embeddings
+
+
+def describe_clusters(config, store, features: np.ndarray, clusters: np.ndarray, *, source: str,
+                      variables=None) -> Report:
+    """The report of ``clusters`` (one per cell of ``store``) and of the embedding ``features`` they were made in
+    (the clustering space): every variable the store allows, scored and read in words. Computes, writes nothing;
+    ``variables`` (``store_variables``) may be passed in when several clusterings of one store are described."""
+    from phenossl.report.association import N_BINS, PROBE_MAX_CELLS, association_table, probe_folds, well_groups
+    from phenossl.report.reading import reading as plain_reading
+    from phenossl.report.variables import RADIUS_DIAMETERS, neighbour_radius, store_variables
+    from phenossl.report.write import report_markdown
+
+    if variables is None:
+        variables = store_variables(store, config.cluster.label_columns)
     groups = well_groups(store.cells)
-    table = association_table(variables, clusters, space.features, groups, seed=config.seed)
+    table = association_table(variables, clusters, features, groups, seed=config.seed)
     text = plain_reading(table)
+    k_used = len(np.unique(clusters))
     title = (f"What the clusters of '{config.name}' follow ({config.representation}, {config.train.method}, "
              f"A={config.train.composition_a.name}, k={k_used}, {store.n_cells} cells)")
     has_fields = "field" in store.cells.columns and "centroid_y" in store.cells.columns
     folds = 0 if groups is None else probe_folds(groups)
     settings = [
-        f"clusters: {'the run clustering (clusters.csv)' if k is None else f'K-Means k={k}, seed {config.seed}'}",
+        f"clusters: {source}",
         f"categories: AMI; numbers: correlation ratio eta2, and AMI on {N_BINS} quantile bins (the common scale)",
         (f"probe: {folds}-fold GroupKFold by well on the clustering space, Ridge (R2) / logistic regression "
          f"(balanced accuracy), at most {PROBE_MAX_CELLS} cells (seed {config.seed})"),
@@ -93,6 +110,4 @@ def run_report(run_dir: str | Path, *, k: int | None = None, overwrite: bool = F
     if has_fields:
         settings.append(f"neighbours counted within {neighbour_radius(store):.0f} px ({RADIUS_DIAMETERS:g} nucleus "
                         "diameters, or 50 px where the nucleus size is unknown)")
-    markdown = report_markdown(table, text, title, settings)
-    written = write_report(paths.root, targets, table, markdown, title, text, overwrite=overwrite)
-    return Report(table, text, markdown, k_used, written)
+    return Report(table, text, report_markdown(table, text, title, settings), title, k_used)
