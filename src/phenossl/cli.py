@@ -278,6 +278,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from phenossl.report.compare_run import comparison_markdown, compare_run_folders
+
+    difference = compare_run_folders(args.run_a, args.run_b, out=args.out, overwrite=args.overwrite)
+    print(comparison_markdown(difference), end="")
+    print("\nwritten: " + ", ".join(str(p) for p in difference.written))
+    return 0
+
+
 def _choices_help() -> str:
     """The registered methods and encoders (``--set train.method=NAME``), from their registries."""
     from phenossl.methods.registry import methods_help
@@ -414,6 +423,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "own clustering (written as report-kK.*)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("compare", help="which transform moved which cluster? two runs of the same cells: where "
+                       "each cluster went, what B's clusters follow more or less than A's, the cells that moved, "
+                       "and what B was made with differently")
+    p.add_argument("run_a", help="the first run folder (with its clustering)")
+    p.add_argument("run_b", help="the second run folder, of the same cells")
+    p.add_argument("--out", default=None, metavar="FOLDER",
+                   help="write compare-<A>.* here (default: run B's folder)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing comparison")
+    p.set_defaults(func=cmd_compare)
     return parser
 
 

@@ -31,3 +31,20 @@ def test_context_is_reported_as_following_density_and_morphology_the_phenotype(c
     assert 0 <= context_first.find("local density") < context_first.find("compound"), summary
     assert 0 <= morph_first.find("compound"), summary
     assert "local density" not in morph_first.split("compound")[0], summary
+
+
+def test_the_comparison_of_context_and_morphology_names_the_moves_and_the_transforms(claim_runs, tmp_path):
+    """Run B (morphology) against run A (context), trained on the same cells: B's clusters follow the compound
+    more and density less, and the reading names the crop that changed."""
+    from phenossl.report.compare_run import compare_run_folders
+
+    _, runs = claim_runs
+    diff = compare_run_folders(runs["context"][0], runs["morphology"][0], out=tmp_path)
+    rows = diff.variables.set_index("variable")
+    summary = diff.reading + "\n" + diff.variables.to_string()
+    assert rows.loc["compound", "cluster_ami_change"] >= 0.05, summary
+    assert min(rows.loc[v, "cluster_ami_change"] for v in DENSITY) <= -0.05, summary
+    more, less = diff.reading.split("clusters follow ", 1)[1].split(" more, and ")
+    assert "compound (" in more and "local density" not in more, summary
+    assert "local density (" in less, summary
+    assert "center_crop added" in diff.reading and "random_crop removed" in diff.reading, summary
