@@ -126,3 +126,25 @@ def test_treatment_columns_are_the_metadata_not_the_cells_own():
                                   "source_file"])
     assert treatment_names(cells) == ["compound", "concentration", "moa"]
     assert treatment_names(cells, ["moa", "plate"]) == ["moa", "compound", "concentration"]  # plate: nuisance
+
+
+def test_the_probe_does_not_overfit_many_dimensions_into_a_large_negative_r2():
+    """512 dimensions, 300 cells: a variable the features do not hold must score about 0 (the mean), not far below
+    (a fixed small ridge penalty gave -0.81 here), and one they hold must score above it."""
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(300, 512))
+    signal = rng.normal(size=300)
+    features[:, 0] += 3 * signal
+    groups = np.repeat(np.arange(10), 30)
+    noise_score, _, what = probe_score(features, Variable("noise", "nuisance", CONTINUOUS, rng.normal(size=300)),
+                                       groups)
+    signal_score, _, _ = probe_score(features, Variable("signal", "nuisance", CONTINUOUS, signal), groups)
+    assert what == "R2" and -0.1 < noise_score < 0.1 and signal_score > noise_score + 0.15
+
+
+def test_the_reading_says_when_no_number_beats_its_mean():
+    from phenossl.report.reading import embedding_reading
+
+    table = pd.DataFrame([{"variable": "nucleus_area", "group": "nuisance", "probe": "R2", "probe_score": -0.2,
+                           "probe_chance": 0.0}])
+    assert "no nuisance number better than its mean (the best R2: nucleus_area, -0.20)" in embedding_reading(table)

@@ -72,7 +72,8 @@ def embedding_reading(table: pd.DataFrame) -> str:
     numbers = probed[(probed["probe"] == "R2") & (probed["group"] == NUISANCE)].sort_values("probe_score")
     if len(numbers):
         best = numbers.iloc[-1]
-        parts.append(f"{best.variable} with R2 {best.probe_score:.2f}")
+        parts.append(f"{best.variable} with R2 {best.probe_score:.2f}" if best.probe_score > 0 else
+                     f"no nuisance number better than its mean (the best R2: {best.variable}, {best.probe_score:.2f})")
     levels = probed[probed["probe"] == "balanced accuracy"].copy()
     if len(levels):
         levels["lift"] = levels["probe_score"] - levels["probe_chance"]

@@ -15,6 +15,8 @@ import pandas as pd
 
 from phenossl.errors import InputError
 
+SAVED_SOURCE = "the run clustering (clusters.csv)"  # the report of the run's own clustering says so (CLI, napari)
+
 
 @dataclass(frozen=True)
 class Report:
@@ -64,7 +66,7 @@ def run_report(run_dir: str | Path, *, k: int | None = None, overwrite: bool = F
     else:
         config = apply_overrides(config, [f"cluster.k={k}"])  # validated as the configuration validates k
         clusters = space.cluster(k, seed=config.seed).labels
-    source = "the run clustering (clusters.csv)" if k is None else f"K-Means k={k}, seed {config.seed}"
+    source = SAVED_SOURCE if k is None else f"K-Means k={k}, seed {config.seed}"
     report = describe_clusters(config, store, space.features, clusters, source=source)
     written = write_report(paths.root, targets, report.table, report.markdown, report.title, report.reading,
                            overwrite=overwrite)
@@ -103,7 +105,8 @@ def describe_clusters(config, store, features: np.ndarray, clusters: np.ndarray,
     settings = [
         f"clusters: {source}",
         f"categories: AMI; numbers: correlation ratio eta2, and AMI on {N_BINS} quantile bins (the common scale)",
-        (f"probe: {folds}-fold GroupKFold by well on the clustering space, Ridge (R2) / logistic regression "
+        (f"probe: {folds}-fold GroupKFold by well on the clustering space, ridge (R2; penalty by leave-one-out "
+         f"in the training folds) / logistic regression "
          f"(balanced accuracy), at most {PROBE_MAX_CELLS} cells (seed {config.seed})"),
         "intensities: the store's normalised units (one percentile scale per channel)",
     ]
