@@ -11,11 +11,14 @@ existing files unless asked, under run B's lock when written into its folder. Fi
 from __future__ import annotations
 
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from phenossl.errors import InputError
 from phenossl.report.compare import RunDifference, ami_text
 
 COMPARE_STEM = "compare"
@@ -40,45 +43,58 @@ def compare_run_folders(run_a: str | Path, run_b: str | Path, *, out: str | Path
     from dataclasses import replace
 
     from phenossl.atomic import check_can_write
-    from phenossl.cluster.stage import clustering_space
     from phenossl.pipeline import open_run
-    from phenossl.report.compare import run_difference
-    from phenossl.report.run import describe_clusters, run_embeddings, saved_clusters
-    from phenossl.report.variables import store_variables
+    from phenossl.report.run import run_embeddings, saved_clusters
 
     config_a, paths_a, store_a = open_run(run_a)
     config_b, paths_b, store_b = open_run(run_b)
     name_a, name_b = paths_a.root.name, paths_b.root.name
     if paths_a.root.resolve() == paths_b.root.resolve():
-        raise_same(paths_a.root)
+        raise InputError(f"both runs are {paths_a.root}: compare two different runs of the same cells")
     if name_a == name_b:
         name_a, name_b = str(paths_a.root), str(paths_b.root)
     folder = Path(out) if out is not None else paths_b.root
     targets = compare_targets(folder, name_a)
     for target in targets:  # before any computing
         check_can_write(target, overwrite)
-    clusters_a = saved_clusters(paths_a, store_a.n_cells)
-    clusters_b = saved_clusters(paths_b, store_b.n_cells)
-    columns = sorted(set(config_a.cluster.label_columns or []) | set(config_b.cluster.label_columns or [])) or None
-    variables_a = store_variables(store_a, columns)
-    same_store = Path(store_a.path).resolve() == Path(store_b.path).resolve()
-    variables_b = variables_a if same_store else store_variables(store_b, columns)
-    reports = [describe_clusters(config, store, clustering_space(config, store, run_embeddings(paths, store)).features,
-                                 clusters, source="the run clustering (clusters.csv)", variables=variables)
-               for config, paths, store, clusters, variables in (
-                   (config_a, paths_a, store_a, clusters_a, variables_a),
-                   (config_b, paths_b, store_b, clusters_b, variables_b))]
-    diff = run_difference(name_a, name_b, store_a.cells, store_b.cells, clusters_a, clusters_b, reports[0].table,
-                          reports[1].table, config_a.model_dump(mode="json"), config_b.model_dump(mode="json"))
+    diff = difference_of_runs(
+        RunSide(name_a, config_a, store_a, run_embeddings(paths_a, store_a), saved_clusters(paths_a, store_a.n_cells)),
+        RunSide(name_b, config_b, store_b, run_embeddings(paths_b, store_b), saved_clusters(paths_b, store_b.n_cells)))
     write_comparison(folder, targets, diff, store_a, lock=folder.resolve() == paths_b.root.resolve(),
                      overwrite=overwrite, seed=config_a.seed)
     return replace(diff, written=targets)
 
 
-def raise_same(root: Path) -> None:
-    from phenossl.errors import InputError
+@dataclass(frozen=True, eq=False)
+class RunSide:
+    """One run of a comparison as loaded: its name, configuration, tile store, embeddings and clusters (one per
+    store row). napari builds these from its session's runs, the CLI from run folders."""
 
-    raise InputError(f"both runs are {root}: compare two different runs of the same cells")
+    name: str
+    config: Any
+    store: Any
+    embeddings: np.ndarray
+    clusters: np.ndarray
+
+
+def difference_of_runs(a: RunSide, b: RunSide) -> RunDifference:
+    """Each run's report (``describe_clusters`` in its own clustering space; the variables computed once when
+    both runs share their tile store), then their difference on the cells they share."""
+    from phenossl.cluster.stage import clustering_space
+    from phenossl.report.compare import run_difference
+    from phenossl.report.run import describe_clusters
+    from phenossl.report.variables import store_variables
+
+    columns = sorted(set(a.config.cluster.label_columns or []) | set(b.config.cluster.label_columns or [])) or None
+    variables_a = store_variables(a.store, columns)
+    same_store = Path(a.store.path).resolve() == Path(b.store.path).resolve()
+    variables_b = variables_a if same_store else store_variables(b.store, columns)
+    tables = [describe_clusters(side.config, side.store,
+                                clustering_space(side.config, side.store, side.embeddings).features, side.clusters,
+                                source="the run clustering", variables=variables).table
+              for side, variables in ((a, variables_a), (b, variables_b))]
+    return run_difference(a.name, b.name, a.store.cells, b.store.cells, a.clusters, b.clusters, tables[0],
+                          tables[1], a.config.model_dump(mode="json"), b.config.model_dump(mode="json"))
 
 
 def _cell(value: object) -> str:
