@@ -20,7 +20,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_common import REPO_ROOT, StudyRecord, apply_threads, log, require_data, resolve_device, study_parser
+from bench_common import (
+    REPO_ROOT,
+    StudyRecord,
+    apply_threads,
+    log,
+    require_data,
+    resolve_device,
+    study_parser,
+)
 from quality_bbbc021 import DEFAULT_RUN, write_subset
 
 STUDY = "report_bbbc021"

@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
                     embeddings, info = trained_embeddings(store, plate_stores, base, method, seed, epochs, device,
                                                           work, fit)
                     row.update(status="ok", **info, **scores(embeddings, cells, fit, test))
-                except Exception as exc:  # a collapse is a result of the row, not the end of the study
+                except Exception as exc:  # noqa: BLE001 - a collapse is a result of the row, not the end of the study
                     row.update(status=type(exc).__name__, error=str(exc)[:300])
                 rows.append(row)
                 if row["status"] == "ok":

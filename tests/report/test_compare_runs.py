@@ -36,7 +36,7 @@ def two_runs(tmp_path_factory):
 
 
 def test_the_comparison_says_which_variables_the_second_run_follows_more_and_less(two_runs, tmp_path):
-    cells, runs = two_runs
+    _, runs = two_runs
     diff = compare_run_folders(runs["density"].root, runs["compound"].root, out=tmp_path)
     rows = diff.variables.set_index("variable")
     assert rows.loc["compound", "cluster_ami_change"] > 0.5, diff.reading
@@ -79,7 +79,7 @@ def test_contingency_moves_and_changed_cells_agree(two_runs, tmp_path):
 def test_a_run_against_itself_changes_nothing(two_runs, tmp_path):
     import shutil
 
-    cells, runs = two_runs
+    _, runs = two_runs
     copy = tmp_path / "density-again"
     shutil.copytree(runs["density"].root, copy)
     diff = compare_run_folders(runs["density"].root, copy, out=tmp_path)
@@ -89,7 +89,7 @@ def test_a_run_against_itself_changes_nothing(two_runs, tmp_path):
 
 
 def test_bad_pairs_get_clear_messages_and_nothing_is_written_over(two_runs, tmp_path, capsys):
-    cells, runs = two_runs
+    _, runs = two_runs
     with pytest.raises(InputError, match="both runs are"):
         compare_run_folders(runs["density"].root, runs["density"].root, out=tmp_path)
     other_cells, _ = plate_cells(seed=9, n_wells=2)
@@ -115,7 +115,7 @@ def test_bad_pairs_get_clear_messages_and_nothing_is_written_over(two_runs, tmp_
 def test_written_into_run_b_by_default_under_its_lock(two_runs, tmp_path):
     import shutil
 
-    cells, runs = two_runs
+    _, runs = two_runs
     b = tmp_path / "b"
     shutil.copytree(runs["compound"].root, b)
     diff = compare_run_folders(runs["density"].root, b)

@@ -117,12 +117,13 @@ def _weight_note(key: str, train_a: dict, train_b: dict) -> str:
 
 
 def _method_sections(train_a: dict, train_b: dict) -> set[str]:
+    from phenossl.errors import ConfigError
     from phenossl.methods.registry import method_spec
 
     sections = set()
     for train in (train_a, train_b):
         try:
             sections.add(method_spec(train.get("method", "")).section)
-        except Exception:  # an unknown method name in an old run: its parameters are compared as they are
+        except ConfigError:  # a method no longer registered: its parameters are compared as they are
             sections.add(str(train.get("method", "")))
     return sections

@@ -87,7 +87,13 @@ def describe_clusters(config, store, features: np.ndarray, clusters: np.ndarray,
     """The report of ``clusters`` (one per cell of ``store``) and of the embedding ``features`` they were made in
     (the clustering space): every variable the store allows, scored and read in words. Computes, writes nothing;
     ``variables`` (``store_variables``) may be passed in when several clusterings of one store are described."""
-    from phenossl.report.association import N_BINS, PROBE_MAX_CELLS, association_table, probe_folds, well_groups
+    from phenossl.report.association import (
+        N_BINS,
+        PROBE_MAX_CELLS,
+        association_table,
+        probe_folds,
+        well_groups,
+    )
     from phenossl.report.reading import reading as plain_reading
     from phenossl.report.variables import RADIUS_DIAMETERS, neighbour_radius, store_variables
     from phenossl.report.write import report_markdown
