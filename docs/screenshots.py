@@ -1,6 +1,7 @@
 """Take the user guide's screenshots from the real napari window, running the workflow on the sample plate.
 
     xvfb-run -a .venv/bin/python docs/screenshots.py          # writes docs/images/*.png
+    xvfb-run -a .venv/bin/python docs/screenshots.py --only-report   # 15-runs-report.png alone (a few minutes)
 
 Every picture is the whole napari window (``viewer.screenshot(canvas_only=False)``) or, for dialogs,
 the dialog itself (``QWidget.grab``). Training is kept short (CPU), so loss curves and clusters are
@@ -26,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=IMAGES, help="folder for the PNG files")
     parser.add_argument("--epochs", type=int, default=3, help="training epochs of the first run")
+    parser.add_argument("--only-report", action="store_true",
+                        help="only the Runs step's report (15-runs-report.png), after one quick run")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -80,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     session = Path(tempfile.mkdtemp(prefix="phenossl-screens-")) / "session"
     controller.set_session_folder(session)
     wait_until(lambda: not controller.busy)
+
+    if args.only_report:
+        return only_report(viewer, widget, args.epochs, shot, wait_until)
 
     # 1. segment
     widget.segment._segment()
@@ -194,6 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     widget.runs.evaluation.scrollToTop()
     shot("14-training-vs-measuring")
 
+    # what the first run's clusters follow: the report of the shown clustering
+    controller.activate_run("run-001")
+    wait_until(lambda: not controller.busy)
+    runs_report(widget, shot, wait_until)
+
     # where the plugin is in napari's menus
     try:
         menu = viewer.window.plugins_menu
@@ -208,6 +219,43 @@ def main(argv: list[str] | None = None) -> int:
 
     viewer.close()
     app.processEvents()
+    return 0
+
+
+def runs_report(widget, shot, wait_until) -> None:
+    """Step 5's "What do the clusters follow?" for the shown run, scrolled into view."""
+    from qtpy.QtWidgets import QScrollArea
+
+    widget.tabs.setCurrentIndex(4)
+    panel = widget.runs.report
+    panel._report()
+    wait_until(lambda: not widget.controller.busy)
+    area = panel.parentWidget()
+    while area is not None and not isinstance(area, QScrollArea):
+        area = area.parentWidget()
+    if area is not None:
+        area.verticalScrollBar().setValue(panel.pos().y())
+    shot("15-runs-report")
+
+
+def only_report(viewer, widget, epochs: int, shot, wait_until) -> int:
+    """The report's picture alone (``--only-report``): tiles and one short run, as the full script makes them."""
+    controller = widget.controller
+    widget.segment._segment()
+    wait_until(lambda: not controller.busy)
+    widget.segment.tile_size.setValue(96)
+    widget.segment._make_tiles()
+    wait_until(lambda: not controller.busy)
+    widget.augment.weight.setValue(100)
+    widget.train.epochs.setValue(epochs)
+    widget.train.batch.setValue(64)
+    widget.train.resolution.setValue(48)
+    controller.explore_after_training = True
+    widget.train._train()
+    wait_until(lambda: not controller.busy)
+    viewer.reset_view()
+    runs_report(widget, shot, wait_until)
+    viewer.close()
     return 0
 
 

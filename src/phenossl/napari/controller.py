@@ -29,7 +29,7 @@ from qtpy.QtCore import QObject, Signal
 from phenossl.config import SegmentConfig, TileConfig
 from phenossl.errors import InputError
 from phenossl.napari import cells as cellsmod
-from phenossl.napari import tasks
+from phenossl.napari import report_tasks, tasks
 from phenossl.napari.cells import SIZES_LISTED, cluster_sizes_text
 from phenossl.napari.compositions import CompositionDraft
 from phenossl.napari.field_names import install_field_names
@@ -98,6 +98,7 @@ class SessionController(QObject):
     training_finished = Signal(object)  # tasks.TrainOutcome
     comparison_ready = Signal(object)  # tasks.RunComparison
     evaluation_ready = Signal(object)  # pandas DataFrame: phenossl.evaluate's table
+    report_ready = Signal(object)  # report_tasks.ClusterReport of the shown clustering
     task_state = Signal(str, bool)  # task name, running
     status = Signal(str)  # one line for the widgets' status labels
 
@@ -426,6 +427,34 @@ class SessionController(QObject):
         return self._launch(
             "evaluate", tasks.evaluate_runs, list(self.session.runs.values()), settings,
             progress={"desc": f"Evaluating runs against {label}"}, on_returned=self.evaluation_ready.emit,
+        )
+
+    def report_on_shown(self):
+        """What the shown clustering of the shown run follows (``phenossl report``'s table and reading), in a
+        worker; the newest request's result comes as ``report_ready``."""
+        record = self.active
+        if record is None or record.clustering is None:
+            raise InputError("no clusters to report on: show a run with clusters first (Show this run)")
+        is_newest = self.runner.newest("report")
+        return self._launch(
+            "report", report_tasks.report_clusters, record, record.clustering.labels, record.space,
+            progress={"desc": f"Reporting on {record.name}'s clusters"},
+            on_returned=partial(self._report_done, is_newest),
+        )
+
+    def _report_done(self, is_newest, result) -> None:
+        if is_newest():
+            self.report_ready.emit(result)
+
+    def save_report(self, result, *, overwrite: bool = False, on_saved=None):
+        """Write ``result`` (a report of a run's saved clustering) beside its run (worker); ``on_saved`` gets
+        the paths, or ``FilesExist`` instead of files replaced, so the widget can ask first."""
+        record = self.session.runs.get(result.run)
+        if record is None:
+            raise InputError(f"run {result.run} is no longer in this session: report on a shown run again")
+        return self._launch(
+            "save-report", report_tasks.save_report, record, result, overwrite=overwrite,
+            progress={"desc": f"Saving {record.name}'s report"}, on_returned=on_saved,
         )
 
     def start_export(self, csv_path: str | Path, *, overwrite: bool = False):

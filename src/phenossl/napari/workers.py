@@ -32,6 +32,8 @@ TASK_NAMES = {
     "paint": "Painting the nuclei",
     "nuclei": "Reopening the session's nuclei",
     "save-clustering": "Saving the clustering",
+    "report": "The report",
+    "save-report": "Saving the report",
 }
 
 

@@ -49,33 +49,47 @@ def report_markdown(table: pd.DataFrame, reading: str, title: str, settings: lis
     return "\n".join(lines) + "\n"
 
 
-def plot_report(path: Path, table: pd.DataFrame, title: str, reading: str) -> None:
+def plot_report(path, table: pd.DataFrame, title: str, reading: str) -> None:
+    """The report's chart as a PNG file (``path`` may be a binary file object)."""
+    report_figure(table, title + "\n" + textwrap.fill(reading, 150)).savefig(path, dpi=110, format="png")
+
+
+def report_figure(table: pd.DataFrame, caption: str = "", *, compact: bool = False):
     """Two bar panels sharing the variables: the clusters' AMI, and the linear probe's score on the embedding
-    (R2 for numbers, balanced accuracy for categories with its chance level marked)."""
+    (R2 for numbers, balanced accuracy for categories with its chance level marked). ``caption`` goes above.
+    ``compact``: narrow, with short axis labels, for napari's dock (which shows the reading as text)."""
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
     shown = table[table["n_cells"] > 0].sort_values("cluster_ami", ascending=True, na_position="first")
     n = max(len(shown), 1)
-    fig = Figure(figsize=(11, 2.2 + 0.32 * n), layout="constrained")
+    width, label_size, tick_size, row_height = (4.2, 7, 7, 0.2) if compact else (11.0, 9, 8, 0.32)
+    fig = Figure(figsize=(width, (2.2 if caption else 0.9) + row_height * n), layout="constrained")
     left, right = fig.subplots(1, 2, sharey=True)
     y = np.arange(len(shown))
     colors = [GROUP_COLORS.get(g, "#1b9e77") for g in shown["group"]]
     left.barh(y, shown["cluster_ami"].fillna(0), color=colors)
-    left.set_yticks(y, [f"{v} ({KIND_TAGS.get(k, k)})" for v, k in zip(shown["variable"], shown["kind"])], fontsize=8)
-    left.set_xlabel(f"clusters: AMI (numbers on {N_BINS} quantile bins)", fontsize=9)
+    names = shown["variable"] if compact else [f"{v} ({KIND_TAGS.get(k, k)})" for v, k in zip(shown["variable"], shown["kind"])]
+    left.set_yticks(y, names, fontsize=tick_size)
+    left.set_xlabel("clusters: AMI" if compact else f"clusters: AMI (numbers on {N_BINS} quantile bins)",
+                    fontsize=label_size)
     right.barh(y, shown["probe_score"].fillna(0).clip(lower=0), color=colors)
     chance = shown["probe_chance"].to_numpy()
     categorical = shown["probe"].to_numpy() == "balanced accuracy"
     right.scatter(chance[categorical], y[categorical], marker="|", s=120, color="black", label="chance")
-    right.set_xlabel("embedding: linear probe, whole wells held out (R2 / balanced accuracy)", fontsize=9)
+    right.set_xlabel("embedding: probe (R2 / bal. acc.)" if compact else
+                     "embedding: linear probe, whole wells held out (R2 / balanced accuracy)", fontsize=label_size)
     right.set_xlim(0, 1)
+    if compact:
+        for axes in (left, right):
+            axes.tick_params(axis="x", labelsize=tick_size)
     if categorical.any():
-        right.legend(fontsize=8, loc="lower right")
-    left.legend(handles=[Patch(color=color, label=group) for group, color in GROUP_COLORS.items()], fontsize=8,
-                loc="lower right")
-    fig.suptitle(title + "\n" + textwrap.fill(reading, 150), fontsize=9)
-    fig.savefig(path, dpi=110, format="png")
+        right.legend(fontsize=tick_size, loc="lower right")
+    left.legend(handles=[Patch(color=color, label=group) for group, color in GROUP_COLORS.items()],
+                fontsize=tick_size, loc="lower right")
+    if caption:
+        fig.suptitle(caption, fontsize=9)
+    return fig
 
 
 def write_report(root: Path, targets: list[Path], table: pd.DataFrame, markdown: str, title: str, reading: str,

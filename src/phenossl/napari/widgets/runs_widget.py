@@ -1,5 +1,6 @@
 """Step 5: every run of the session (configuration, checkpoint, embeddings kept), switching between them,
-and comparing two: how much their clusterings agree (AMI) and which cells changed cluster."""
+what the shown clusters follow (``report_panel``), and comparing two: how much their clusterings agree (AMI)
+and which cells changed cluster."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from phenossl.napari.qt_helpers import (
     row,
     show_busy,
 )
+from phenossl.napari.widgets.report_panel import ReportPanel
 from phenossl.napari.widgets.step import StepWidget
 
 COLUMNS = ("run", "training", "status")
@@ -83,6 +85,8 @@ class RunsWidget(StepWidget):
             )
         )
         layout.addWidget(runs_box)
+        self.report = ReportPanel(self.controller)
+        layout.addWidget(self.report)
 
         compare_box = QGroupBox("Compare two runs")
         compare_layout = QVBoxLayout(compare_box)
