@@ -47,6 +47,11 @@ RERUN = {  # what produced the committed results (2-core CPU machine, torch's de
     "speed_pipeline": ".venv/bin/python benchmarks/speed_pipeline.py --threads 2",
     "memory_100k": ".venv/bin/python benchmarks/memory_100k.py --threads 2",
     "dose_response_bbbc021": ".venv/bin/python benchmarks/dose_response_bbbc021.py --device cpu --threads 2",
+    "recipe_search_cassle": ".venv/bin/python benchmarks/recipe_search.py --grid cassle --seeds 3 --resolution 32 "
+                            "--epochs 10 --workers 1 --threads 1 --device cpu",
+    "yaware_transfer_bbbc021": ".venv/bin/python benchmarks/yaware_transfer_bbbc021.py --epochs 10 --seeds 3 "
+                               "--threads 1 --device cpu",
+    "report_bbbc021": ".venv/bin/python benchmarks/report_bbbc021.py --threads 1 --device cpu",
 }
 
 
@@ -480,6 +485,77 @@ def umap_speed_table(results: dict) -> str:
                   "after: warm-up + first layout s"], body)
 
 
+# --- issue 13: CASSLE, y-aware, what the clusters follow --------------------------------------------------------------
+
+
+def cassle_table(results: dict, name: str = "recipe_search_cassle") -> str:
+    """Each setup without and with CASSLE: within-plate AMI (cosine, to controls and as clustered) and 1-NN,
+    mean ± sd over seeds, in the training crop view."""
+    record = need(results, name)
+    rows = recipe_rows(record["results"]["rows"])
+    body = []
+    for row, records in rows.items():
+        ok = [r for r in records if r["status"] == "ok"]
+        if not ok:
+            body.append([row, "–", f"*{records[0]['status']}*", "–", "–", "–"])
+            continue
+        def stat(view, space, figure="ami_within_mean", ok=ok):
+            return recipe_stat(ok, view, space, figure)
+        body.append([row, str(len(ok)), f"**{stat('auto/none', 'cosine/to controls')}**",
+                     stat("auto/none", "cosine/as clustered"), stat("auto/d4", "cosine/to controls"),
+                     stat("auto/none", "cosine/to controls", "knn_balanced_accuracy")])
+    return table(["row (MoCo v2 / ResNet18)", "seeds", "within-plate AMI: cosine, to controls", "cosine",
+                  "cosine, to controls, D4-averaged", "1-NN bal. acc. (cosine, to controls)"], body)
+
+
+def yaware_table(results: dict, name: str = "yaware_transfer_bbbc021") -> str:
+    """Per representation and direction (trained on one plate, scored on the other): the scored plate's clustering
+    AMI against the compound and the held-out dose-response rho, mean ± sd over seeds."""
+    record = need(results, name)
+    rows = [r for r in record["results"]["rows"] if r.get("status") == "ok"]
+    failed = [r for r in record["results"]["rows"] if r.get("status") != "ok"]
+    body = []
+    keys = list(dict.fromkeys((r["representation"], r["direction"]) for r in rows))
+    for representation, direction in keys:
+        same = [r for r in rows if r["representation"] == representation and r["direction"] == direction]
+        def stat(get, same=same):
+            return pm(mean_sd([get(r) for r in same]))
+        body.append([representation, direction.replace(" -> ", " → "), str(len(same)),
+                     stat(lambda r: r["clustering"]["as clustered"]["ami_mean"]),
+                     stat(lambda r: r["clustering"]["to controls"]["ami_mean"]),
+                     stat(lambda r: r["dose_response"]["spearman_rho"]),
+                     f"{sum(r['dose_response']['monotone'] for r in same)} of {len(same)}"])
+    text = table(["representation", "trained on → scored", "seeds", "scored plate's AMI (compound), z-score",
+                  "z-score, to its DMSO", "held-out Spearman ρ (dose, axis score)", "monotone"], body)
+    if failed:
+        text += "\n\n*Stopped:* " + "; ".join(f"{r['representation']} {r['direction']} seed {r['seed']}: "
+                                               f"{r['status']}" for r in failed) + "."
+    return text
+
+
+def report_runs_table(results: dict, name: str = "report_bbbc021") -> str:
+    """Each dev-plate run's report: its reading, then the clusters' AMI of the treatments and of each nuisance
+    family's strongest variable."""
+    record = need(results, name)
+    runs = record["results"]["runs"]
+    shown = ["compound", "concentration_uM", "nucleus_area", "DNA_nucleus", "actin_nucleus", "tubulin_nucleus",
+             "brightness", "plate", "well", "site"]
+    body = []
+    for run, item in runs.items():
+        scores = {row["variable"]: row for row in item["table"]}
+        body.append([run, *[fmt(scores.get(v, {}).get("cluster_ami")) for v in shown]])
+    lines = [table(["run", *shown], body), ""]
+    lines += [f"- **{run}**: {item['reading']}" for run, item in runs.items()]
+    return "\n".join(lines)
+
+
+def report_compare_lines(results: dict, name: str = "report_bbbc021") -> str:
+    """The two comparisons' readings, as written by phenossl compare."""
+    record = need(results, name)
+    return "\n".join(f"- **{pair.replace(' -> ', ' → ')}**: {item['reading']}"
+                     for pair, item in record["results"]["comparisons"].items())
+
+
 TABLES: dict[str, Callable[[dict], str]] = {
     "ui_stalls": ui_stalls_table,
     "umap_speed": umap_speed_table,
@@ -504,6 +580,11 @@ TABLES: dict[str, Callable[[dict], str]] = {
     "pipeline_tiling": pipeline_tiling,
     "pipeline_recluster": pipeline_recluster,
     "memory": memory_table,
+    "cassle": cassle_table,
+    "cassle_skipped": lambda r: recipe_skipped(r, "recipe_search_cassle"),
+    "yaware": yaware_table,
+    "report_runs": report_runs_table,
+    "report_compare": report_compare_lines,
 }
 
 
