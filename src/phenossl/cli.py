@@ -195,11 +195,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     config, paths, store = open_run(args.run)
     out = Path(args.out)
-    result = stage_export(config, paths, store, out, overwrite=args.overwrite)
+    result = stage_export(config, paths, store, out, overwrite=args.overwrite, fmt=args.format)
     if result is not None:
         _print_result(result)
         print("  (the run had no clustering of its current embeddings: clustered as its configuration says)")
-    print(f"  exported {out} (with its embeddings and configuration beside it)")
+    written = {"csv": f"{out} (with its embeddings and configuration beside it)",
+               "h5ad": f"{out} (AnnData: obsm['X_phenossl'] is the embedding, obs['cluster'] the clusters)",
+               "profiles": f"{out / 'cells.csv'} and {out / 'wells.csv'} (per cell, and the median per well)"}
+    print(f"  exported {written[args.format]}")
     return 0
 
 
@@ -384,9 +387,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing export / the run's clustering")
     p.set_defaults(func=cmd_cluster)
 
-    p = sub.add_parser("export", help="export a run's clustering (its own k and seed) to a CSV of your choice")
+    p = sub.add_parser("export", help="export a run's clustering (its own k and seed): CSV, AnnData or profiles")
     p.add_argument("run", help="run folder")
-    p.add_argument("--out", required=True, help="the CSV; embeddings and configuration are written beside it")
+    p.add_argument("--format", choices=("csv", "h5ad", "profiles"), default="csv",
+                   help="csv (default): the per-cell CSV, embeddings and configuration beside it; h5ad: one AnnData "
+                   "file for scanpy; profiles: a folder with cells.csv and wells.csv in pycytominer's conventions")
+    p.add_argument("--out", required=True, help="the CSV / the .h5ad file / the profiles folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export")
     p.set_defaults(func=cmd_export)
 

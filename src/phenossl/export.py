@@ -65,12 +65,17 @@ def export_paths(csv_path: str | os.PathLike, *, embeddings: bool, config: bool)
 def check_export_targets(paths: ExportPaths, overwrite: bool) -> None:
     """OutputExistsError listing every existing target unless ``overwrite`` (and for a target that is a folder,
     always): callers check before slow work."""
+    check_targets_free(paths.written(), overwrite)
+
+
+def check_targets_free(targets: list[Path], overwrite: bool) -> None:
+    """``check_export_targets`` for any list of files (the other export formats' targets)."""
     from phenossl.atomic import check_can_write
 
-    for path in paths.written():
+    for path in targets:
         if path.is_dir():
             check_can_write(path, overwrite)  # says it is a folder, not a file
-    existing = [path for path in paths.written() if path.exists()]
+    existing = [path for path in targets if path.exists()]
     if existing and not overwrite:
         raise OutputExistsError(
             f"Export would replace {len(existing)} existing file(s): {', '.join(map(str, existing))}. "

@@ -305,27 +305,47 @@ def _check_run_clustering_free(paths: RunPaths, overview: bool, overwrite: bool)
 
 
 def stage_export(config: RunConfig, paths: RunPaths, store: TileStore, csv_path: Path, *,
-                 overwrite: bool = False) -> RunResult | None:
-    """Export the run's own clustering to ``csv_path`` with its embeddings and configuration beside it: the
-    run's clusters.csv as it is (no K-Means or UMAP again) when it belongs to the current embeddings; else
-    the run is clustered as its configuration says (``stage_cluster``). All three files appear, or none."""
-    from phenossl.export import check_export_targets, export_paths, save_npy
+                 overwrite: bool = False, fmt: str = "csv") -> RunResult | None:
+    """Export the run's own clustering to ``csv_path`` in format ``fmt`` (:mod:`phenossl.export_formats`: csv
+    with its embeddings and configuration beside it, h5ad, or a profiles folder): the run's clusters.csv as it
+    is (no K-Means or UMAP again) when it belongs to the current embeddings; else the run is clustered as its
+    configuration says, and the run folder is left as it was. All files of the export appear, or none."""
+    from phenossl.export import check_targets_free
+    from phenossl.export_formats import format_targets, write_format
 
-    targets = export_paths(csv_path, embeddings=True, config=True)
-    check_export_targets(targets, overwrite)
+    check_targets_free(format_targets(fmt, csv_path), overwrite)
     embeddings = paths.load_embeddings()
     clusters = paths.clusters
     if not clusters.is_file() or clusters.stat().st_mtime < paths.embeddings.stat().st_mtime:
-        return stage_cluster(config, paths, store, embeddings, csv_path=csv_path, overwrite=overwrite)
+        if fmt == "csv":
+            return stage_cluster(config, paths, store, embeddings, csv_path=csv_path, overwrite=overwrite)
+        table, summary, result = _cluster_for_export(config, store, embeddings)
+        write_format(fmt, csv_path, table, np.asarray(embeddings), config.to_dict(), summary, overwrite=overwrite)
+        return RunResult(paths, result.metrics, store.n_cells, result.clustering.sizes.tolist())
     table = pd.read_csv(clusters)
     if len(table) != store.n_cells:
         raise InputError(f"{clusters} has {len(table)} rows but the run has {store.n_cells} cells: recluster it "
                          f"with 'phenossl cluster {paths.root} --overwrite', then export again.")
-    with atomic_paths(targets.written(), overwrite=overwrite) as (csv_tmp, embeddings_tmp, config_tmp):
-        table.to_csv(csv_tmp, index=False, lineterminator="\n")
-        save_npy(embeddings_tmp, np.asarray(embeddings))
-        config_tmp.write_text(config.to_yaml(), encoding="utf-8")
+    metrics = json.loads(paths.metrics.read_text()) if paths.metrics.is_file() else {}
+    if fmt == "csv":  # the run's own files as they are (the configuration's YAML text included)
+        write_format(fmt, csv_path, table, np.asarray(embeddings), config.to_yaml(), metrics, overwrite=overwrite)
+    else:
+        write_format(fmt, csv_path, table, np.asarray(embeddings), config.to_dict(), metrics, overwrite=overwrite)
     return None
+
+
+def _cluster_for_export(config: RunConfig, store: TileStore, embeddings: np.ndarray) -> tuple[pd.DataFrame,
+                                                                                             dict, Any]:
+    """The per-cell table, metrics and clustering of the run as its configuration says, computed without
+    writing anything into the run folder."""
+    from phenossl.cluster.stage import cluster_in_space, metrics_summary, umap_params
+    from phenossl.export import cluster_table
+
+    space = clustering_space(config, store, embeddings)
+    result = cluster_in_space(config, store, space, config.cluster.k, config.cluster.n_nearest,
+                              layout=space.umap(**umap_params(config)))
+    table = cluster_table(store.cells, result.clustering, result.umap)
+    return table, metrics_summary(result, store.n_cells), result
 
 
 def run_pipeline(config: RunConfig, *, resume: bool = False, on_event: EventHandler | None = None,

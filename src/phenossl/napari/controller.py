@@ -457,15 +457,17 @@ class SessionController(QObject):
             progress={"desc": f"Saving {record.name}'s report"}, on_returned=on_saved,
         )
 
-    def start_export(self, csv_path: str | Path, *, overwrite: bool = False):
-        """Export the shown run (worker). The worker returns the OutputExistsError instead of raising it,
-        so the widget can ask before overwriting."""
+    def start_export(self, csv_path: str | Path, *, overwrite: bool = False, fmt: str = "csv",
+                     on_returned=None):
+        """Export the shown run in format ``fmt`` (csv, h5ad, profiles) (worker). The worker returns the
+        OutputExistsError instead of raising it, so the widget can ask before overwriting. ``on_returned`` is
+        connected before the worker starts (a quick worker can return before a later ``connect``)."""
         record = self.active
         if record is None or record.clustering is None:
             raise InputError("no clusters to export: train a run and cluster it first")
         return self._launch(
-            "export", tasks.export_run, record, Path(csv_path), overwrite=overwrite,
-            progress={"desc": "Exporting clusters"},
+            "export", tasks.export_run, record, Path(csv_path), overwrite=overwrite, fmt=fmt,
+            progress={"desc": "Exporting clusters"}, on_returned=on_returned,
         )
 
 

@@ -478,29 +478,32 @@ class FilesExist:
     message: str
 
 
-def export_run(record: RunRecord, csv_path: Path, *, overwrite: bool) -> Any:
-    """Export the run's clustering as CSV with its embeddings and configuration beside it.
+def export_run(record: RunRecord, csv_path: Path, *, overwrite: bool, fmt: str = "csv") -> Any:
+    """Export the run's clustering: as CSV with its embeddings and configuration beside it, or in another
+    format of :mod:`phenossl.export_formats` (``h5ad``; ``profiles``, where ``csv_path`` is the folder).
 
-    Returns the ExportPaths, or ``FilesExist`` when files would be replaced and ``overwrite`` is False
-    (returned, not raised: the widget asks the user, then calls again with ``overwrite=True``). The
-    question names the files, in the dialog's words: the core's message is for the command line."""
-    from phenossl.export import export_clusters, export_paths
+    Returns what was written (``written()`` lists the files), or ``FilesExist`` when files would be replaced
+    and ``overwrite`` is False (returned, not raised: the widget asks the user, then calls again with
+    ``overwrite=True``). The question names the files, in the dialog's words: the core's message is for the
+    command line."""
+    from phenossl.export import cluster_table, export_clusters
+    from phenossl.export_formats import format_targets, write_format
 
     with reported_as("Export"):
         if record.clustering is None:
             raise PhenosslError(f"run {record.name} has no clusters yet: cluster it before exporting")
         try:
-            return export_clusters(
-                csv_path,
-                record.tile_store().cells,
-                record.clustering,
-                umap_xy=record.umap,
-                embeddings=np.asarray(record.paths.load_embeddings()),
-                config=record.config.to_dict(),
-                overwrite=overwrite,
-            )
+            embeddings = np.asarray(record.paths.load_embeddings())
+            if fmt == "csv":
+                return export_clusters(csv_path, record.tile_store().cells, record.clustering,
+                                       umap_xy=record.umap, embeddings=embeddings,
+                                       config=record.config.to_dict(), overwrite=overwrite)
+            table = cluster_table(record.tile_store().cells, record.clustering, record.umap)
+            metrics = {"k": record.clustering.k, "n_cells": record.clustering.n_cells, **record.metrics}
+            return write_format(fmt, csv_path, table, embeddings, record.config.to_dict(), metrics,
+                                overwrite=overwrite)
         except OutputExistsError as exc:
-            targets = export_paths(csv_path, embeddings=True, config=True).written()
+            targets = format_targets(fmt, csv_path)
             if any(path.is_dir() for path in targets):  # a folder is never replaced: no question to ask
                 raise PhenosslError(f"{exc} Nothing was written.") from None
             existing = [path for path in targets if path.exists()]
@@ -510,7 +513,7 @@ def export_run(record: RunRecord, csv_path: Path, *, overwrite: bool) -> Any:
                 ) from None
             return FilesExist(
                 f"Exporting run {record.name} to {Path(csv_path).name} would replace "
-                f"{len(existing)} existing file(s) in {Path(csv_path).parent}: "
+                f"{len(existing)} existing file(s) in {existing[0].parent}: "
                 f"{', '.join(path.name for path in existing)}. Nothing has been written yet."
             )
 

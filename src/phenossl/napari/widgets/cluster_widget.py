@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -291,9 +292,9 @@ class ClusterWidget(StepWidget):
         layout.addWidget(gallery_box, stretch=1)
 
         self.export_button = button(
-            "Export CSV…",
-            "Every cell with its cluster, plus the embeddings and the run's "
-            "configuration in files beside the CSV",
+            "Export…",
+            "Every cell with its cluster: a CSV (the embeddings and the run's configuration in files beside it), "
+            "an AnnData file for scanpy (.h5ad), or per-cell and per-well profiles for pycytominer",
             self._choose_export,
         )
         self.save_button = button(
@@ -403,29 +404,37 @@ class ClusterWidget(StepWidget):
     # export: file dialog, then ask before replacing anything (export_clusters checks every file)
 
     def _choose_export(self, *_):
+        from phenossl.export_formats import DIALOG_FILTERS, dialog_choice
+
         record = self.controller.active
         folder = Path(self.controller.session.folder)  # beside the session's tiles and runs
         start = str(folder / f"{record.name}_clusters.csv") if record is not None else str(folder)
-        path, _filter = QFileDialog.getSaveFileName(
+        path, name_filter = QFileDialog.getSaveFileName(
             self,
-            "Export clusters as CSV",
+            "Export clusters",
             start,
-            "CSV files (*.csv)",
+            ";;".join(DIALOG_FILTERS.values()),
             # we ask ourselves, for the CSV and for the files beside it
             options=QFileDialog.Option.DontConfirmOverwrite,
         )
         if path:
-            if not path.lower().endswith(".csv"):
-                path += ".csv"
-            self.export_to(path)
+            target, fmt = dialog_choice(path, name_filter)
+            self.export_to(target, fmt=fmt)
 
     @reports_errors("Export")
-    def export_to(self, path: str | Path, *, overwrite: bool = False):
-        """Export the shown run to ``path`` (asks before replacing existing files)."""
-        worker = self.controller.start_export(path, overwrite=overwrite)
-        self._export_path = Path(path)
-        worker.returned.connect(self._exported)  # a bound method: dropped if the widget is closed meanwhile
-        return worker
+    def export_to(self, path: str | Path, *, overwrite: bool = False, fmt: str = "csv"):
+        """Export the shown run to ``path`` in format ``fmt`` (csv, h5ad, profiles: a folder); asks before
+        replacing existing files."""
+        self._export_path, self._export_format = Path(path), fmt
+        exported = weakref.WeakMethod(self._exported)  # dropped if the widget is closed meanwhile
+
+        def returned(result) -> None:
+            method = exported()
+            if method is not None:
+                method(result)
+
+        # connected before the worker starts: the replace question's check can return before a later connect
+        return self.controller.start_export(path, overwrite=overwrite, fmt=fmt, on_returned=returned)
 
     @reports_errors("Export")
     def _exported(self, result) -> None:
@@ -435,11 +444,12 @@ class ClusterWidget(StepWidget):
 
         if isinstance(result, FilesExist):
             if ask_yes_no(self, "Replace files?", f"{result.message}\n\nReplace them?"):
-                self.export_to(path, overwrite=True)
+                self.export_to(path, overwrite=True, fmt=self._export_format)
             else:
                 self.status.setText("Export cancelled: nothing was written.")
             return
-        extras = [p.name for p in result.written()[1:]]
-        message = f"Exported {result.csv.name} to {result.csv.parent}"
+        first, *rest = result.written()
+        extras = [p.name for p in rest]
+        message = f"Exported {first.name} to {first.parent}"
         self.status.setText(message + (f" (beside it: {', '.join(extras)})" if extras else ""))
         show_info(message)
