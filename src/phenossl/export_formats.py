@@ -32,12 +32,6 @@ FORMATS: dict[str, str] = {
 }
 PROFILE_FILES = ("cells.csv", "wells.csv")
 FEATURE_PREFIX = "phenossl_"
-#: the cell table's own columns that are not treatments (positions, ids, files), and the result columns
-NOT_TREATMENTS = frozenset({
-    "cell_id", "label", "field", "field_index", "key", "plate", "well", "site", "image", "centroid_y", "centroid_x",
-    "area", "padded", "crop_index", "source_file", "cluster", "distance_to_centroid", "centroid_rank", "umap_x",
-    "umap_y",
-})
 
 
 @dataclass(frozen=True)
@@ -175,7 +169,7 @@ def treatment_columns(table: pd.DataFrame) -> list[str]:
     """The table's treatment columns (compound, dose...): metadata columns that are not positions or ids."""
     from phenossl.io.metadata import treatment_column_names
 
-    return [c for c in treatment_column_names([str(c) for c in table.columns]) if c not in NOT_TREATMENTS]
+    return treatment_column_names([str(c) for c in table.columns])
 
 
 def metadata_name(column: str) -> str:

@@ -80,10 +80,19 @@ def normalize_column_names(columns: Sequence[str]) -> list[str]:
 # Loading
 
 
+#: columns a cell table or an export holds about the cell itself (ids, where it lies, where it came from) and
+#: about its clustering: never a treatment
+CELL_COLUMNS = frozenset({
+    "cell_id", "label", "field_index", "image", "centroid_y", "centroid_x", "area", "padded", "crop_index",
+    "source_file", "cluster", "distance_to_centroid", "centroid_rank", "umap_x", "umap_y",
+})
+
+
 def treatment_column_names(columns: Sequence[str]) -> list[str]:
-    """The columns of a joined metadata table that describe a treatment (compound, dose, density...): what
-    clusters are scored against. File names and field coordinates are not treatments."""
-    skip = {"key", "field", "plate", "well", "site"}
+    """The columns of a joined metadata table or a cell table that describe a treatment (compound, dose,
+    density...): what clusters are scored against. File names, plate coordinates and the cell's own columns
+    (CELL_COLUMNS) are not treatments."""
+    skip = {"key", "field", "plate", "well", "site"} | CELL_COLUMNS
     return [c for c in dict.fromkeys(columns) if c not in skip and not c.startswith("file")]
 
 

@@ -23,8 +23,6 @@ TREATMENT = "treatment"
 CATEGORICAL = "categorical"
 CONTINUOUS = "continuous"
 
-#: columns that describe the cell itself or where it came from, never a treatment
-CELL_COLUMNS = ("cell_id", "label", "centroid_y", "centroid_x", "area", "padded", "crop_index", "source_file")
 #: a numeric treatment with at most this many values is a set of levels (doses), not a continuum
 MAX_LEVELS = 20
 RADIUS_DIAMETERS = 3.0  # neighbours are counted within this many nucleus diameters
@@ -215,9 +213,9 @@ def position_variables(cells: pd.DataFrame) -> list[Variable]:
 
 def treatment_names(cells: pd.DataFrame, label_columns: Sequence[str] | None = None) -> list[str]:
     """The treatment columns: the run's ``label_columns`` when it names them, then every other column of the
-    metadata (``treatment_column_names``, the napari plugin's rule too), less the cell's own columns."""
+    metadata (``treatment_column_names``, the napari plugin's and the exports' rule too)."""
     from phenossl.cluster.metrics import label_columns_to_score
-    from phenossl.io.metadata import treatment_column_names
+    from phenossl.io.metadata import CELL_COLUMNS, treatment_column_names
 
     named = label_columns_to_score(cells, label_columns) if label_columns else []
     position = {"field", "plate", "well", "site"}  # nuisance rows already, even when the run scores them
