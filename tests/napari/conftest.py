@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from plugin_helpers import add_layers, small_plate_layers
+from plugin_helpers import add_layers, embedded_run, segment_and_tile, small_plate_layers
 
 
 @pytest.fixture
@@ -60,3 +60,15 @@ def phenossl_plugin(npe2pm):
     """The installed phenossl manifest, registered in napari's test plugin manager (it discovers none)."""
     with npe2pm.tmp_plugin(package="phenossl") as plugin:
         yield plugin
+
+
+@pytest.fixture
+def clustered(workflow, qtbot):
+    """The workflow's 2-field plate segmented, tiled and shown as a clustered run (made-up embeddings)."""
+    viewer, widget = workflow
+    controller = widget.controller
+    segment_and_tile(qtbot, widget)
+    record = embedded_run(controller, k=3)
+    controller.activate_run(record.name)
+    qtbot.waitUntil(lambda: not controller.busy and record.clustering is not None, timeout=60_000)
+    return viewer, widget, controller, record

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from plugin_helpers import click, embedded_run, segment_and_tile, wait_task
+from plugin_helpers import click, wait_task
 
 from phenossl.export_formats import DIALOG_FILTERS, dialog_choice
 
@@ -23,17 +23,12 @@ def test_the_chosen_file_type_picks_the_format_and_the_suffix():
     assert dialog_choice("/d/x.h5ad", "")[1] == "h5ad"  # no filter reported: the suffix decides
 
 
-def test_export_as_anndata_and_profiles_from_the_dialog_asking_before_replacing(workflow, qtbot, monkeypatch,
+def test_export_as_anndata_and_profiles_from_the_dialog_asking_before_replacing(clustered, qtbot, monkeypatch,
                                                                                tmp_path):
     anndata = pytest.importorskip("anndata", reason="anndata is a dependency of phenossl: install phenossl again")
     from qtpy.QtWidgets import QFileDialog, QMessageBox
 
-    _, widget = workflow
-    controller = widget.controller
-    segment_and_tile(qtbot, widget)
-    record = embedded_run(controller, k=3)
-    controller.activate_run(record.name)
-    qtbot.waitUntil(lambda: not controller.busy and record.clustering is not None, timeout=60_000)
+    _, widget, controller, record = clustered
     clusters = widget.clusters
     offered = []
 

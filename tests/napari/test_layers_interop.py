@@ -9,21 +9,8 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-from plugin_helpers import embedded_run, segment_and_tile
 
 pytestmark = pytest.mark.gui
-
-
-@pytest.fixture
-def clustered(workflow, qtbot):
-    """The workflow's 2-field plate segmented, tiled and shown as a clustered run (made-up embeddings)."""
-    viewer, widget = workflow
-    controller = widget.controller
-    segment_and_tile(qtbot, widget)
-    record = embedded_run(controller, k=3)
-    controller.activate_run(record.name)
-    qtbot.waitUntil(lambda: not controller.busy and record.clustering is not None, timeout=60_000)
-    return viewer, widget, controller, record
 
 
 def _status_fields(layer, world_point) -> dict[str, str]:
