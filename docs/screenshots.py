@@ -2,6 +2,7 @@
 
     xvfb-run -a .venv/bin/python docs/screenshots.py          # writes docs/images/*.png
     xvfb-run -a .venv/bin/python docs/screenshots.py --only-report   # 15-runs-report.png alone (a few minutes)
+    xvfb-run -a .venv/bin/python docs/screenshots.py --only-compare  # 16-runs-compare-transforms.png alone
 
 Every picture is the whole napari window (``viewer.screenshot(canvas_only=False)``) or, for dialogs,
 the dialog itself (``QWidget.grab``). Training is kept short (CPU), so loss curves and clusters are
@@ -29,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=3, help="training epochs of the first run")
     parser.add_argument("--only-report", action="store_true",
                         help="only the Runs step's report (15-runs-report.png), after one quick run")
+    parser.add_argument("--only-compare", action="store_true",
+                        help="only the Runs step's comparison (16-runs-compare-transforms.png), after two quick "
+                             "runs: morphology, then context")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -86,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.only_report:
         return only_report(viewer, widget, args.epochs, shot, wait_until)
+    if args.only_compare:
+        return only_compare(viewer, widget, args.epochs, shot, wait_until)
 
     # 1. segment
     widget.segment._segment()
@@ -154,13 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     widget.train.epochs.setValue(1)
     widget.train._train()
     wait_until(lambda: not controller.busy)
-    widget.runs.run_a.setCurrentText("run-001")
-    widget.runs.run_b.setCurrentText("run-002")
-    widget.runs._compare()
+    widget.runs.compare.pick("run-001", "run-002")
+    widget.runs.compare._compare()
     wait_until(lambda: not controller.busy)
     widget.tabs.setCurrentIndex(4)
     shot("09-runs-compare")
-    widget.runs._select_changed()
+    scroll_to(widget.runs.compare)
+    shot("16-runs-compare-transforms")
+    widget.runs.compare._select_changed()
     viewer.layers.selection.active = controller.points_layer
     widget.tabs.setCurrentIndex(3)
     shot("10-changed-cells")
@@ -222,24 +229,30 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def runs_report(widget, shot, wait_until) -> None:
-    """Step 5's "What do the clusters follow?" for the shown run, scrolled into view."""
-    from qtpy.QtWidgets import QScrollArea
+def scroll_to(panel) -> None:
+    """Scroll the step's page so that ``panel`` starts at its top (laid out first: new pictures change its size)."""
+    from qtpy.QtWidgets import QApplication, QScrollArea
 
-    widget.tabs.setCurrentIndex(4)
-    panel = widget.runs.report
-    panel._report()
-    wait_until(lambda: not widget.controller.busy)
+    QApplication.processEvents()
     area = panel.parentWidget()
     while area is not None and not isinstance(area, QScrollArea):
         area = area.parentWidget()
     if area is not None:
         area.verticalScrollBar().setValue(panel.pos().y())
+
+
+def runs_report(widget, shot, wait_until) -> None:
+    """Step 5's "What do the clusters follow?" for the shown run, scrolled into view."""
+    widget.tabs.setCurrentIndex(4)
+    panel = widget.runs.report
+    panel._report()
+    wait_until(lambda: not widget.controller.busy)
+    scroll_to(panel)
     shot("15-runs-report")
 
 
-def only_report(viewer, widget, epochs: int, shot, wait_until) -> int:
-    """The report's picture alone (``--only-report``): tiles and one short run, as the full script makes them."""
+def first_run(viewer, widget, epochs: int, wait_until) -> None:
+    """Tiles and one short run (composition A: morphology), as the full script makes them."""
     controller = widget.controller
     widget.segment._segment()
     wait_until(lambda: not controller.busy)
@@ -254,7 +267,32 @@ def only_report(viewer, widget, epochs: int, shot, wait_until) -> int:
     widget.train._train()
     wait_until(lambda: not controller.busy)
     viewer.reset_view()
+
+
+def only_report(viewer, widget, epochs: int, shot, wait_until) -> int:
+    """The report's picture alone (``--only-report``): tiles and one short run."""
+    first_run(viewer, widget, epochs, wait_until)
     runs_report(widget, shot, wait_until)
+    viewer.close()
+    return 0
+
+
+def only_compare(viewer, widget, epochs: int, shot, wait_until) -> int:
+    """The comparison's picture alone (``--only-compare``): a short morphology run, then a context run from its
+    encoder (one epoch, as the full script), compared in step 5 and scrolled into view."""
+    controller = widget.controller
+    first_run(viewer, widget, epochs, wait_until)
+    widget.augment.panel_a.preset.setCurrentText("context")
+    widget.train.init_from.setCurrentIndex(widget.train.init_from.findData("run-001"))
+    widget.train.epochs.setValue(1)
+    widget.train._train()
+    wait_until(lambda: not controller.busy)
+    widget.tabs.setCurrentIndex(4)
+    widget.runs.compare.pick("run-001", "run-002")
+    widget.runs.compare._compare()
+    wait_until(lambda: not controller.busy)
+    scroll_to(widget.runs.compare)
+    shot("16-runs-compare-transforms")
     viewer.close()
     return 0
 

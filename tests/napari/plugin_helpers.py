@@ -80,9 +80,9 @@ def changed_under_best_matching(labels_a: np.ndarray, labels_b: np.ndarray) -> n
     return np.flatnonzero(best != labels_a)
 
 
-def embedded_run(controller, *, seed: int = 0, k: int = 3):
-    """A run of the viewer's session with made-up embeddings and UMAP layout, as if trained and embedded:
-    for tests of what comes after training, without the training."""
+def embedded_run(controller, *, seed: int = 0, k: int = 3, embeddings: np.ndarray | None = None):
+    """A run of the viewer's session with made-up embeddings (random, or ``embeddings``) and UMAP layout, as if
+    trained and embedded: for tests of what comes after training, without the training."""
     from phenossl.napari.session import run_config
 
     config = run_config(
@@ -97,10 +97,23 @@ def embedded_run(controller, *, seed: int = 0, k: int = 3):
     record.status = "trained"
     rng = np.random.default_rng(seed)
     n_cells = controller.session.store.n_cells
-    np.save(record.paths.embeddings, rng.normal(size=(n_cells, 8)).astype(np.float32))
+    if embeddings is None:
+        embeddings = rng.normal(size=(n_cells, 8))
+    np.save(record.paths.embeddings, np.asarray(embeddings, dtype=np.float32))
     np.save(record.paths.umap, rng.normal(size=(n_cells, 2)))  # a layout already made: no UMAP compile
     controller.runs_changed.emit()
     return record
+
+
+def embeddings_following(values, *, seed: int = 0, dims: int = 8, signal: int = 6) -> np.ndarray:
+    """Made-up embeddings whose first ``signal`` dimensions are ``values`` (standardised, a little noise added)
+    and the rest noise: a run whose clusters follow that variable."""
+    values = np.asarray(values, dtype=np.float64)
+    values = (values - values.mean()) / (values.std() or 1.0)
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(size=(values.size, dims))
+    noise[:, :signal] = values[:, None] + 0.2 * noise[:, :signal]
+    return noise.astype(np.float32)
 
 
 def drag_lasso(canvas, axes, corners) -> None:

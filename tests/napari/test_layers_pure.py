@@ -140,15 +140,6 @@ def test_label_colours_of_a_large_plate_match_the_cell_by_cell_rule():
     assert (cells.point_colors(clustered, np.zeros((0, 4))) == np.float32(cells.UNTILED_COLOR)).all()
 
 
-def test_runs_are_compared_on_the_cells_they_share():
-    cells_a = pd.DataFrame({"label": [1, 2, 3, 4]})
-    cells_b = pd.DataFrame({"label": [2, 3, 4, 5]})
-    a, b, rows = cells.align_by_label(cells_a, np.array([0, 0, 1, 1]), cells_b, np.array([5, 5, 6, 7]))
-    assert a.tolist() == [0, 1, 1] and b.tolist() == [5, 5, 6] and rows.tolist() == [1, 2, 3]
-    with pytest.raises(InputError, match="share no cell"):
-        cells.align_by_label(cells_a, np.zeros(4), pd.DataFrame({"label": [9]}), np.zeros(1))
-
-
 def test_field_inputs_cut_each_field_to_its_own_size():
     images = [np.arange(2 * 6 * 6).reshape(2, 6, 6), np.ones((2, 6, 6))]
     labels = np.zeros((2, 6, 6), dtype=np.int32)

@@ -13,7 +13,7 @@ from plugin_helpers import changed_under_best_matching, small_plate_layers
 
 from phenossl.config import SegmentConfig, TileConfig
 from phenossl.errors import NoNucleiError, PhenosslError
-from phenossl.napari import tasks
+from phenossl.napari import run_tasks, tasks
 from phenossl.napari.plate import PlateInfo
 from phenossl.napari.session import Session, default_session_folder, run_config
 
@@ -256,10 +256,10 @@ def test_runs_are_compared_from_their_folders_when_not_shown(session_with_tiles)
 
     session, info = session_with_tiles
     a, b = _embedded_run(session, info, k=4, seed=1), _embedded_run(session, info, k=2, seed=2)
-    shown = tasks.compare_runs(a, b)
+    shown = run_tasks.compare_runs(a, b)
     labels_a, labels_b = a.clustering.labels, b.clustering.labels
-    assert shown.ami == pytest.approx(adjusted_mutual_info_score(labels_a, labels_b))
-    assert shown.n_cells == session.store.n_cells
+    assert shown.difference.comparison.ami == pytest.approx(adjusted_mutual_info_score(labels_a, labels_b))
+    assert shown.difference.comparison.n_cells == session.store.n_cells
     changed = changed_under_best_matching(labels_a, labels_b)
     assert changed.size > 0 and np.array_equal(shown.changed_cells, changed)  # k 4 vs 2: cells moved
 
@@ -267,19 +267,20 @@ def test_runs_are_compared_from_their_folders_when_not_shown(session_with_tiles)
     ra, rb = reopened.runs[a.name], reopened.runs[b.name]
     assert ra.clustering is None and rb.clustering is None
     assert np.array_equal(tasks.saved_cluster_labels(ra), labels_a)  # read from clusters.csv
-    again = tasks.compare_runs(ra, rb)
-    assert again.ami == pytest.approx(shown.ami) and np.array_equal(again.changed_cells, shown.changed_cells)
+    again = run_tasks.compare_runs(ra, rb)
+    assert again.difference.reading == shown.difference.reading
+    assert np.array_equal(again.changed_cells, shown.changed_cells)
 
     rb.paths.clusters.unlink()  # no clusters.csv: K-Means again with the run's saved k and seed
     assert tasks.saved_cluster_labels(rb) is None
-    assert np.array_equal(tasks.cluster_labels(rb), labels_b)
+    assert np.array_equal(run_tasks.cluster_labels(rb), labels_b)
     newer = rb.paths.embeddings.stat().st_mtime + 10
     os.utime(ra.paths.embeddings, (newer, newer))  # embeddings newer than clusters.csv: the csv is stale
-    assert tasks.saved_cluster_labels(ra) is None and np.array_equal(tasks.cluster_labels(ra), labels_a)
+    assert tasks.saved_cluster_labels(ra) is None and np.array_equal(run_tasks.cluster_labels(ra), labels_a)
 
     untrained = session.new_run(_config(info))
     with pytest.raises(PhenosslError, match=f"run {untrained.name} has no embeddings yet"):
-        tasks.compare_runs(a, untrained)
+        run_tasks.compare_runs(a, untrained)
 
 
 def test_default_session_folder_is_dated_under_home(tmp_path):

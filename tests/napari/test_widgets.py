@@ -352,7 +352,7 @@ def test_viewer_stays_responsive_while_training(workflow, qtbot):
 def test_runs_are_kept_switched_compared_and_reopened(workflow, qtbot, make_napari_viewer):
     from sklearn.metrics import adjusted_mutual_info_score
 
-    from phenossl.napari.widgets.runs_widget import RunsWidget
+    from phenossl.napari.widgets.runs_widget import runs_dock
 
     _, widget = workflow
     controller = widget.controller
@@ -382,17 +382,19 @@ def test_runs_are_kept_switched_compared_and_reopened(workflow, qtbot, make_napa
 
     runs = widget.runs
     assert runs.table.rowCount() == 2 and "(shown)" in runs.table.item(1, 2).text()
-    runs.run_a.setCurrentText("run-001")
-    runs.run_b.setCurrentText("run-002")
-    with qtbot.waitSignal(controller.comparison_ready, timeout=60_000):
-        click(qtbot, runs.compare_button)
-    comparison = runs.comparison
+    panel = runs.compare
+    panel.pick("run-001", "run-002")
+    with qtbot.waitSignal(controller.comparison_ready, timeout=120_000):
+        click(qtbot, panel.compare_button)
+    comparison = panel.comparison.difference.comparison
     expected_ami = adjusted_mutual_info_score(first.clustering.labels, second.clustering.labels)
     assert comparison.ami == pytest.approx(expected_ami) and comparison.n_cells == first.tile_store().n_cells
-    assert f"AMI {expected_ami:.2f}" in runs.compare_label.text()
+    assert f"AMI {expected_ami:.2f}" in panel.reading.text()
     changed = changed_under_best_matching(first.clustering.labels, second.clustering.labels)
-    assert changed.size > 0 and np.array_equal(comparison.changed_cells, changed)
-    assert f"{changed.size} of {comparison.n_cells} cells" in runs.compare_label.text()
+    assert changed.size > 0 and np.array_equal(panel.comparison.changed_cells, changed)
+    assert f"{changed.size} of {comparison.n_cells} cells" in panel.reading.text()
+    made_differently = panel.comparison.difference.differences  # run-002's other composition, its start...
+    assert made_differently and all(f"• {line}" in panel.made.text() for line in made_differently)
 
     runs.table.selectRow(0)
     with qtbot.waitSignal(controller.clustering_changed, timeout=30_000):
@@ -404,13 +406,14 @@ def test_runs_are_kept_switched_compared_and_reopened(workflow, qtbot, make_napa
     row = features.index[features["cell_id"] >= 0][0]
     expected = colors[first.clustering.labels[features.loc[row, "cell_id"]]]
     assert np.allclose(controller.labels_layer.colormap.map(features.loc[row, "label"]), expected)
-    click(qtbot, runs.changed_button)
+    click(qtbot, panel.changed_button)
     assert np.array_equal(controller.selected, changed)
 
     # a new viewer reopens the session folder: runs, nuclei (from the stored labels), clusters
     other = make_napari_viewer(show=True)
-    reopened = RunsWidget(other)
-    other.window.add_dock_widget(reopened, area="right")
+    dock = runs_dock(other)  # the "5. Runs" dock: scrollable, its pictures never squeeze the canvas
+    other.window.add_dock_widget(dock, area="right")
+    reopened = dock.widget()
     with qtbot.waitSignal(reopened.controller.clustering_changed, timeout=60_000):
         reopened.open_session(str(controller.session.folder))
     assert list(reopened.controller.session.runs) == ["run-001", "run-002"]
@@ -419,12 +422,11 @@ def test_runs_are_kept_switched_compared_and_reopened(workflow, qtbot, make_napa
     assert isinstance(reopened.controller.labels_layer.features["cluster"].dtype, pd.CategoricalDtype)
     # only run-002 is shown; run-001's clusters come from its folder, no need to show it first
     assert reopened.controller.session.runs["run-001"].clustering is None
-    reopened.run_a.setCurrentText("run-001")
-    reopened.run_b.setCurrentText("run-002")
-    with qtbot.waitSignal(reopened.controller.comparison_ready, timeout=60_000):
-        click(qtbot, reopened.compare_button)
-    assert reopened.comparison.ami == pytest.approx(comparison.ami)
-    assert np.array_equal(reopened.comparison.changed_cells, changed)
+    reopened.compare.pick("run-001", "run-002")
+    with qtbot.waitSignal(reopened.controller.comparison_ready, timeout=120_000):
+        click(qtbot, reopened.compare.compare_button)
+    assert reopened.compare.comparison.difference.comparison.ami == pytest.approx(comparison.ami)
+    assert np.array_equal(reopened.compare.comparison.changed_cells, changed)
 
 
 def test_measured_and_untrained_baselines_sit_beside_trained_runs_in_the_evaluation(workflow, qtbot):

@@ -174,22 +174,6 @@ def field_inputs(
     return inputs
 
 
-def align_by_label(
-    cells_a: pd.DataFrame, labels_a: np.ndarray, cells_b: pd.DataFrame, labels_b: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Cluster labels of the cells two runs share (matched on the plate-unique ``label``), and the store
-    rows of those cells in run A: ``(labels_a, labels_b, cell_ids_a)``. Runs of one session share
-    their tile store, so this is usually every cell; after re-tiling it is the common ones."""
-    a = pd.DataFrame(
-        {"label": cells_a["label"].to_numpy(), "cluster_a": labels_a, "row_a": np.arange(len(cells_a))}
-    )
-    b = pd.DataFrame({"label": cells_b["label"].to_numpy(), "cluster_b": labels_b})
-    both = a.merge(b, on="label", how="inner")
-    if both.empty:
-        raise InputError("the two runs share no cell: they were made from different tiles")
-    return both["cluster_a"].to_numpy(), both["cluster_b"].to_numpy(), both["row_a"].to_numpy()
-
-
 def cell_count(n: int, what: str = "") -> str:
     """'1 cell selected', '27 cells selected': counts read as words in the widgets."""
     text = f"{n} cell" + ("" if n == 1 else "s")

@@ -29,7 +29,7 @@ from qtpy.QtCore import QObject, Signal
 from phenossl.config import SegmentConfig, TileConfig
 from phenossl.errors import InputError
 from phenossl.napari import cells as cellsmod
-from phenossl.napari import report_tasks, tasks
+from phenossl.napari import report_tasks, run_tasks, tasks
 from phenossl.napari.cells import SIZES_LISTED, cluster_sizes_text
 from phenossl.napari.compositions import CompositionDraft
 from phenossl.napari.field_names import install_field_names
@@ -96,7 +96,7 @@ class SessionController(QObject):
     preview_ready = Signal(object)  # tasks.Preview
     train_event = Signal(object)  # StepProgress / EpochDone
     training_finished = Signal(object)  # tasks.TrainOutcome
-    comparison_ready = Signal(object)  # tasks.RunComparison
+    comparison_ready = Signal(object)  # run_tasks.RunComparison
     evaluation_ready = Signal(object)  # pandas DataFrame: phenossl.evaluate's table
     report_ready = Signal(object)  # report_tasks.ClusterReport of the shown clustering
     task_state = Signal(str, bool)  # task name, running
@@ -404,13 +404,14 @@ class SessionController(QObject):
     # 5. runs and export
 
     def compare(self, name_a: str, name_b: str):
-        """Compare two runs in a worker (a run not shown yet has its clusters read from its folder);
-        the result comes as ``comparison_ready``."""
+        """Compare two runs in a worker, each with the clusters it shows now (a run not shown yet has its
+        clusters read from its folder): which clusters moved, what they follow now, the pictures; the result
+        comes as ``comparison_ready``."""
         runs = self.session.runs
         if name_a not in runs or name_b not in runs:
             raise InputError("pick two runs of this session to compare (train a second run first)")
         return self._launch(
-            "compare", tasks.compare_runs, runs[name_a], runs[name_b],
+            "compare", run_tasks.compare_runs, runs[name_a], runs[name_b],
             progress={"desc": f"Comparing {name_a} and {name_b}"}, on_returned=self.comparison_ready.emit,
         )
 
@@ -425,7 +426,7 @@ class SessionController(QObject):
             parse_selector(controls)  # a typo is reported now, not from the worker
         settings = EvaluationSettings(label=label, within=within or None, controls=controls or None)
         return self._launch(
-            "evaluate", tasks.evaluate_runs, list(self.session.runs.values()), settings,
+            "evaluate", run_tasks.evaluate_runs, list(self.session.runs.values()), settings,
             progress={"desc": f"Evaluating runs against {label}"}, on_returned=self.evaluation_ready.emit,
         )
 

@@ -13,10 +13,12 @@ from qtpy.QtCore import Qt
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import (
     QFileDialog,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QMessageBox,
     QPushButton,
+    QScrollArea,
     QSizePolicy,
     QWidget,
 )
@@ -147,3 +149,13 @@ def note_label(text: str = "", *, warning: bool = False) -> QLabel:
     if warning:
         label.setStyleSheet("color: #f0b400;")
     return label
+
+
+def scrollable(widget: QWidget) -> QScrollArea:
+    """``widget`` in a vertical scroll area: a tall step scrolls instead of squeezing napari's canvas."""
+    area = QScrollArea()
+    area.setWidget(widget)
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    return area

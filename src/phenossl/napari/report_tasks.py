@@ -31,6 +31,13 @@ class ClusterReport:
     png: bytes  # the compact chart
 
 
+def figure_png(figure: Any, dpi: int = 80) -> bytes:
+    """A matplotlib ``Figure`` as PNG bytes, drawn in the worker: the dock only shows the picture."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, dpi=dpi, format="png")
+    return buffer.getvalue()
+
+
 def exploring_source(k: int, seed: int) -> str:
     return f"napari's shown K-Means k={k}, seed {seed}, not kept as the run's clustering"
 
@@ -54,9 +61,7 @@ def report_clusters(record: RunRecord, labels: np.ndarray, space: Any = None) ->
         k = len(np.unique(labels))
         source = SAVED_SOURCE if saved else exploring_source(k, config.seed)
         report = describe_clusters(config, store, space.features, labels, source=source)
-        buffer = io.BytesIO()
-        report_figure(report.table, compact=True).savefig(buffer, dpi=80, format="png")
-        return ClusterReport(record.name, labels, saved, report, buffer.getvalue())
+        return ClusterReport(record.name, labels, saved, report, figure_png(report_figure(report.table, compact=True)))
 
 
 def save_report(record: RunRecord, result: ClusterReport, *, overwrite: bool) -> list[Path] | FilesExist:

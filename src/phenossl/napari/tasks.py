@@ -397,7 +397,7 @@ def measure_run(record: RunRecord, cancel: threading.Event) -> Generator[int, No
 
 
 # --------------------------------------------------------------------------------------------------
-# 4. Cluster, UMAP, export, compare
+# 4. Cluster, UMAP, export (comparing and evaluating runs: run_tasks)
 
 
 @dataclass(frozen=True)
@@ -518,58 +518,6 @@ def export_run(record: RunRecord, csv_path: Path, *, overwrite: bool, fmt: str =
             )
 
 
-@dataclass(frozen=True)
-class RunComparison:
-    name_a: str
-    name_b: str
-    ami: float
-    n_cells: int
-    changed_cells: np.ndarray  # store rows (of run A) whose cluster changed
-    matching: dict[int, int]
-
-    def text(self) -> str:
-        share = self.changed_cells.size / self.n_cells if self.n_cells else 0.0
-        return (
-            f"{self.name_a} vs {self.name_b}: AMI {self.ami:.2f} (1 = same grouping, 0 = unrelated); "
-            f"{self.changed_cells.size} of {self.n_cells} cells ({share:.0%}) changed cluster."
-        )
-
-
-def compare_runs(a: RunRecord, b: RunRecord) -> RunComparison:
-    """AMI between two runs' clusterings and the cells that changed cluster (clusters matched first).
-
-    A run need not be shown first: its clusters are read from its folder (``saved_cluster_labels``)."""
-    from phenossl.cluster import compare_clusterings
-    from phenossl.napari.cells import align_by_label
-
-    with reported_as("Comparing runs"):
-        labels_a, labels_b, rows_a = align_by_label(
-            a.tile_store().cells, cluster_labels(a), b.tile_store().cells, cluster_labels(b)
-        )
-        comparison = compare_clusterings(labels_a, labels_b)
-        changed = rows_a[comparison.changed]
-        return RunComparison(a.name, b.name, comparison.ami, comparison.n_cells, changed, comparison.matching)
-
-
-def cluster_labels(record: RunRecord) -> np.ndarray:
-    """The cluster of every store row of a run: the shown clustering, else the run's clusters.csv, else
-    K-Means again on its embeddings with its saved k and seed (seeded: the clusters it had)."""
-    from phenossl.cluster.stage import clustering_space
-
-    if record.clustering is not None:
-        return np.asarray(record.clustering.labels)
-    saved = saved_cluster_labels(record)
-    if saved is not None:
-        return saved
-    if not record.has_embeddings:
-        raise PhenosslError(
-            f"run {record.name} has no embeddings yet, so no clusters: embed it first (Runs > Embed cells)"
-        )
-    config = record.config
-    space = clustering_space(config, record.tile_store(), record.paths.load_embeddings())
-    return np.asarray(space.cluster(config.cluster.k, seed=config.seed, n_nearest=1).labels)
-
-
 def saved_cluster_labels(record: RunRecord) -> np.ndarray | None:
     """The ``cluster`` column of the run's clusters.csv, or None when there is none or it does not belong
     to the current embeddings and tiles (older than embeddings.npy, or other cells than the store's)."""
@@ -585,18 +533,3 @@ def saved_cluster_labels(record: RunRecord) -> np.ndarray | None:
     ):
         return None
     return table["cluster"].to_numpy(dtype=np.int64)
-
-
-def evaluate_runs(records: Sequence[RunRecord], settings: Any) -> pd.DataFrame:
-    """The ``phenossl evaluate`` table for the session's runs that have embeddings (trained, measured,
-    untrained side by side): does training beat measuring, on this plate's own labels?"""
-    from phenossl.evaluate import EvaluatedRun, evaluation_table
-    from phenossl.pipeline import describe_representation
-
-    with reported_as("Evaluating the runs"):
-        ready = [r for r in records if r.has_embeddings]
-        if not ready:
-            raise PhenosslError("no run has embeddings yet: train, measure or embed a run first")
-        runs = [EvaluatedRun(r.name, describe_representation(r.config), r.paths.load_embeddings(),
-                             r.tile_store().cells) for r in ready]
-        return evaluation_table(runs, settings)

@@ -24,6 +24,7 @@ from phenossl.report.compare import RunDifference, ami_text
 COMPARE_STEM = "compare"
 GALLERY_MOVES = 4  # moves shown in the gallery, largest first
 GALLERY_CELLS = 8  # cells shown per move
+GALLERY_CELLS_COMPACT = 5  # in napari's dock
 MOVES_LISTED = 10
 
 
@@ -129,63 +130,85 @@ def comparison_markdown(diff: RunDifference) -> str:
     return "\n".join(lines) + "\n"
 
 
-def comparison_figure(diff: RunDifference):
+def comparison_figure(diff: RunDifference, *, compact: bool = False):
     """Contingency heat map (share of each A cluster going to each B cluster, counts written in) beside the change
-    of every variable's clusters' AMI from A to B."""
+    of every variable's clusters' AMI from A to B. ``compact``: the two stacked, narrow, short labels and no
+    caption, for napari's dock (which shows the reading as text)."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     from phenossl.report.write import GROUP_COLORS
 
     table = diff.contingency
     shown = diff.variables[diff.variables["cluster_ami_change"].notna()].iloc[::-1]
-    height = max(3.2, 0.8 + 0.28 * max(len(shown), len(table)))
-    fig = Figure(figsize=(12, height + 0.8), layout="constrained")
-    left, right = fig.subplots(1, 2, width_ratios=[1, 1.3])
+    if compact:
+        heights = [1.0 + 0.25 * len(table), 0.7 + 0.2 * max(len(shown), 1)]
+        fig = Figure(figsize=(4.2, sum(heights)), layout="constrained")
+        top, bottom = fig.subfigures(2, 1, height_ratios=heights)  # each laid out alone: long names stay below
+        left, right = top.subplots(), bottom.subplots()
+        tick, label = 7, 7
+    else:
+        height = max(3.2, 0.8 + 0.28 * max(len(shown), len(table)))
+        fig = Figure(figsize=(12, height + 0.8), layout="constrained")
+        left, right = fig.subplots(1, 2, width_ratios=[1, 1.3])
+        tick, label = 8, 9
     share = table.to_numpy() / np.maximum(table.to_numpy().sum(axis=1, keepdims=True), 1)
     image = left.imshow(share, cmap="Blues", vmin=0, vmax=1, aspect="auto")
     for (i, j), count in np.ndenumerate(table.to_numpy()):
         left.text(j, i, str(count), ha="center", va="center", fontsize=7,
                   color="white" if share[i, j] > 0.6 else "black")
-    left.set_xticks(range(table.shape[1]), [str(b) for b in table.columns], fontsize=8)
-    left.set_yticks(range(table.shape[0]), [str(a) for a in table.index], fontsize=8)
-    left.set_xlabel(f"{diff.name_b}: cluster", fontsize=9)
-    left.set_ylabel(f"{diff.name_a}: cluster", fontsize=9)
-    left.set_title(f"where each cluster went (AMI {diff.comparison.ami:.2f})", fontsize=9)
-    fig.colorbar(image, ax=left, shrink=0.8, label="share of the A cluster")
+    left.set_xticks(range(table.shape[1]), [str(b) for b in table.columns], fontsize=tick)
+    left.set_yticks(range(table.shape[0]), [str(a) for a in table.index], fontsize=tick)
+    left.set_xlabel(f"{diff.name_b}: cluster", fontsize=label)
+    left.set_ylabel(f"{diff.name_a}: cluster", fontsize=label)
+    left.set_title(f"where each cluster went (AMI {diff.comparison.ami:.2f})", fontsize=label)
+    bar = left.figure.colorbar(image, ax=left, shrink=0.8, label="share of the A cluster")
     y = np.arange(len(shown))
     right.barh(y, shown["cluster_ami_change"], color=[GROUP_COLORS.get(g, "#1b9e77") for g in shown["group"]])
     right.axvline(0, color="black", linewidth=0.8)
     right.set_yticks(y, [f"{v} ({ami_text(a)}->{ami_text(b)})" for v, a, b in
-                         zip(shown["variable"], shown["cluster_ami_a"], shown["cluster_ami_b"])], fontsize=8)
-    right.set_xlabel(f"clusters' AMI, {diff.name_b} minus {diff.name_a} (right: B follows it more)", fontsize=9)
-    fig.suptitle(textwrap.fill(diff.reading, 170), fontsize=8)
+                         zip(shown["variable"], shown["cluster_ami_a"], shown["cluster_ami_b"])], fontsize=tick)
+    right.set_xlabel("clusters' AMI, B minus A (right: B follows it more)" if compact else
+                     f"clusters' AMI, {diff.name_b} minus {diff.name_a} (right: B follows it more)", fontsize=label,
+                     loc="right" if compact else "center")  # compact: under the long names too, never cut
+    if compact:
+        right.xaxis.set_major_locator(MaxNLocator(4))
+        right.tick_params(axis="x", labelsize=tick)
+        bar.ax.tick_params(labelsize=tick)
+        bar.set_label("share of the A cluster", fontsize=label)
+    else:
+        fig.suptitle(textwrap.fill(diff.reading, 170), fontsize=8)
     return fig
 
 
-def gallery_figure(diff: RunDifference, tiles, *, seed: int = 0):
-    """The changed cells, one row per move (largest first), up to GALLERY_CELLS seeded picks each."""
+def gallery_figure(diff: RunDifference, tiles, *, seed: int = 0, compact: bool = False):
+    """The changed cells, one row per move (largest first), up to GALLERY_CELLS seeded picks each (``compact``:
+    fewer, smaller, for napari's dock)."""
     from matplotlib.figure import Figure
 
     from phenossl.render import composite_rgb
 
+    per_move = GALLERY_CELLS_COMPACT if compact else GALLERY_CELLS
     moves = diff.moves.head(GALLERY_MOVES)
     rows = max(len(moves), 1)
-    fig = Figure(figsize=(1.3 * GALLERY_CELLS + 1.2, 1.4 * rows + 0.6), layout="constrained")
-    axes = np.atleast_2d(fig.subplots(rows, GALLERY_CELLS, squeeze=False))
+    size = (0.75 * per_move + 0.9, 0.8 * rows + 0.4) if compact else (1.3 * per_move + 1.2, 1.4 * rows + 0.6)
+    fig = Figure(figsize=size, layout="constrained")
+    axes = np.atleast_2d(fig.subplots(rows, per_move, squeeze=False))
     rng = np.random.default_rng(seed)
     changed = diff.comparison.changed
     for i, move in enumerate(moves.itertuples()):
         members = changed[(diff.clusters_a[changed] == move.cluster_a) & (diff.clusters_b[changed] == move.cluster_b)]
-        picks = np.sort(rng.choice(members, size=min(GALLERY_CELLS, members.size), replace=False))
+        picks = np.sort(rng.choice(members, size=min(per_move, members.size), replace=False))
         for j, position in enumerate(picks):
             axes[i, j].imshow(composite_rgb(np.asarray(tiles[int(diff.rows_a[position])])))
-        axes[i, 0].set_ylabel(f"A {move.cluster_a} -> B {move.cluster_b}\n{move.n_cells} cells", fontsize=8)
+        axes[i, 0].set_ylabel(f"A {move.cluster_a} -> B {move.cluster_b}\n{move.n_cells} cells",
+                              fontsize=7 if compact else 8)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
     title = (f"cells that changed cluster from {diff.name_a} to {diff.name_b}" if len(moves)
              else f"no cell changed cluster from {diff.name_a} to {diff.name_b}")
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title, fontsize=8 if compact else 9)
     return fig
 
 

@@ -1,6 +1,6 @@
 """Step 5: every run of the session (configuration, checkpoint, embeddings kept), switching between them,
-what the shown clusters follow (``report_panel``), and comparing two: how much their clusterings agree (AMI)
-and which cells changed cluster."""
+what the shown clusters follow (``report_panel``), and comparing two (``compare_panel``): which clusters moved,
+what they follow now, and which cells changed cluster."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHeaderView,
-    QLabel,
+    QScrollArea,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -18,7 +18,6 @@ from qtpy.QtWidgets import (
 )
 
 from phenossl.config import ClusterConfig
-from phenossl.napari.cells import cell_count
 from phenossl.napari.config_form import ConfigForm, Row, choice_box
 from phenossl.napari.qt_helpers import (
     button,
@@ -27,8 +26,10 @@ from phenossl.napari.qt_helpers import (
     open_session_folder,
     reports_errors,
     row,
+    scrollable,
     show_busy,
 )
+from phenossl.napari.widgets.compare_panel import ComparePanel
 from phenossl.napari.widgets.report_panel import ReportPanel
 from phenossl.napari.widgets.step import StepWidget
 
@@ -48,7 +49,6 @@ class RunsWidget(StepWidget):
 
     def __init__(self, napari_viewer, parent: QWidget | None = None):
         super().__init__(napari_viewer, parent)
-        self.comparison = None
         layout = self.layout()
 
         self.folder_label = note_label()
@@ -88,21 +88,8 @@ class RunsWidget(StepWidget):
         self.report = ReportPanel(self.controller)
         layout.addWidget(self.report)
 
-        compare_box = QGroupBox("Compare two runs")
-        compare_layout = QVBoxLayout(compare_box)
-        self.run_boxes = (choice_box(self._run_names), choice_box(self._run_names))
-        self.run_a, self.run_b = (box.native for box in self.run_boxes)
-        self.compare_button = button("Compare", on_click=self._compare)
-        compare_layout.addWidget(row(self.run_a, QLabel("vs"), self.run_b, self.compare_button))
-        self.compare_label = note_label(
-            "How much two runs' clusters agree, and which cells changed cluster. Each run is compared "
-            "with the clusters it has now (saved in its folder: it need not be shown)."
-        )
-        compare_layout.addWidget(self.compare_label)
-        self.changed_button = button("Select the cells that changed cluster", on_click=self._select_changed)
-        self.changed_button.setEnabled(False)
-        compare_layout.addWidget(row(self.changed_button))
-        layout.addWidget(compare_box)
+        self.compare = ComparePanel(self.controller)
+        layout.addWidget(self.compare)
         layout.addWidget(self._evaluation_box())
         self.status = note_label()
         layout.addWidget(self.status)
@@ -111,7 +98,7 @@ class RunsWidget(StepWidget):
         self.follow(
             runs_changed=self.refresh, session_changed=(self.refresh, self._refresh_label_columns),
             active_run_changed=self.refresh, clustering_changed=self.refresh,
-            comparison_ready=self._show_comparison, evaluation_ready=self._show_evaluation,
+            evaluation_ready=self._show_evaluation,
             store_changed=self._refresh_label_columns, task_state=self._task_state,
         )
         self.refresh()
@@ -212,14 +199,6 @@ class RunsWidget(StepWidget):
             self.table.selectRow(list(session.runs).index(selected))
         elif runs:
             self.table.selectRow(len(runs) - 1)
-        for box, fallback in zip(self.run_boxes, (-2, -1), strict=True):
-            current = box.value
-            box.reset_choices()
-            if current not in session.runs and len(runs) >= 2:
-                box.value = list(session.runs)[fallback]
-
-    def _run_names(self, *_) -> list[tuple[str, str]]:
-        return [(name, name) for name in self.controller.session.runs]
 
     def _fit_rows(self, *_) -> None:
         self.table.resizeRowsToContents()
@@ -246,39 +225,21 @@ class RunsWidget(StepWidget):
         if name is not None:
             self.controller.embed(self.controller.session.runs[name])
 
-    @reports_errors("Comparing runs")
-    def _compare(self, *_):
-        """Compare the two chosen runs (in a worker: a run's clusters may be read from disk first)."""
-        return self.controller.compare(*(box.value for box in self.run_boxes))
-
-    def _show_comparison(self, comparison) -> None:
-        self.comparison = comparison
-        self.compare_label.setText(comparison.text())
-        self.changed_button.setEnabled(comparison.changed_cells.size > 0)
-
     def _task_state(self, task: str, running: bool) -> None:
         if task == "evaluate":
             show_busy(self.evaluate_button, running, "Evaluate the runs", "Evaluating…")
-        if task == "compare":
-            show_busy(self.compare_button, running, "Compare", "Comparing…")
-
-    @reports_errors("Selecting the cells that changed cluster")
-    def _select_changed(self, *_):
-        if self.comparison is None:
-            return
-        if self.controller.active is None or self.controller.active.name != self.comparison.name_a:
-            self.controller.activate_run(self.comparison.name_a)
-        self.controller.select_cells(self.comparison.changed_cells)
-        self.status.setText(
-            f"{cell_count(self.comparison.changed_cells.size, 'selected')}: they changed cluster between "
-            f"{self.comparison.name_a} and {self.comparison.name_b} (shown: {self.comparison.name_a})"
-        )
 
     def _choose_session(self, *_):
         choose_session_folder(self, self.controller)
 
     def open_session(self, folder: str) -> None:
         open_session_folder(self.controller, folder)
+
+
+def runs_dock(napari_viewer) -> QScrollArea:
+    """Step 5 docked on its own ("5. Runs"): scrollable as in the workflow's tab, so its report and comparison
+    pictures never squeeze the canvas."""
+    return scrollable(RunsWidget(napari_viewer))
 
 
 def runs_table() -> QTableWidget:

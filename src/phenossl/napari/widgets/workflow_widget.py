@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QFrame, QScrollArea, QSplitter, QTabWidget, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QSplitter, QTabWidget, QVBoxLayout, QWidget
 
 from phenossl.napari.controller import controller_for
+from phenossl.napari.qt_helpers import scrollable
 from phenossl.napari.widgets.augment_widget import AugmentWidget
 from phenossl.napari.widgets.cluster_widget import ClusterWidget
 from phenossl.napari.widgets.runs_widget import RunsWidget
 from phenossl.napari.widgets.segment_widget import SegmentWidget
 from phenossl.napari.widgets.train_widget import TrainWidget
 from phenossl.napari.widgets.umap_widget import UmapWidget
-
-
-def scrollable(widget: QWidget) -> QScrollArea:
-    area = QScrollArea()
-    area.setWidget(widget)
-    area.setWidgetResizable(True)
-    area.setFrameShape(QFrame.Shape.NoFrame)
-    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-    return area
 
 
 class WorkflowWidget(QWidget):
