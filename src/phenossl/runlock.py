@@ -6,7 +6,8 @@ writes into a run folder takes this lock first; a second process fails at once w
 and the process that holds it. The lock is ``filelock``'s (an OS file lock, ``flock`` on Unix): the kernel
 releases it when its process ends in any way, ``kill -9`` included, so a crash never leaves a folder locked.
 
-Within one process the lock is re-entrant (a whole ``phenossl run`` holds it while each stage takes it again).
+Within one thread the lock is re-entrant (a whole ``phenossl run`` holds it while each stage takes it again); two
+threads of one process (napari's workers) take it in turn, the second waiting for the first.
 Taking it also removes the temporaries a crashed writer left in the folder (``.<name>.<random>.tmp``: an
 interrupted checkpoint can leave hundreds of megabytes), since no other writer can be using them.
 """
@@ -29,41 +30,58 @@ LOCK_FILE = ".phenossl.lock"
 HOLDER_FILE = ".phenossl.lock.json"  # who holds the lock: for the message the second process gets
 
 _held: dict[Path, list] = {}  # folder -> [FileLock, depth]: the locks this process holds
+_thread_locks: dict[Path, threading.RLock] = {}  # folder -> the lock the threads of this process take in turn
+_thread_holders: dict[Path, str] = {}  # folder -> what the thread holding it does (for the waiting one's message)
 _guard = threading.Lock()
+THREAD_WAIT_SECONDS = 120.0  # a second writer thread of this process waits this long, then gets a clear error
 
 
 @contextlib.contextmanager
 def run_folder_lock(folder: str | os.PathLike, what: str = "writing") -> Iterator[Path]:
     """Hold the exclusive lock of run ``folder`` (created if needed) while the block runs; ``what`` says what
     this process does there, for the message another process gets. Raises RunFolderBusyError at once when
-    another process holds it."""
+    another process holds it. Another thread of this process (napari's workers) waits for it, up to
+    THREAD_WAIT_SECONDS, so that a check made under the lock (``save_clustering``'s ``only_if``) still holds
+    when the files are written."""
     from filelock import FileLock, Timeout
 
     root = Path(folder).resolve()
     with _guard:
-        entry = _held.get(root)
-        if entry is not None:
-            entry[1] += 1
-        else:
-            root.mkdir(parents=True, exist_ok=True)
-            lock = FileLock(str(root / LOCK_FILE), timeout=0, is_singleton=False)
-            try:
-                lock.acquire()
-            except Timeout:
-                raise RunFolderBusyError(busy_message(root)) from None
-            _held[root] = entry = [lock, 1]
-            _write_holder(root, what)
-            remove_stale_temporaries(root)
+        folder_lock = _thread_locks.setdefault(root, threading.RLock())
+    if not folder_lock.acquire(timeout=THREAD_WAIT_SECONDS):
+        raise RunFolderBusyError(
+            f"The run folder {root} is in use by another task of this session ({_thread_holders.get(root, 'writing')}) "
+            f"for over {THREAD_WAIT_SECONDS:.0f} s. Wait for it to finish (or cancel it), then try again. Nothing "
+            "was changed.")
     try:
-        yield root
-    finally:
         with _guard:
-            entry[1] -= 1
-            if entry[1] == 0:
-                del _held[root]
-                with contextlib.suppress(OSError):
-                    (root / HOLDER_FILE).unlink()
-                entry[0].release()
+            entry = _held.get(root)
+            if entry is not None:
+                entry[1] += 1
+            else:
+                root.mkdir(parents=True, exist_ok=True)
+                lock = FileLock(str(root / LOCK_FILE), timeout=0, is_singleton=False)
+                try:
+                    lock.acquire()
+                except Timeout:
+                    raise RunFolderBusyError(busy_message(root)) from None
+                _held[root] = entry = [lock, 1]
+                _thread_holders[root] = what
+                _write_holder(root, what)
+                remove_stale_temporaries(root)
+        try:
+            yield root
+        finally:
+            with _guard:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del _held[root]
+                    _thread_holders.pop(root, None)
+                    with contextlib.suppress(OSError):
+                        (root / HOLDER_FILE).unlink()
+                    entry[0].release()
+    finally:
+        folder_lock.release()
 
 
 def busy_message(root: Path) -> str:
