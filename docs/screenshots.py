@@ -58,11 +58,20 @@ def main(argv: list[str] | None = None) -> int:
         viewer.screenshot(str(path), canvas_only=False)
         print("wrote", path, flush=True)
 
-    def wait_until(condition, timeout: float = 600.0) -> None:
+    def wait_until(condition, timeout: float = 600.0, settle: int = 6) -> None:
+        """Run the event loop until ``condition`` has held for ``settle`` ticks of 50 ms in a row: one step may
+        start the next task just after the last one ends (a run shown: its clustering, then its layout)."""
         deadline = time.monotonic() + timeout
         loop = QEventLoop()
         timer = QTimer()
-        timer.timeout.connect(lambda: loop.quit() if condition() or time.monotonic() > deadline else None)
+        held = [0]
+
+        def tick() -> None:
+            held[0] = held[0] + 1 if condition() else 0
+            if held[0] >= settle or time.monotonic() > deadline:
+                loop.quit()
+
+        timer.timeout.connect(tick)
         timer.start(50)
         loop.exec()
         timer.stop()
