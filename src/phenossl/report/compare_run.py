@@ -20,6 +20,7 @@ import pandas as pd
 
 from phenossl.errors import InputError
 from phenossl.report.compare import RunDifference, ami_text
+from phenossl.report.write import markdown_cell
 
 COMPARE_STEM = "compare"
 GALLERY_MOVES = 4  # moves shown in the gallery, largest first
@@ -98,16 +99,10 @@ def difference_of_runs(a: RunSide, b: RunSide) -> RunDifference:
                           tables[1], a.config.model_dump(mode="json"), b.config.model_dump(mode="json"))
 
 
-def _cell(value: object) -> str:
-    if isinstance(value, float):
-        return "" if not np.isfinite(value) else f"{value:.3f}"
-    return str(value).replace("|", "/")
-
-
 def _table(frame: pd.DataFrame, columns: list[str]) -> list[str]:
     lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     records = frame[columns].to_dict(orient="records")  # keeps each column's type (iterrows would make ints floats)
-    return lines + ["| " + " | ".join(_cell(row[c]) for c in columns) + " |" for row in records]
+    return lines + ["| " + " | ".join(markdown_cell(row[c]) for c in columns) + " |" for row in records]
 
 
 def comparison_markdown(diff: RunDifference) -> str:

@@ -28,7 +28,8 @@ def report_targets(root: Path, k: int | None = None) -> list[Path]:
     return [Path(root) / f"{stem}.{ext}" for ext in ("csv", "md", "png")]
 
 
-def _cell(value: object) -> str:
+def markdown_cell(value: object) -> str:
+    """A table cell of the reports' Markdown: numbers to 3 decimals, NaN empty, no stray column bars."""
     if isinstance(value, float):
         return "" if not np.isfinite(value) else f"{value:.3f}"
     return str(value).replace("|", "/")
@@ -41,7 +42,7 @@ def report_markdown(table: pd.DataFrame, reading: str, title: str, settings: lis
     columns = ["variable", "group", "family", "kind", "cluster_ami", "eta2", "probe", "probe_score", "probe_chance", "note"]
     lines = [f"# {title}", "", reading, "", *[f"- {s}" for s in settings], "",
              "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
-    lines += ["| " + " | ".join(_cell(row[c]) for c in columns) + " |" for _, row in shown.iterrows()]
+    lines += ["| " + " | ".join(markdown_cell(row[c]) for c in columns) + " |" for _, row in shown.iterrows()]
     absent = table[table["n_cells"] == 0]
     if len(absent):
         lines += ["", "Not available for this run:", ""]
