@@ -42,15 +42,6 @@ class RunComparison:
         return self.difference.changed_rows_a
 
 
-def reading_parts(diff: Any) -> tuple[list[str], str]:
-    """The reading split for the dock: what B was made with differently (one line each, to scan as a list) and
-    the rest of the reading (agreement, what B's clusters follow more or less). Together: ``diff.reading``."""
-    made = f"{diff.name_b} differs from {diff.name_a} in: {'; '.join(diff.differences)}."
-    if diff.differences and diff.reading.startswith(made):
-        return list(diff.differences), diff.reading[len(made):].strip()
-    return [], diff.reading
-
-
 def run_side(record: RunRecord):
     """One run of a comparison as loaded: its configuration, tiles, embeddings and shown clusters."""
     from phenossl.report.compare_run import RunSide

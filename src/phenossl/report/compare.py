@@ -119,12 +119,17 @@ def ami_text(value: float) -> str:
 
 
 def difference_reading(diff: RunDifference) -> str:
-    """The comparison in words, from its numbers: what B changed, how much the clusterings agree, and which
-    variables B's clusters follow more and less than A's (each nuisance family by its largest move)."""
+    """The comparison in words, from its numbers: what B changed, then ``moves_reading``."""
     made = (f"{diff.name_b} differs from {diff.name_a} in: {'; '.join(diff.differences)}." if diff.differences
             else f"{diff.name_b} and {diff.name_a} were made with the same settings (another seed or start).")
+    return made + " " + moves_reading(diff)
+
+
+def moves_reading(diff: RunDifference) -> str:
+    """How much the clusterings agree, and which variables B's clusters follow more and less than A's (each
+    nuisance family by its largest move). napari lists ``diff.differences`` above it instead of a sentence."""
     comparison = diff.comparison
-    agree = (f" Their clusters agree with AMI {comparison.ami:.2f} (1 = the same grouping, 0 = unrelated); "
+    agree = (f"Their clusters agree with AMI {comparison.ami:.2f} (1 = the same grouping, 0 = unrelated); "
              f"{comparison.n_changed} of {comparison.n_cells} cells ({comparison.fraction_changed:.0%}) changed cluster.")
     scored = diff.variables.dropna(subset=["cluster_ami_change"])
     scored = scored[(scored[["cluster_ami_a", "cluster_ami_b"]].max(axis=1) >= NOTHING)]
@@ -142,7 +147,7 @@ def difference_reading(diff: RunDifference) -> str:
         if len(less):
             parts.append(f"{_join(_moved(less))} less")
         follows = f" {diff.name_b}'s clusters follow " + ", and ".join(parts) + f" than {diff.name_a}'s."
-    return made + agree + follows
+    return agree + follows
 
 
 def run_difference(name_a: str, name_b: str, cells_a: pd.DataFrame, cells_b: pd.DataFrame,

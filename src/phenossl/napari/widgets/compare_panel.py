@@ -10,8 +10,8 @@ from qtpy.QtWidgets import QGroupBox, QLabel, QVBoxLayout, QWidget
 from phenossl.napari.cells import cell_count
 from phenossl.napari.config_form import choice_box
 from phenossl.napari.qt_helpers import button, note_label, reports_errors, row, show_busy
-from phenossl.napari.run_tasks import reading_parts
 from phenossl.napari.widgets.report_panel import FittedImage
+from phenossl.report.compare import moves_reading
 
 ABOUT = ("Which clusters moved between two runs, what run B's clusters follow more or less than A's, and the "
          "cells that changed cluster. Each run is compared with the clusters it shows now (a run not shown: "
@@ -86,7 +86,8 @@ class ComparePanel(QGroupBox):
     def show_comparison(self, comparison) -> None:
         self.comparison = comparison
         diff = comparison.difference
-        made, rest = reading_parts(diff)
+        made = list(diff.differences)
+        rest = moves_reading(diff) if made else diff.reading  # "made with the same settings" stays a sentence
         self.made.setText("\n".join([f"{diff.name_b} was made differently from {diff.name_a}:",
                                       *(f"• {line}" for line in made)]))
         self.made.setVisible(bool(made))
