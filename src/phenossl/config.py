@@ -304,6 +304,20 @@ def _suggestion(loc: tuple, model: type[BaseModel]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else f" (valid: {', '.join(fields)})"
 
 
+def setting_differences(before: dict[str, Any], after: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(dotted key, value before, value after) for every setting that differs between two configurations as
+    dicts (``RunConfig.to_dict()``), in configuration order; a setting one side lacks is None there."""
+
+    def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(value, dict) and value:
+            return {k: v for key, item in value.items() for k, v in flatten(item, f"{prefix}{key}.").items()}
+        return {prefix.rstrip("."): value}
+
+    flat_before, flat_after = flatten(before), flatten(after)
+    return [(key, flat_before.get(key), flat_after.get(key)) for key in dict.fromkeys([*flat_before, *flat_after])
+            if flat_before.get(key) != flat_after.get(key)]
+
+
 def config_from_dict(data: dict[str, Any], model: type[BaseModel] = RunConfig) -> Any:
     """Validate a plain dict as ``model``; errors become one readable ConfigError."""
     try:

@@ -144,15 +144,9 @@ def prepare_run_dir(config: RunConfig, *, resume: bool = False) -> RunPaths:
 
 def config_differences(saved: RunConfig, new: RunConfig) -> list[tuple[str, Any, Any]]:
     """(dotted key, saved value, new value) for every setting that differs, in configuration order."""
+    from phenossl.config import setting_differences
 
-    def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-        if isinstance(value, dict) and value:
-            return {k: v for key, item in value.items() for k, v in flatten(item, f"{prefix}{key}.").items()}
-        return {prefix.rstrip("."): value}
-
-    before, after = flatten(saved.to_dict()), flatten(new.to_dict())
-    return [(key, before.get(key), after.get(key)) for key in dict.fromkeys([*before, *after])
-            if before.get(key) != after.get(key)]
+    return setting_differences(saved.to_dict(), new.to_dict())
 
 
 def _check_same_run(saved: RunConfig, new: RunConfig, paths: RunPaths) -> None:

@@ -15,15 +15,6 @@ IGNORED = {"name", "output", "input", "tiles", "segment", "train.device", "train
 COMPOSITIONS = ("composition_a", "composition_b")
 
 
-def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            out.update(_flat(item, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    return {prefix: value}
-
-
 def _ignored(key: str) -> bool:
     return any(key == name or key.startswith(name + ".") for name in IGNORED)
 
@@ -89,17 +80,16 @@ def config_differences(a: dict, b: dict) -> list[str]:
             if changes or renamed:
                 names = f" ({comp_a.get('name')} -> {comp_b.get('name')})" if renamed else ""
                 out.append(f"composition {letter}{names}: " + ("; ".join(changes) or "same transforms"))
-    flat_a, flat_b = _flat(a), _flat(b)
-    for key in sorted(set(flat_a) | set(flat_b)):
+    from phenossl.config import setting_differences
+
+    for key, value_a, value_b in sorted(setting_differences(a, b), key=lambda item: item[0]):
         if _ignored(key) or key.split(".")[-1] in COMPOSITIONS or any(f".{c}." in f".{key}." for c in COMPOSITIONS):
             continue
         if key.startswith("train.") and not all(trained):
             continue  # a measured or untrained run has no training to compare
         if key.startswith("train.method_params.") and key.split(".")[2] not in _method_sections(train_a, train_b):
             continue  # the parameters of a method neither run used
-        if flat_a.get(key) != flat_b.get(key):
-            out.append(f"{key} {_value(flat_a.get(key, '-'))} -> {_value(flat_b.get(key, '-'))}"
-                       + _weight_note(key, train_a, train_b))
+        out.append(f"{key} {_value(value_a)} -> {_value(value_b)}" + _weight_note(key, train_a, train_b))
     return out
 
 
