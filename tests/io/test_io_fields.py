@@ -382,14 +382,14 @@ def test_channel_axis_override_reaches_the_reader(tmp_path):
 # --- bad paths, table, helpers --------------------------------------------------------------------
 
 
-def test_missing_path_empty_folder_and_non_tiff_are_input_errors(tmp_path):
+def test_missing_path_empty_folder_and_non_image_are_input_errors(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         discover_fields(tmp_path / "nowhere")
     with pytest.raises(InputError, match="No TIFF files"):
         discover_fields(tmp_path)
-    (tmp_path / "image.png").write_bytes(b"\x89PNG")
-    with pytest.raises(InputError, match="not a TIFF"):
-        list_image_files(tmp_path / "image.png")
+    (tmp_path / "notes.txt").write_text("plate layout: see the spreadsheet\n")
+    with pytest.raises(InputError, match=r"notes.txt is not an image file phenossl reads; give TIFF"):
+        list_image_files(tmp_path / "notes.txt")
 
 
 def test_field_table_has_one_row_per_field_with_file_names(tmp_path):

@@ -1,5 +1,6 @@
-"""Discovery: list the TIFF files of a plate and group them into fields, one file per channel (screening
-names) or one multi-channel file per field. Only names are read (one directory listing per folder, so
+"""Discovery: list the image files of a plate and group them into fields, one TIFF per channel (screening
+names) or one multi-channel file per field; a microscope file (ND2, CZI, LIF) gives one field per scene, an
+OME-Zarr HCS plate one field per well image (:mod:`phenossl.io.omezarr`). Only names are read (one directory listing per folder, so
 10k-file plates are fine); pixels are read one field at a time by :func:`phenossl.io.fields.read_field`.
 
 Plate rule (documented because it decides how fields meet the metadata): an explicit ``plate=``
@@ -13,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 from phenossl.errors import InputError
@@ -35,19 +36,33 @@ from phenossl.io.filenames import (
     natural_sort_key,
     parse_screening_name,
 )
+from phenossl.io.formats import (
+    BIOIO_SUFFIXES,
+    MICROSCOPE_SUFFIXES,
+    SIMPLE_SUFFIXES,
+    bioio_format,
+    scene_count,
+)
 from phenossl.io.images import TIFF_SUFFIXES, ChannelAxis
+from phenossl.io.omezarr import is_zarr, plate_fields, plate_name
 
 # The logger users filter on; these messages were logged by phenossl.io.fields before it was split.
 logger = logging.getLogger("phenossl.io.fields")
 
 
+IMAGE_KINDS = "TIFF (.tif/.tiff, OME-TIFF), ND2, CZI, LIF, PNG / JPEG / BMP, or an OME-Zarr plate (.zarr folder)"
+
+
 def list_image_files(
     paths: str | os.PathLike | Iterable[str | os.PathLike], *, recursive: bool = False
 ) -> list[Path]:
-    """All TIFF files in ``paths`` (files or folders), sorted naturally, hidden files skipped.
+    """All image files in ``paths`` (files or folders), sorted naturally, hidden files skipped.
 
-    Each folder is listed once with ``os.scandir`` (no per-file globbing). Hidden files are skipped
-    because copies from macOS leave ``._name.tif`` companions that are not images.
+    A folder gives its TIFFs, microscope files (.nd2, .czi, .lif) and OME-Zarr plates (``.zarr`` folders);
+    its PNG / JPEG / BMP images only when it holds none of those (beside a plate's TIFFs they are thumbnails
+    or figures). A Zarr folder given itself is a plate. Each folder is listed once with ``os.scandir`` (no
+    per-file globbing). Hidden files are skipped because copies from macOS leave ``._name.tif`` companions
+    that are not images.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -55,25 +70,33 @@ def list_image_files(
     for entry in paths:
         path = Path(entry)
         if path.is_dir():
-            found.update(_scan_folder(path, recursive))
+            found.update([path] if is_zarr(path) else _scan_folder(path, recursive))
         elif path.is_file():
-            if not path.name.lower().endswith(TIFF_SUFFIXES):
-                raise InputError(f"{path} is not a TIFF file (.tif/.tiff); give TIFF images or their folder.")
+            if not path.name.lower().endswith(TIFF_SUFFIXES + BIOIO_SUFFIXES):
+                raise InputError(f"{path} is not an image file phenossl reads; give {IMAGE_KINDS}, or their folder.")
             found.add(path)
         else:
             raise InputError(f"{path} does not exist. Check the path of the images.")
     return sorted(found, key=lambda p: natural_sort_key(str(p)))
 
 
-def _scan_folder(folder: Path, recursive: bool) -> Iterator[Path]:
+def _scan_folder(folder: Path, recursive: bool) -> list[Path]:
+    found: list[Path] = []
+    simple: list[Path] = []
     with os.scandir(folder) as entries:
         for entry in entries:
-            if entry.name.startswith("."):
+            name = entry.name.lower()
+            if name.startswith("."):
                 continue
-            if entry.is_file() and entry.name.lower().endswith(TIFF_SUFFIXES):
-                yield Path(entry.path)
+            if entry.is_file() and name.endswith(TIFF_SUFFIXES + MICROSCOPE_SUFFIXES):
+                found.append(Path(entry.path))
+            elif entry.is_file() and name.endswith(SIMPLE_SUFFIXES):
+                simple.append(Path(entry.path))
+            elif entry.is_dir() and name.endswith(".zarr"):
+                found.append(Path(entry.path))
             elif recursive and entry.is_dir():
-                yield from _scan_folder(Path(entry.path), recursive)
+                found.extend(_scan_folder(Path(entry.path), recursive))
+    return found or simple
 
 
 def discover_fields(
@@ -94,16 +117,33 @@ def discover_fields(
     missing a channel, or with two files for one channel, raises InputError naming it.
     """
     inputs = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-    files = list_image_files(inputs, recursive=recursive)
-    if not files:
+    found = list_image_files(inputs, recursive=recursive)
+    if not found:
         where = ", ".join(str(p) for p in inputs)
-        raise InputError(f"No TIFF files (.tif/.tiff) found in {where}.")
+        raise InputError(f"No TIFF files (.tif/.tiff) or other images ({IMAGE_KINDS}) found in {where}.")
     compile_pattern(pattern)  # a bad user regex is a ConfigError before anything else
+    files = [path for path in found if path.is_file() and path.name.lower().endswith(TIFF_SUFFIXES)]
+    others = [path for path in found if path.is_file() and bioio_format(path) is not None]
+    plates = [path for path in found if path.is_dir()]
+    per_channel = _tiff_fields(files, channel_names, pattern, plate) if files else None
+    singles = others if per_channel is not None else files + others  # TIFFs without screening names: one each
+    sources = per_channel or []
+    sources += _single_file_fields(singles, channel_names, channel_axis, plate) if singles else []
+    sources += _zarr_fields(plates, channel_names, plate) if plates else []
+    _check_unique_keys(sources)
+    return sources
+
+
+def _tiff_fields(
+    files: list[Path], channel_names: ChannelNames, pattern: Pattern, plate: str | None
+) -> list[FieldSource] | None:
+    """Per-channel fields of TIFFs with screening names; None when no name follows the ``auto`` pattern (each
+    TIFF is then a multi-channel field)."""
     parsed = [(path, parse_screening_name(path.name, pattern)) for path in files]
     named = [(path, name) for path, name in parsed if name is not None]
     if not named:
         if isinstance(pattern, str) and pattern.lower() == "auto":
-            return _single_file_fields(files, channel_names, channel_axis, plate)
+            return None
         examples = ", ".join(path.name for path in files[:3])
         raise InputError(
             f"No file name matches the pattern {getattr(pattern, 'pattern', pattern)!r} (e.g. {examples}). "
@@ -180,10 +220,17 @@ def _single_file_fields(
     files: list[Path], channel_names: ChannelNames, channel_axis: ChannelAxis, plate: str | None
 ) -> list[FieldSource]:
     names, channel_map = multichannel_roles(channel_names)
-    stems = [strip_tiff_suffix(path.name) for path in files]
-    stem_counts = Counter(stems)
+    scenes = []  # (path, field stem, scene index or None)
+    for path in files:
+        stem = strip_tiff_suffix(path.name) if bioio_format(path) is None else path.name[: -len(path.suffix)]
+        count = scene_count(path) if path.name.lower().endswith(MICROSCOPE_SUFFIXES) else 1
+        if count == 1:
+            scenes.append((path, stem, None if bioio_format(path) is None else 0))
+        else:  # one field per scene (ND2 position, CZI / LIF scene): site = scene + 1
+            scenes += [(path, f"{stem}_s{index + 1}", index) for index in range(count)]
+    stem_counts = Counter(stem for _, stem, _ in scenes)
     sources = []
-    for path, stem in zip(files, stems, strict=True):
+    for path, stem, scene in scenes:
         field_plate = plate or path.parent.name or None
         well, site = well_and_site(stem)
         sources.append(
@@ -196,6 +243,42 @@ def _single_file_fields(
                 channel_names=names,
                 channel_map=channel_map,
                 channel_axis=channel_axis,
+                member=None if scene is None else str(scene),
             )
         )
     return sorted(sources, key=lambda s: (s.plate or "", natural_sort_key(s.key)))
+
+
+def _zarr_fields(roots: list[Path], channel_names: ChannelNames, plate: str | None) -> list[FieldSource]:
+    """One field per well image of each OME-Zarr HCS plate, keyed ``<well>_s<site>`` (the plate in front when
+    several plates share a key), in the plate's well order."""
+    names, channel_map = multichannel_roles(channel_names)
+    found = []
+    for root in roots:
+        field_plate = plate or plate_name(root)
+        found += [(root, field_plate, fld) for fld in plate_fields(root)]
+    stem_counts = Counter(f"{fld.well}_s{fld.site}" for _, _, fld in found)
+    return [
+        FieldSource(
+            key=field_key(f"{fld.well}_s{fld.site}", field_plate, stem_counts),
+            paths={MULTICHANNEL_KEY: root},
+            plate=field_plate,
+            well=fld.well,
+            site=fld.site,
+            channel_names=names,
+            channel_map=channel_map,
+            member=fld.member,
+        )
+        for root, field_plate, fld in found
+    ]
+
+
+def _check_unique_keys(sources: list[FieldSource]) -> None:
+    counts = Counter(source.key for source in sources)
+    clashes = sorted(key for key, n in counts.items() if n > 1)
+    if clashes:
+        where = [", ".join(str(p) for p in s.source_files) for s in sources if s.key == clashes[0]]
+        raise InputError(
+            f"Two fields are both called {clashes[0]!r} ({'; '.join(where)}). Open them separately, or give each "
+            "plate its own folder."
+        )

@@ -36,6 +36,7 @@ class FieldSource:
     channel_names: tuple[str, ...] | None = None
     channel_map: tuple[tuple[str, str], ...] | None = None
     channel_axis: ChannelAxis = "auto"
+    member: str | None = None
 
     @property
     def is_multichannel_file(self) -> bool:
@@ -48,7 +49,10 @@ class FieldSource:
 
 @dataclass
 class Field:
-    """One field's pixels, ``image`` (C, Y, X) in the file's own dtype, with the names of its channels."""
+    """One field's pixels, ``image`` (C, Y, X) in the file's own dtype, with the names of its channels.
+
+    ``pixel_size`` is (y, x) in micrometres when the file's metadata says it (OME, ND2, CZI, LIF, OME-Zarr).
+    """
 
     image: np.ndarray
     channel_names: list[str]
@@ -57,6 +61,7 @@ class Field:
     well: str | None = None
     site: int | None = None
     source_files: tuple[Path, ...] = field(default_factory=tuple)
+    pixel_size: tuple[float, float] | None = None
 
     def channel_index(self, name: str) -> int:
         """Index of the channel called ``name`` (e.g. the nuclear stain); InputError lists the names."""

@@ -182,6 +182,12 @@ def _catch_tifffile_problems() -> Iterator[_TiffProblems]:
 
 def read_tiff(path: Path) -> tuple[np.ndarray, str, list[str] | None]:
     """Pixels, axis letters and OME channel names (if any) of a TIFF's first series."""
+    array, axes, names, _ = read_tiff_metadata(path)
+    return array, axes, names
+
+
+def read_tiff_metadata(path: Path) -> tuple[np.ndarray, str, list[str] | None, tuple[float, float] | None]:
+    """``read_tiff``, and the OME pixel size (y, x) in micrometres when the file has one."""
     import tifffile
 
     if not path.is_file():
@@ -192,6 +198,7 @@ def read_tiff(path: Path) -> tuple[np.ndarray, str, list[str] | None]:
             array = series.asarray()
             axes = series.axes
             names = _ome_channel_names(tif.ome_metadata) if tif.is_ome else None
+            pixel_size = _ome_pixel_size(tif.ome_metadata) if tif.is_ome else None
     except MemoryError:
         raise
     except Exception as error:  # any parser failure means the file cannot be trusted
@@ -204,7 +211,7 @@ def read_tiff(path: Path) -> tuple[np.ndarray, str, list[str] | None]:
             f"Cannot read {path} completely: it looks truncated or corrupt ({problems.messages[0]}). "
             "Re-export or re-copy the file."
         )
-    return array, axes, names
+    return array, axes, names, pixel_size
 
 
 def _ome_channel_names(ome_xml: str | None) -> list[str] | None:
@@ -222,8 +229,34 @@ def _ome_channel_names(ome_xml: str | None) -> list[str] | None:
     return names if names and all(names) else None  # type: ignore[return-value]
 
 
+_UNITS_IN_UM = {"µm": 1.0, "um": 1.0, "\u03bcm": 1.0, "nm": 1e-3, "mm": 1e3, "m": 1e6}
+
+
+def _ome_pixel_size(ome_xml: str | None) -> tuple[float, float] | None:
+    """PhysicalSizeY / PhysicalSizeX of the first OME Image's Pixels, in micrometres, or None."""
+    if not ome_xml:
+        return None
+    try:
+        root = ElementTree.fromstring(ome_xml)
+    except ElementTree.ParseError:
+        return None
+    pixels = next((el for el in root.iter() if el.tag.endswith("}Pixels") or el.tag == "Pixels"), None)
+    if pixels is None:
+        return None
+    sizes = []
+    for axis in ("Y", "X"):
+        value, unit = pixels.get(f"PhysicalSize{axis}"), pixels.get(f"PhysicalSize{axis}Unit", "µm")
+        if value is None or unit not in _UNITS_IN_UM:
+            return None
+        try:
+            sizes.append(float(value) * _UNITS_IN_UM[unit])
+        except ValueError:
+            return None
+    return sizes[0], sizes[1]
+
+
 def read_image_file(path: str | os.PathLike, channel_axis: ChannelAxis = "auto") -> np.ndarray:
-    """Read a TIFF / OME-TIFF as (C, Y, X) in its own dtype.
+    """Read a TIFF / OME-TIFF as (C, Y, X) in its own dtype (other formats: the first scene, through bioio).
 
     Channel axis: an explicit ``channel_axis`` (index into the array tifffile returns) wins; otherwise
     the axes the file declares (OME, ImageJ or tifffile metadata: one C or S axis beside Y and X);
@@ -232,6 +265,12 @@ def read_image_file(path: str | os.PathLike, channel_axis: ChannelAxis = "auto")
     NaNs raise InputError naming the file.
     """
     path = Path(path)
+    from phenossl.io.formats import bioio_format, read_scene
+
+    if bioio_format(path) is not None:
+        image = read_scene(path).image
+        check_pixels(image, str(path))
+        return image
     array, axes, _ = read_tiff(path)
     image = to_cyx(array, channel_axis=channel_axis, axes=axes, source=str(path))
     check_pixels(image, str(path))

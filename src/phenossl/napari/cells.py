@@ -153,24 +153,23 @@ def cell_location(cells: pd.DataFrame, cell_id: int, keys: Sequence[str]) -> Cel
 def field_inputs(
     images: Sequence[np.ndarray], channel_names: Sequence[str], labels: np.ndarray, info: PlateInfo
 ) -> list:
-    """One ``FieldInput`` per field: its channels (C, h, w) and its labels exactly as in the Labels layer."""
+    """One ``FieldInput`` per field: its channels (C, h, w) and its labels exactly as in the Labels layer.
+
+    A field's pixels are cut out of the layers when tiling reaches it, so lazy (dask) layers of an OME-Zarr
+    plate or a microscope file are read one field at a time, never the whole plate at once."""
+    from phenossl.io.fields import Field
     from phenossl.tiles.build import FieldInput
 
     inputs = []
     for f, key in enumerate(info.keys):
         height, width = info.shapes[f]
-        image = np.stack([np.asarray(stack[f, :height, :width]) for stack in images])
-        inputs.append(
-            FieldInput.from_array(
-                key,
-                image,
-                channel_names,
-                labels=np.asarray(labels[f, :height, :width]),
-                plate=info.plates[f],
-                well=info.wells[f],
-                site=info.sites[f],
-            )
-        )
+
+        def load(f: int = f, key: str = key, height: int = height, width: int = width) -> Field:
+            image = np.stack([np.asarray(stack[f, :height, :width]) for stack in images])
+            return Field(image=image, channel_names=list(channel_names), key=key, plate=info.plates[f],
+                         well=info.wells[f], site=info.sites[f])
+
+        inputs.append(FieldInput(key=key, load=load, labels=np.asarray(labels[f, :height, :width])))
     return inputs
 
 

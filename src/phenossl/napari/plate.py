@@ -156,6 +156,21 @@ def stack_fields(images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[tuple[i
     return stack, shapes
 
 
+def stack_fields_lazy(images: Sequence[Any]) -> tuple[Any, list[tuple[int, int]]]:
+    """``stack_fields`` for dask (or numpy) planes without reading them: a dask (F, Ymax, Xmax) stack, each
+    field padded at the bottom/right, read one field at a time when napari shows it."""
+    import dask.array as da
+
+    shapes = [tuple(int(v) for v in image.shape) for image in images]
+    height = max(s[0] for s in shapes)
+    width = max(s[1] for s in shapes)
+    planes = [da.asarray(image) for image in images]
+    planes = [plane if plane.shape == (height, width) else
+              da.pad(plane, ((0, height - plane.shape[0]), (0, width - plane.shape[1])))
+              for plane in planes]
+    return da.stack(planes), shapes
+
+
 def plate_layer_data(
     fields: Sequence[Any],
     *,
@@ -164,7 +179,10 @@ def plate_layer_data(
     metadata_path: str | os.PathLike | None = None,
     field_table: pd.DataFrame | None = None,
 ) -> list[tuple[np.ndarray, dict[str, Any], str]]:
-    """napari layer data tuples, one Image layer per channel, for fields read by ``io.read_field``."""
+    """napari layer data tuples, one Image layer per channel, for fields read by ``io.read_field``.
+
+    Fields read lazily (dask arrays: OME-Zarr plates, bioio files) stay lazy: the layers are dask stacks and only
+    the first field is read, for the contrast limits."""
     if not fields:
         raise InputError("no fields to show")
     names = list(fields[0].channel_names)
@@ -176,8 +194,13 @@ def plate_layer_data(
         table = [{k: _plain(v) for k, v in row.items()} for row in field_table.to_dict("records")]
     layers = []
     shapes: list[tuple[int, int]] = []
+    lazy = any(not isinstance(fld.image, np.ndarray) for fld in fields)
+    first = np.asarray(fields[0].image) if lazy else None
     for c, name in enumerate(names):
-        stack, shapes = stack_fields([fld.image[c] for fld in fields])
+        if lazy:
+            stack, shapes = stack_fields_lazy([fld.image[c] for fld in fields])
+        else:
+            stack, shapes = stack_fields([fld.image[c] for fld in fields])
         info = PlateInfo(
             keys=[fld.key for fld in fields],
             shapes=shapes,
@@ -195,7 +218,7 @@ def plate_layer_data(
             "name": name,
             "colormap": stain_colormap(name, c),
             "blending": "additive",
-            "contrast_limits": display_limits(stack),
+            "contrast_limits": display_limits(first[c] if lazy else stack),
             "metadata": info.to_metadata(),
         }
         layers.append((data, kwargs, "image"))

@@ -1,8 +1,13 @@
-"""npe2 reader and sample data: plate folders, TIFF files and metadata CSVs, shown one layer per channel.
+"""npe2 reader and sample data: plate folders, image files, OME-Zarr plates and metadata CSVs, shown one layer
+per channel.
 
 The reader accepts what ``phenossl.io.discover_fields`` accepts: a folder of per-channel TIFFs
-(ImageXpress ``<plate>_<well>_s<site>_w<n>.tif``, BBBC021 names), a list of such files, or
-multichannel TIFFs (one field each). It also opens a metadata CSV: the images it names (BBBC021's
+(ImageXpress ``<plate>_<well>_s<site>_w<n>.tif``, BBBC021 names), a list of such files,
+multichannel TIFFs (one field each), microscope files (ND2, CZI, LIF: one field per scene; PNG / JPEG) and
+OME-Zarr HCS plates (a ``.zarr`` folder: one field per well image). Fields of microscope files and OME-Zarr plates
+are dask arrays, read one field at a time as the field slider shows them.
+
+It also opens a metadata CSV: the images it names (BBBC021's
 ``Image_FileName_DAPI`` columns, looked for beside the CSV and in its ``PathName`` folders), or, for a
 table without file names, the TIFFs beside it.
 
@@ -36,7 +41,8 @@ LayerData = list[tuple[Any, dict[str, Any], str]]
 
 
 def napari_get_reader(path: str | Sequence[str]) -> Callable[[str | Sequence[str]], LayerData] | None:
-    """Claim folders holding TIFFs, TIFF files, and metadata CSVs that lead to images; leave the rest."""
+    """Claim folders holding images, image files, OME-Zarr plates, and metadata CSVs that lead to images; leave
+    the rest."""
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     if not paths:
         return None
@@ -107,7 +113,7 @@ def plate_layers(
             table = _join_treatments(field_table(sources), choice.path, strict=True)
             choice = MetadataChoice(choice.path, table)
     table = choice.joined if choice.joined is not None else table
-    fields = [read_field(source) for source in sources]
+    fields = [read_field(source, lazy=True) for source in sources]
     if choice.joined is not None:  # the treatment table is the authority on plate names (a folder name is a guess)
         for fld, plate in zip(fields, table["plate"], strict=True):
             fld.plate = None if plate is None else str(plate)
@@ -153,7 +159,9 @@ class MetadataChoice:
 def choose_metadata(paths: Sequence[str | os.PathLike], table) -> MetadataChoice:
     """The CSV beside the images that describes them: the only one that joins the fields, else
     ``metadata.csv``, else the one joining most fields (the note names it and the others)."""
-    folders = {Path(p) if Path(p).is_dir() else Path(p).parent for p in paths}
+    from phenossl.io.omezarr import is_zarr
+
+    folders = {Path(p) if Path(p).is_dir() and not is_zarr(Path(p)) else Path(p).parent for p in paths}
     if len(folders) != 1:
         return MetadataChoice(None)
     folder = folders.pop()
