@@ -106,9 +106,17 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     sources = discover_fields(args.paths, pattern=args.pattern)
     print(f"{len(sources)} field(s)")
     for source in sources[: args.limit]:
-        fld = read_field(source)
+        fld = read_field(source, lazy=True)  # OME-Zarr and microscope files: metadata only
+        pixel = "" if fld.pixel_size is None else f" pixel={fld.pixel_size[0]:g}x{fld.pixel_size[1]:g}um"
         print(f"  {fld.key}: plate={fld.plate} well={fld.well} site={fld.site} "
-              f"channels={fld.channel_names} shape={fld.image.shape[1:]} dtype={fld.image.dtype}")
+              f"channels={fld.channel_names} shape={fld.image.shape[1:]} dtype={fld.image.dtype}{pixel}")
+    return 0
+
+
+def cmd_synthetic(args: argparse.Namespace) -> int:
+    from phenossl.synthetic_cli import write_from_arguments
+
+    print(write_from_arguments(args, args.out))
     return 0
 
 
@@ -336,6 +344,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pattern", default="auto", help="auto, bbbc021, imagexpress or a regex")
     p.add_argument("--limit", type=int, default=20)
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("synthetic", help="write a synthetic plate (TIFF files or an OME-Zarr plate) to see the layout")
+    p.add_argument("out", type=Path, help="folder to write the plate into")
+    from phenossl.synthetic_cli import add_plate_arguments
+
+    add_plate_arguments(p)
+    p.set_defaults(func=cmd_synthetic)
 
     p = sub.add_parser("segment", help="segment nuclei and write one label TIFF per field")
     p.add_argument("paths", nargs="+")

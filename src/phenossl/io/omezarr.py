@@ -232,17 +232,23 @@ def _omero_names(root: Path, member: str, n_channels: int) -> list[str] | None:
     return names if len(names) == n_channels and all(names) else None
 
 
+_UNITS_IN_UM = {"micrometer": 1.0, "nanometer": 1e-3, "millimeter": 1e3, "meter": 1e6, "angstrom": 1e-4}
+
+
 def _pixel_size(multiscale: dict[str, Any], axes: list[str]) -> tuple[float, float] | None:
-    """The level-0 scale of y and x (the spatial unit as the file says: micrometres when it follows NGFF)."""
+    """The level-0 scale of y and x in micrometres, when the axes name a length unit (a scale without a unit is
+    a placeholder: ome-zarr writes 1 when it is not told)."""
     if "y" not in axes or "x" not in axes:
         return None
+    units = {str(a.get("name", "")).lower(): a.get("unit") for a in multiscale.get("axes", []) if isinstance(a, dict)}
+    factors = [_UNITS_IN_UM.get(str(units.get(axis)).lower()) for axis in ("y", "x")]
     scale = None
     for transform in multiscale["datasets"][0].get("coordinateTransformations", []):
         if transform.get("type") == "scale":
             scale = transform.get("scale")
-    if not scale or len(scale) != len(axes):
+    if not scale or len(scale) != len(axes) or None in factors:
         return None
-    return float(scale[axes.index("y")]), float(scale[axes.index("x")])
+    return float(scale[axes.index("y")]) * factors[0], float(scale[axes.index("x")]) * factors[1]
 
 
 def write_plate(
@@ -274,11 +280,14 @@ def write_plate(
                          name=name or plate_name(root), field_count=max(len(f) for f in images.values()))
     omero = {"channels": [{"label": label} for label in channel_names]}
     scale = [[{"type": "scale", "scale": [1.0, pixel_size, pixel_size]}]] if pixel_size else None
+    axes = [{"name": "c", "type": "channel"}] + [
+        {"name": name, "type": "space", **({"unit": "micrometer"} if pixel_size else {})} for name in ("y", "x")
+    ]
     for well, fields in images.items():
         row, column = wells[well]
         well_group = group.require_group(row).require_group(column)
         write_well_metadata(well_group, [str(i) for i in range(len(fields))])
         for index, field_image in enumerate(fields):
-            write_image(np.asarray(field_image), well_group.require_group(str(index)), axes="cyx", scale_factors=[],
+            write_image(np.asarray(field_image), well_group.require_group(str(index)), axes=axes, scale_factors=[],
                         coordinate_transformations=scale, metadata={"omero": omero})
     return root

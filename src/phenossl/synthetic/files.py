@@ -1,10 +1,12 @@
-"""Files: ImageXpress-style TIFFs + CSVs, reading them back, the bundled sample data, and the command line
-(``python -m phenossl.synthetic``)."""
+"""Files: ImageXpress-style TIFFs + CSVs (or an OME-Zarr HCS plate), reading them back, the bundled sample data,
+and the command line (``phenossl synthetic OUT`` and ``python -m phenossl.synthetic --out OUT``, which share one argument definition:
+:mod:`phenossl.synthetic_cli`)."""
 
 from __future__ import annotations
 
 import argparse
 import importlib.resources
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +17,7 @@ import pandas as pd
 from phenossl.atomic import atomic_write, check_can_write
 from phenossl.errors import InputError, PhenosslError
 from phenossl.synthetic.layout import CHANNELS
-from phenossl.synthetic.plate import SyntheticPlate, make_synthetic_plate
+from phenossl.synthetic.plate import SyntheticPlate
 
 METADATA_FILE = "metadata.csv"
 CELLS_FILE = "ground_truth_cells.csv"
@@ -79,6 +81,43 @@ def write_plate(plate: SyntheticPlate, folder: str | Path, overwrite: bool = Fal
     return folder
 
 
+def zarr_plate_path(folder: str | Path, plate: SyntheticPlate) -> Path:
+    """``<folder>/<plate>.zarr``: where ``write_plate_ome_zarr`` puts the plate."""
+    return Path(folder) / f"{plate.metadata['plate'].iloc[0]}.zarr"
+
+
+def write_plate_ome_zarr(plate: SyntheticPlate, folder: str | Path, overwrite: bool = False) -> Path:
+    """Write the plate as an OME-Zarr HCS plate ``<folder>/<plate>.zarr`` (wells -> fields, channels named in its
+    omero metadata), with metadata.csv, ground_truth_cells.csv and the masks as TIFFs beside it.
+
+    Nothing is written if any target exists and ``overwrite`` is False; the plate is written to a temporary
+    folder first and moved into place, so an interrupted write leaves no half plate."""
+    from phenossl.io.omezarr import write_plate as write_zarr
+
+    folder = Path(folder)
+    target = zarr_plate_path(folder, plate)
+    masks = [mask_file(folder, key, kind) for key in plate.field_keys for kind in ("nuclei", "cells")]
+    check_can_write(target, overwrite, folder=True)
+    for path in [*masks, folder / METADATA_FILE, folder / CELLS_FILE]:
+        check_can_write(path, overwrite)
+    wells: dict[str, list[np.ndarray]] = {}
+    for index, row in enumerate(plate.metadata.itertuples()):
+        wells.setdefault(str(row.well), []).append(plate.images[index])
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder / f".{target.name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    write_zarr(partial, wells, list(plate.channel_names), name=str(plate.metadata["plate"].iloc[0]))
+    if target.exists():
+        shutil.rmtree(target)
+    partial.rename(target)
+    for index, key in enumerate(plate.field_keys):
+        write_tiff(mask_file(folder, key, "nuclei"), plate.nuclei[index], overwrite)
+        write_tiff(mask_file(folder, key, "cells"), plate.cell_masks[index], overwrite)
+    write_csv(folder / METADATA_FILE, plate.metadata[METADATA_COLUMNS], overwrite)
+    write_csv(folder / CELLS_FILE, plate.cells, overwrite)
+    return target
+
+
 def read_tiff(path: Path) -> np.ndarray:
     import tifffile
 
@@ -122,24 +161,16 @@ def sample_data_path() -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Write a synthetic plate: ``python -m phenossl.synthetic --out FOLDER --seed 0`` (the sample data)."""
+    from phenossl.synthetic_cli import add_plate_arguments, write_from_arguments
+
     parser = argparse.ArgumentParser(prog="python -m phenossl.synthetic", description=main.__doc__)
     parser.add_argument("--out", required=True, type=Path, help="folder to write the plate into")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--wells-per-condition", type=int, help="replicate wells per treatment x density")
-    parser.add_argument("--sites-per-well", type=int, help="fields per well")
-    parser.add_argument("--field-size", type=int, help="field width and height, px")
-    parser.add_argument("--overwrite", action="store_true", help="replace files that already exist")
+    add_plate_arguments(parser)
     args = parser.parse_args(argv)
-    options = {
-        name: value
-        for name in ("wells_per_condition", "sites_per_well", "field_size")
-        if (value := getattr(args, name)) is not None
-    }
     try:
-        plate = make_synthetic_plate(args.seed, **options)
-        write_plate(plate, args.out, overwrite=args.overwrite)
+        message = write_from_arguments(args, args.out)
     except PhenosslError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"wrote {len(plate.field_keys)} fields, {len(plate.cells)} cells to {args.out}")
+    print(message)
     return 0
