@@ -206,10 +206,32 @@ class UmapConfig(_Section):
     min_dist: float = Field(0.1, ge=0)
 
 
-class ClusterConfig(_Section):
-    """K-Means on the embeddings, UMAP, and what to compare the clusters with."""
+class GmmConfig(_Section):
+    """The Gaussian mixture's parameters (``cluster.algorithm: gmm``)."""
 
-    k: int = Field(4, ge=2)
+    covariance_type: Literal["diag", "spherical", "full", "tied"] = Field(
+        "diag", description="diag: one variance per dimension and component (full needs many cells per component)"
+    )
+
+
+class HdbscanConfig(_Section):
+    """HDBSCAN's parameters (``cluster.algorithm: hdbscan``; it finds the number of clusters itself)."""
+
+    min_cluster_size: int = Field(25, ge=2, description="the smallest group of cells called a cluster")
+    min_samples: int | None = Field(None, ge=1, description="how conservative: more = more cells called noise; "
+                                    "null = min_cluster_size")
+    max_fit: int = Field(10_000, ge=4, description="fit on at most this many seeded cells (HDBSCAN is O(n^2)-ish); "
+                         "the others join the cluster of their nearest fitted cell")
+
+
+class ClusterConfig(_Section):
+    """The clustering algorithm on the embeddings, UMAP, and what to compare the clusters with."""
+
+    algorithm: str = Field("kmeans", description="kmeans, gmm (a Gaussian mixture with k components) or hdbscan "
+                           "(finds the number of clusters itself; cells in no cluster are noise, -1)")
+    k: int = Field(4, ge=2, description="clusters (kmeans) / components (gmm); not used by hdbscan")
+    gmm: GmmConfig = Field(default_factory=GmmConfig)
+    hdbscan: HdbscanConfig = Field(default_factory=HdbscanConfig)
     n_nearest: int = Field(8, ge=1, description="cells shown per cluster (nearest the centroid)")
     preprocessing: Literal["cosine", "standardize", "l2", "none"] = Field(
         "cosine", description="cosine: z-score each dimension, then compare cells by direction (see "
@@ -224,6 +246,25 @@ class ClusterConfig(_Section):
     )
     umap: UmapConfig = Field(default_factory=UmapConfig)
     label_columns: list[str] | None = Field(None, description="columns to report AMI against")
+
+    @field_validator("algorithm")
+    @classmethod
+    def _registered_algorithm(cls, value: str) -> str:
+        from phenossl.cluster.algorithms import algorithm_spec
+
+        try:
+            algorithm_spec(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    def algorithm_params(self) -> dict[str, Any]:
+        """The chosen algorithm's parameters, as ``phenossl.cluster.algorithms.cluster_with`` takes them."""
+        if self.algorithm == "gmm":
+            return self.gmm.model_dump()
+        if self.algorithm == "hdbscan":
+            return self.hdbscan.model_dump()
+        return {}
 
     @field_validator("controls")
     @classmethod

@@ -3,7 +3,8 @@
 ``clusters.csv`` holds every column of the cell table (ids, image / plate / well / site, centroid,
 treatment...) followed by:
 
-- ``cluster``: the K-Means cluster id (0..k-1);
+- ``cluster``: the cluster id (0..k-1; -1 for HDBSCAN's noise, the cells in no cluster);
+- ``cluster_name`` (HDBSCAN clusterings only): the id as text, and "noise" for -1;
 - ``distance_to_centroid``: Euclidean distance to the cell's own centroid, in the prepared feature
   space the clustering was made in;
 - ``centroid_rank``: 1..n for the n cells listed nearest their centroid (1 = most typical of its
@@ -32,6 +33,7 @@ from phenossl.cluster.kmeans import Clustering
 from phenossl.errors import ConfigError, InputError, OutputExistsError
 
 RESULT_COLUMNS: tuple[str, ...] = ("cluster", "distance_to_centroid", "centroid_rank", "umap_x", "umap_y")
+NAME_COLUMN = "cluster_name"  # HDBSCAN clusterings: "noise" for the cells in no cluster (cluster -1)
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,8 @@ def check_targets_free(targets: list[Path], overwrite: bool) -> None:
 def cluster_table(
     cells: pd.DataFrame, clustering: Clustering, umap_xy: np.ndarray | None = None
 ) -> pd.DataFrame:
-    """The per-cell export table: the cell columns, then RESULT_COLUMNS (pure; nothing is written).
+    """The per-cell export table: the cell columns, then RESULT_COLUMNS (pure; nothing is written); an HDBSCAN
+    clustering's table has ``cluster_name`` after ``cluster`` ("noise" for cluster -1).
 
     A named or non-default index of ``cells`` becomes columns. Result columns already present in
     ``cells`` (re-exporting an exported table) are replaced, not duplicated.
@@ -105,7 +108,7 @@ def cluster_table(
         isinstance(cells.index, pd.RangeIndex) and all(name is None for name in cells.index.names)
     )
     table = cells.reset_index(drop=not keep_index)
-    table = table.drop(columns=[column for column in RESULT_COLUMNS if column in table.columns])
+    table = table.drop(columns=[column for column in (*RESULT_COLUMNS, NAME_COLUMN) if column in table.columns])
     xy = np.full((n_cells, 2), np.nan, np.float32) if umap_xy is None else umap_xy.astype(np.float32)
     results = pd.DataFrame(
         {
@@ -117,6 +120,11 @@ def cluster_table(
         },
         index=table.index,
     )
+    if getattr(clustering, "algorithm", "kmeans") == "hdbscan" or clustering.n_noise:
+        from phenossl.cluster.algorithms import cluster_name
+
+        names = [cluster_name(c) for c in range(-1, clustering.k)]
+        results.insert(1, NAME_COLUMN, np.asarray(names, dtype=object)[results["cluster"].to_numpy() + 1])
     return pd.concat([table, results], axis=1)
 
 

@@ -72,16 +72,20 @@ def format_targets(name: str, out: str | os.PathLike) -> list[Path]:
 
 def obs_table(table: pd.DataFrame) -> pd.DataFrame:
     """The per-cell table as AnnData's ``obs``: string index (the cell ids), ``cluster`` categorical (its
-    categories the cluster ids as text, in numeric order, as scanpy's own clusterings are), the UMAP columns
+    categories the cluster ids as text, in numeric order, as scanpy's own clusterings are; HDBSCAN's noise -1 as
+    "noise", last), the UMAP columns
     left out (they are ``obsm["X_umap"]``), and object columns made writable: bool stays bool, numbers become
     numbers, text becomes str (a categorical when values are missing, so missing stays missing)."""
-    obs = table.drop(columns=[c for c in ("umap_x", "umap_y") if c in table.columns]).copy()
+    obs = table.drop(columns=[c for c in ("umap_x", "umap_y", "cluster_name") if c in table.columns]).copy()
     for column in obs.columns:
         if column != "cluster" and obs[column].dtype == object:
             obs[column] = writable_column(obs[column])
-    if "cluster" in obs.columns:
-        ids = sorted(pd.unique(obs["cluster"].astype(np.int64)))
-        obs["cluster"] = pd.Categorical(obs["cluster"].astype(np.int64).astype(str), categories=[str(i) for i in ids])
+    if "cluster" in obs.columns:  # HDBSCAN's noise (-1) is the category "noise", after the clusters
+        from phenossl.cluster.algorithms import cluster_name
+
+        ids = sorted(pd.unique(obs["cluster"].astype(np.int64)), key=lambda i: (i < 0, i))
+        names = obs["cluster"].astype(np.int64).map(cluster_name)
+        obs["cluster"] = pd.Categorical(names, categories=[cluster_name(i) for i in ids])
     ids = obs["cell_id"] if "cell_id" in obs.columns else pd.Series(np.arange(len(obs)))
     names = ids.astype(str).to_numpy()
     obs.index = pd.Index(names if len(set(names)) == len(names) else np.arange(len(obs)).astype(str), name="cell")

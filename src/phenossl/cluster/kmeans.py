@@ -35,21 +35,24 @@ DISTANCE_CHUNK_ROWS = 4096  # 16 MB of float64 scratch at D=512
 
 @dataclass(frozen=True, eq=False)
 class Clustering:
-    """One K-Means result. Centroids and distances live in the EmbeddingSpace's prepared features.
+    """One clustering (K-Means, or another algorithm of phenossl.cluster.algorithms). Centroids and distances
+    live in the EmbeddingSpace's prepared features.
 
     ``nearest[c]`` holds the (at most n_nearest) members of cluster ``c`` closest to its centroid,
     nearest first; ``nearest_rank[i]`` is cell i's 1-based place in that list, 0 if it is not listed.
-    Only members are listed, so every cell appears in at most one list.
+    Only members are listed, so every cell appears in at most one list. HDBSCAN leaves some cells in no
+    cluster: their label is -1 ("noise"), their distance NaN, and they are in no list; ``k`` does not count them.
     """
 
-    labels: np.ndarray  # (N,) int64, 0..k-1
+    labels: np.ndarray  # (N,) int64, 0..k-1 (and -1, noise, for HDBSCAN)
     centroids: np.ndarray  # (k, D) float32
-    distance: np.ndarray  # (N,) float32, Euclidean distance to the cell's own centroid
+    distance: np.ndarray  # (N,) float32, Euclidean distance to the cell's own centroid (NaN for noise)
     nearest: dict[int, np.ndarray]
     nearest_rank: np.ndarray  # (N,) int64
     k: int
     seed: int
     inertia: float  # sum of squared distances, to compare runs with the same k
+    algorithm: str = "kmeans"  # a name of phenossl.cluster.algorithms.ALGORITHMS
 
     @property
     def n_cells(self) -> int:
@@ -57,8 +60,13 @@ class Clustering:
 
     @property
     def sizes(self) -> np.ndarray:
-        """Cells per cluster, (k,)."""
-        return np.bincount(self.labels, minlength=self.k)
+        """Cells per cluster, (k,) (noise cells are not counted: see ``n_noise``)."""
+        return np.bincount(self.labels[self.labels >= 0], minlength=self.k)
+
+    @property
+    def n_noise(self) -> int:
+        """Cells in no cluster (label -1: HDBSCAN's noise); 0 for K-Means and the Gaussian mixture."""
+        return int((self.labels < 0).sum())
 
 
 def check_seed(seed: int) -> None:

@@ -83,7 +83,8 @@ def clustering_metrics(
     Silhouette is computed in the given feature space (an EmbeddingSpace's prepared features, or raw
     (N, D) features). AMI is computed for each label column of ``cells`` (row i = cell i), default:
     whichever of compound / treatment / phenotype / moa exist; cells with a missing label are left out
-    of that column's score (NaN if fewer than 2 cells remain).
+    of that column's score (NaN if fewer than 2 cells remain). Noise cells (label -1, HDBSCAN) are left out of
+    the silhouette (they belong to no cluster) and count as one more category in the AMI.
     """
     features = (
         space_or_features.features
@@ -95,7 +96,10 @@ def clustering_metrics(
         raise InputError(
             f"labels must have one entry per cell ({features.shape[0]}); got shape {labels.shape}."
         )
-    metrics = {"silhouette": silhouette(features, labels, seed=seed, sample_size=silhouette_sample)}
+    clustered = labels >= 0  # HDBSCAN's noise (-1) is no cluster: left out of the silhouette, a category for AMI
+    scored = (features, labels) if clustered.all() else (features[clustered], labels[clustered])
+    metrics = {"silhouette": silhouette(*scored, seed=seed, sample_size=silhouette_sample)
+               if clustered.any() else float("nan")}
     if cells is None:
         return metrics
     if len(cells) != labels.size:

@@ -244,9 +244,15 @@ class EmbeddingSpace:
             f"{normalised})"
         )
 
-    def cluster(self, k: int, seed: int = 0, n_nearest: int = 8) -> Clustering:
-        """K-Means with ``k`` clusters on the prepared features; deterministic for a given seed."""
-        return cluster_features(self._features, k, seed=seed, n_nearest=n_nearest)
+    def cluster(self, k: int, seed: int = 0, n_nearest: int = 8, *, algorithm: str = "kmeans",
+                params: dict | None = None) -> Clustering:
+        """K-Means with ``k`` clusters on the prepared features (or another registered ``algorithm`` of
+        phenossl.cluster.algorithms, with its ``params``); deterministic for a given seed."""
+        if algorithm == "kmeans":
+            return cluster_features(self._features, k, seed=seed, n_nearest=n_nearest)
+        from phenossl.cluster.algorithms import cluster_with
+
+        return cluster_with(self._features, algorithm, k, seed=seed, n_nearest=n_nearest, params=params)
 
     def umap(
         self,

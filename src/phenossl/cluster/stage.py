@@ -55,12 +55,16 @@ def umap_params(config: RunConfig) -> dict[str, Any]:
 
 
 def cluster_in_space(config: RunConfig, store: TileStore, space: EmbeddingSpace, k: int, n_nearest: int, *,
-                     layout: np.ndarray | None = None) -> RunClustering:
-    """Seeded K-Means with ``k`` (and the ``n_nearest`` cells nearest each centroid) and its metrics on the
-    run's label columns; ``layout`` is the run's UMAP when the caller has it."""
+                     layout: np.ndarray | None = None, algorithm: str | None = None,
+                     params: dict[str, Any] | None = None) -> RunClustering:
+    """Seeded clustering with ``k`` (and the ``n_nearest`` cells nearest each centroid) and its metrics on the
+    run's label columns; ``layout`` is the run's UMAP when the caller has it. The algorithm and its parameters
+    are the configuration's (``cluster.algorithm``) unless ``algorithm`` / ``params`` say otherwise."""
     from phenossl.cluster import clustering_metrics
 
-    clustering = space.cluster(k, seed=config.seed, n_nearest=n_nearest)
+    if algorithm is None:
+        algorithm, params = config.cluster.algorithm, config.cluster.algorithm_params() if params is None else params
+    clustering = space.cluster(k, seed=config.seed, n_nearest=n_nearest, algorithm=algorithm, params=params)
     metrics = clustering_metrics(space, clustering.labels, store.cells, config.cluster.label_columns, seed=config.seed)
     return RunClustering(space, clustering, metrics, layout)
 
@@ -80,9 +84,30 @@ def run_layout(config: RunConfig, paths: RunPaths, space: EmbeddingSpace, *, com
 
 
 def metrics_summary(result: RunClustering, n_cells: int) -> dict[str, Any]:
-    """What ``metrics.json`` holds: k, the number of cells, every metric, and the size of each cluster."""
-    sizes = result.clustering.sizes.tolist()
-    return {"k": result.clustering.k, "n_cells": n_cells, **result.metrics, "cluster_sizes": sizes}
+    """What ``metrics.json`` holds: k, the number of cells, every metric, the size of each cluster, the algorithm
+    and (HDBSCAN) the number of noise cells."""
+    clustering = result.clustering
+    sizes = clustering.sizes.tolist()
+    noise = {"n_noise": clustering.n_noise} if clustering.algorithm == "hdbscan" else {}
+    return {"k": clustering.k, "n_cells": n_cells, **result.metrics, "cluster_sizes": sizes,
+            "algorithm": clustering.algorithm, **noise}
+
+
+def suggest_run_k(config: RunConfig, store: TileStore, space: EmbeddingSpace, *, algorithm: str | None = None,
+                  label_column: str | None = None, params: dict[str, Any] | None = None):
+    """The k curve (:func:`phenossl.cluster.suggest.suggest_k`) of the run's clustering space, seeded with the run's
+    seed; ``label_column`` (a column of the cell table) adds the AMI curve. ``algorithm``: default the run's."""
+    from phenossl.cluster.metrics import label_columns_to_score
+    from phenossl.cluster.suggest import suggest_k
+
+    if algorithm is None:
+        algorithm, params = config.cluster.algorithm, config.cluster.algorithm_params()
+    labels = None
+    if label_column:
+        label_columns_to_score(store.cells, [label_column])  # InputError naming the columns there are
+        labels = store.cells[label_column].to_numpy()
+    return suggest_k(space.features, algorithm=algorithm, seed=config.seed, labels=labels, label_column=label_column,
+                     params=params)
 
 
 def metrics_json(summary: dict[str, Any]) -> str:
@@ -147,3 +172,55 @@ def save_layout(paths: RunPaths, layout: np.ndarray, *, what: str) -> None:
 
     with run_folder_lock(paths.root, what):
         atomic_write(paths.umap, lambda tmp: save_npy(tmp, np.asarray(layout)))
+
+
+K_CURVE_FILE = "k_curve.csv"
+
+
+def command_line_choice(config: RunConfig, paths: RunPaths, store: TileStore, *, k: str | int | None = None,
+                        algorithm: str | None = None, min_cluster_size: int | None = None,
+                        label: str | None = None) -> tuple[RunConfig, Any]:
+    """``phenossl cluster``'s choices applied to the run's configuration (validated as the configuration is: the
+    same one-line messages): ``--algorithm``, ``--min-cluster-size`` (hdbscan), ``--k N`` or ``--k auto``. With
+    auto, k is chosen on the run's cached embedding space by :func:`suggest_run_k` (the best silhouette; ``label``
+    adds the AMI curve) and the curve is returned beside the configuration (else None)."""
+    from phenossl.config import apply_overrides
+    from phenossl.errors import ConfigError
+
+    overrides = [f"cluster.algorithm={algorithm}"] if algorithm is not None else []
+    if min_cluster_size is not None:
+        overrides.append(f"cluster.hdbscan.min_cluster_size={min_cluster_size}")
+    auto = isinstance(k, str) and k.strip().lower() == "auto"
+    if k is not None and not auto:
+        overrides.append(f"cluster.k={k}")
+    config = apply_overrides(config, overrides)
+    if k is not None and config.cluster.algorithm == "hdbscan":
+        raise ConfigError("hdbscan finds the number of clusters itself: leave out --k (its smallest cluster is "
+                          "--min-cluster-size).")
+    if not auto:
+        return config, None
+    space = clustering_space(config, store, paths.load_embeddings())
+    curve = suggest_run_k(config, store, space, label_column=label)
+    return apply_overrides(config, [f"cluster.k={curve.best_k}"]), curve
+
+
+def record_command_line_choice(config: RunConfig, paths: RunPaths, curve: Any, *, out: Path | None,
+                               overwrite: bool) -> list[Path]:
+    """After ``phenossl cluster``: the k curve (``--k auto``) as ``k_curve.csv`` beside the run's clusters.csv, or
+    as ``<stem>.k_curve.csv`` beside an export; and, when the run's own clustering was replaced, the run's
+    config.yaml with the algorithm and k that made it. Returns the files written."""
+    from phenossl.atomic import atomic_write_text
+    from phenossl.config import save_config
+    from phenossl.runlock import run_folder_lock
+
+    written: list[Path] = []
+    target = paths.root / K_CURVE_FILE if out is None else out.with_name(f"{out.stem}.{K_CURVE_FILE}")
+    with run_folder_lock(paths.root, "phenossl cluster"):
+        if curve is not None:
+            atomic_write_text(target, curve.table().to_csv(index=False, lineterminator="\n"),
+                              overwrite=overwrite or out is None)
+            written.append(target)
+        if out is None:
+            save_config(config, paths.config)
+            written.append(paths.config)
+    return written
