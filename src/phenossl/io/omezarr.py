@@ -279,15 +279,12 @@ def write_plate(
     write_plate_metadata(group, rows, columns, [f"{r}/{c}" for r, c in wells.values()],
                          name=name or plate_name(root), field_count=max(len(f) for f in images.values()))
     omero = {"channels": [{"label": label} for label in channel_names]}
-    scale = [[{"type": "scale", "scale": [1.0, pixel_size, pixel_size]}]] if pixel_size else None
-    axes = [{"name": "c", "type": "channel"}] + [
-        {"name": name, "type": "space", **({"unit": "micrometer"} if pixel_size else {})} for name in ("y", "x")
-    ]
+    physical = {"scale": {"y": pixel_size, "x": pixel_size}, "axes_units": {"y": "micrometer", "x": "micrometer"}}
     for well, fields in images.items():
         row, column = wells[well]
         well_group = group.require_group(row).require_group(column)
         write_well_metadata(well_group, [str(i) for i in range(len(fields))])
         for index, field_image in enumerate(fields):
-            write_image(np.asarray(field_image), well_group.require_group(str(index)), axes=axes, scale_factors=[],
-                        coordinate_transformations=scale, metadata={"omero": omero})
+            write_image(np.asarray(field_image), well_group.require_group(str(index)), axes="cyx", scale_factors=[],
+                        metadata={"omero": omero}, **(physical if pixel_size else {}))
     return root
