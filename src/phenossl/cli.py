@@ -9,39 +9,17 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 from phenossl.errors import PhenosslError
 
 
-class _Printer:
-    """Progress lines for a terminal: at most one per second per stage, plus every epoch."""
+def _progress(args: argparse.Namespace):
+    """What a command prints while its stages work (phenossl.cli_progress): bars on a terminal, plain lines
+    in a log; every reported training step too with --verbose."""
+    from phenossl.cli_progress import CliProgress
 
-    def __init__(self) -> None:
-        self._last: dict[str, float] = {}
-
-    def __call__(self, stage: str, payload: Any) -> None:
-        from phenossl.train import EpochDone, StepProgress
-
-        now = time.monotonic()
-        if isinstance(payload, EpochDone):
-            print(f"  epoch {payload.epoch + 1}/{payload.epochs}: mean loss {payload.mean_loss:.4f}, "
-                  f"embedding spread {payload.spread:.3f}, checkpoint saved", flush=True)
-            return
-        if isinstance(payload, str):
-            print(f"  {stage}: {payload}", flush=True)
-            return
-        if now - self._last.get(stage, 0.0) < 1.0:
-            return
-        self._last[stage] = now
-        if isinstance(payload, StepProgress):
-            print(f"  epoch {payload.epoch + 1}/{payload.epochs} step {payload.step}/{payload.steps_per_epoch}: "
-                  f"loss {payload.loss:.4f} ({payload.images_per_s:.0f} cells/s)", flush=True)
-        else:
-            done, total = payload
-            print(f"  {stage} {done}/{total}", flush=True)
+    return CliProgress(verbose=getattr(args, "verbose", False))
 
 
 def _load(path: str, overrides: list[str] | None = None):
@@ -76,7 +54,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.overwrite:
         config.output.overwrite = True
     print(f"phenossl run '{config.name}' -> {config.run_dir()}")
-    _print_result(run_pipeline(config, resume=args.resume, on_event=_Printer()))
+    with _progress(args) as on_event:
+        result = run_pipeline(config, resume=args.resume, on_event=on_event)
+    _print_result(result)
     return 0
 
 
@@ -88,7 +68,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"phenossl demo: the bundled synthetic plate ({config.input.paths[0]})\n"
           f"  training {config.train.method} / {config.train.encoder} for {config.train.epochs} epochs "
           f"with the '{config.train.composition_a.name}' composition; results in {config.run_dir()}")
-    _print_result(run_pipeline(config, on_event=_Printer()))
+    with _progress(args) as on_event:
+        result = run_pipeline(config, on_event=on_event)
+    _print_result(result)
     return 0
 
 
@@ -150,9 +132,9 @@ def cmd_tile(args: argparse.Namespace) -> int:
     config = _load(args.config, args.set)
     if args.overwrite:
         config.output.overwrite = True
-    with _run_lock(config, "phenossl tile"):
+    with _run_lock(config, "phenossl tile"), _progress(args) as on_event:
         paths = prepare_run_dir(config, resume=True)
-        store = stage_tile(config, paths, on_event=_Printer())
+        store = stage_tile(config, paths, on_event=on_event)
     report = store.info.get("report", {})
     print(f"{store.n_cells} cells in {paths.store} ({report})")
     return 0
@@ -165,10 +147,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = _load(args.config, args.set)
     if args.overwrite:
         config.output.overwrite = True
-    with _run_lock(config, "phenossl train"):
+    with _run_lock(config, "phenossl train"), _progress(args) as on_event:
         paths = prepare_run_dir(config, resume=True)  # the run's config.yaml must say what was trained
         result = stage_train(config, paths, TileStore(paths.store), resume=args.resume, overwrite=args.overwrite,
-                             on_event=_Printer())
+                             on_event=on_event)
     print(f"trained {result.epochs_completed} epochs on {result.device}; checkpoint {result.checkpoint}")
     return 0
 
@@ -177,7 +159,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from phenossl.pipeline import open_run, stage_embed
 
     config, paths, store = open_run(args.run)
-    embeddings = stage_embed(config, paths, store, overwrite=args.overwrite)
+    with _progress(args) as on_event:
+        embeddings = stage_embed(config, paths, store, overwrite=args.overwrite, on_event=on_event)
     print(f"embeddings {embeddings.shape} -> {paths.embeddings}")
     return 0
 
@@ -191,7 +174,8 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     if args.k is not None:  # validated as the configuration validates it: the same one-line message
         config = apply_overrides(config, [f"cluster.k={args.k}"])
     out = Path(args.out) if args.out else None
-    result = stage_cluster(config, paths, store, csv_path=out, overwrite=args.overwrite)
+    with _progress(args) as on_event:
+        result = stage_cluster(config, paths, store, csv_path=out, overwrite=args.overwrite, on_event=on_event)
     _print_result(result)
     if out:
         print(f"  exported {out} (with its embeddings and configuration beside it)")

@@ -52,9 +52,11 @@ def embed_tiles(
     batch_size: int = 256,
     out: np.ndarray | None = None,
     cancel=None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Encoder features (N, D) float32 of ``tiles`` (N, C, S, S), written into ``out`` if given; with several
-    views, the mean of their features (each batch is read once and shown in every view)."""
+    views, the mean of their features (each batch is read once and shown in every view). ``progress(done, n)``
+    is called after every batch."""
     import torch
 
     from phenossl.errors import Cancelled
@@ -63,6 +65,8 @@ def embed_tiles(
     device = next(model.parameters()).device
     model.eval()
     n = len(tiles)
+    if progress is not None:
+        progress(0, n)
     with torch.no_grad():
         for start in range(0, n, batch_size):
             if cancel is not None and cancel.is_set():
@@ -74,6 +78,8 @@ def embed_tiles(
             if out is None:
                 out = np.empty((n, features.shape[1]), dtype=np.float32)
             out[start : start + len(features)] = features
+            if progress is not None:
+                progress(start + len(features), n)
     return out
 
 
@@ -88,8 +94,10 @@ def embed_store(
     average: str = "none",
     overwrite: bool = True,
     cancel=None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
-    """Embed every tile of ``store`` with the checkpoint's encoder into ``out_path`` (.npy, atomic).
+    """Embed every tile of ``store`` with the checkpoint's encoder into ``out_path`` (.npy, atomic);
+    ``progress(done, n_cells)`` after every batch.
 
     Returns the embeddings memory-mapped read-only from the written file (bounded memory).
     """
@@ -103,7 +111,8 @@ def embed_store(
             probe = embed_tiles(model, store.tiles[:1], transform)
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
                                             shape=(store.n_cells, probe.shape[1]))
-            embed_tiles(model, store.tiles, transform, batch_size=batch_size, out=out, cancel=cancel)
+            embed_tiles(model, store.tiles, transform, batch_size=batch_size, out=out, cancel=cancel,
+                        progress=progress)
             out.flush()
             del out
     except Exception as exc:

@@ -39,7 +39,7 @@ METRICS_FILE = "metrics.json"
 FEATURE_NAMES_FILE = "features.json"  # cellprofiler runs: the name of each embedding column
 OVERVIEW_FILE = "overview.png"
 
-#: on_event(stage, payload): payload is a StepProgress/EpochDone for "train", (done, total) otherwise.
+#: on_event(stage, payload): what a stage is doing, for the front ends (:mod:`phenossl.progress`).
 EventHandler = Callable[[str, Any], None]
 
 
@@ -165,9 +165,10 @@ def _check_same_run(saved: RunConfig, new: RunConfig, paths: RunPaths) -> None:
 def stage_tile(config: RunConfig, paths: RunPaths, *, on_event: EventHandler | None = None,
                cancel: threading.Event | None = None) -> TileStore:
     """Read + segment + tile (or import crops) into the run's tile store."""
+    from phenossl.progress import counter
     from phenossl.tiles.build import build_store
 
-    progress = (lambda stage, done, total: on_event(stage, (done, total))) if on_event else None
+    progress = counter(on_event)
     with run_folder_lock(paths.root, "making tiles"):
         return build_store(
             config.input,
@@ -203,7 +204,7 @@ def stage_train(config: RunConfig, paths: RunPaths, store: TileStore, *, resume:
             return save_untrained(store, config.train, paths.root, seed=config.seed, run_info=config.to_dict())
         progress = (lambda event: on_event("train", event)) if on_event else None
         return train(store, config.train, paths.root, seed=config.seed, resume=resume, cancel=cancel,
-                     progress=progress, run_info=config.to_dict())
+                     progress=progress, run_info=config.to_dict(), set_up_events=on_event is not None)
 
 
 def stage_embed(config: RunConfig, paths: RunPaths, store: TileStore, *, overwrite: bool = False,
@@ -221,10 +222,12 @@ def stage_embed(config: RunConfig, paths: RunPaths, store: TileStore, *, overwri
             f"{paths.embeddings} already exists (its clusters may have been exported). Embed again with "
             "--overwrite. Nothing was changed."
         )
+    from phenossl.progress import counter
+
     with run_folder_lock(paths.root, "embedding"):
         return embed_store(store, paths.checkpoint, paths.embeddings, batch_size=config.embed.batch_size,
                            device=config.train.device, view=config.embed.view, average=config.embed.average,
-                           overwrite=overwrite, cancel=cancel)
+                           overwrite=overwrite, cancel=cancel, progress=counter(on_event, "embedding"))
 
 
 def stage_measure(config: RunConfig, paths: RunPaths, store: TileStore, *, overwrite: bool = False,
@@ -242,9 +245,11 @@ def stage_measure(config: RunConfig, paths: RunPaths, store: TileStore, *, overw
             f"{paths.root} already holds measurements ({', '.join(existing)}). Measure again with --overwrite. "
             "Nothing was changed."
         )
-    workers = config.measure.workers or max(1, (os.cpu_count() or 2) - 1)
-    progress = (lambda stage, done, total: on_event(stage, (done, total))) if on_event else None
     from phenossl.export import save_npy
+    from phenossl.progress import counter
+
+    workers = config.measure.workers or max(1, (os.cpu_count() or 2) - 1)
+    progress = counter(on_event)
 
     with run_folder_lock(paths.root, "measuring cells"):
         measurements = measure_store(store, workers=workers, progress=progress, cancel=cancel)
@@ -258,16 +263,18 @@ def stage_measure(config: RunConfig, paths: RunPaths, store: TileStore, *, overw
 
 
 def stage_cluster(config: RunConfig, paths: RunPaths, store: TileStore, embeddings: np.ndarray | None = None,
-                  *, csv_path: Path | None = None, overwrite: bool = False, overview: bool = True) -> RunResult:
+                  *, csv_path: Path | None = None, overwrite: bool = False, overview: bool = True,
+                  on_event: EventHandler | None = None) -> RunResult:
     """K-Means + UMAP + metrics on the cached embeddings (never re-embedded), by the clustering stage that
     napari uses too (:mod:`phenossl.cluster.stage`).
 
     Without ``csv_path`` the results become the run's own (``clusters.csv``, ``umap.npy``, ``metrics.json``,
     ``overview.png``); with it they are exported there instead, with the embeddings and the configuration
     beside the CSV, and the run folder is left as it was. Existing files are replaced only on ``overwrite``,
-    and all of them are checked before anything is computed or written.
+    and all of them are checked before anything is computed or written. ``on_event`` hears what is being done
+    and the UMAP's epochs.
     """
-    from phenossl.cluster.stage import cluster_in_space, save_run_clustering, umap_params
+    from phenossl.cluster.stage import cluster_in_space, save_run_clustering
     from phenossl.export import check_export_targets, export_clusters, export_paths
 
     if embeddings is None:
@@ -277,14 +284,31 @@ def stage_cluster(config: RunConfig, paths: RunPaths, store: TileStore, embeddin
     else:
         check_export_targets(export_paths(csv_path, embeddings=True, config=True), overwrite)
     space = clustering_space(config, store, embeddings)
-    result = cluster_in_space(config, store, space, config.cluster.k, config.cluster.n_nearest,
-                              layout=space.umap(**umap_params(config)))
+    layout = _run_umap(config, space, on_event)
+    if on_event:
+        on_event("clustering", f"K-Means (k = {config.cluster.k}), metrics"
+                               f"{', overview' if csv_path is None and overview else ''} and CSV")
+    result = cluster_in_space(config, store, space, config.cluster.k, config.cluster.n_nearest, layout=layout)
     if csv_path is None:
         save_run_clustering(config, paths, store, result, what="clustering", overview=overview)
     else:
         export_clusters(csv_path, store.cells, result.clustering, umap_xy=result.umap,
                         embeddings=np.asarray(embeddings), config=config.to_dict(), overwrite=overwrite)
     return RunResult(paths, result.metrics, store.n_cells, result.clustering.sizes.tolist())
+
+
+def _run_umap(config: RunConfig, space, on_event: EventHandler | None) -> np.ndarray:
+    """The run's UMAP layout of ``space``, its optimisation epochs (and the placing of the cells outside its
+    fitted sample) told to ``on_event``."""
+    from phenossl.cluster.projection import layout_progress
+    from phenossl.cluster.stage import umap_params
+    from phenossl.progress import counter
+
+    if on_event:
+        on_event("umap", f"layout of {space.n_cells} cells (neighbours, then the layout's epochs; a machine's first "
+                         "layout also compiles for ~20 s)")
+    with layout_progress(counter(on_event)):
+        return space.umap(**umap_params(config))
 
 
 def _check_run_clustering_free(paths: RunPaths, overview: bool, overwrite: bool) -> None:
@@ -370,9 +394,7 @@ def _run_locked(config: RunConfig, *, resume: bool, on_event: EventHandler | Non
         stage_train(config, paths, store, resume=resume, overwrite=config.output.overwrite, on_event=on_event,
                     cancel=cancel)
     embeddings = stage_embed(config, paths, store, overwrite=True, cancel=cancel, on_event=on_event)
-    if on_event:
-        on_event("clustering", "K-Means, UMAP (its first run compiles for ~20 s), metrics, CSV and overview")
-    return stage_cluster(config, paths, store, embeddings, overwrite=True)
+    return stage_cluster(config, paths, store, embeddings, overwrite=True, on_event=on_event)
 
 
 def load_run_config(paths: RunPaths) -> RunConfig:

@@ -27,10 +27,13 @@ population of under ~0.1 % of the cells has only a few of them and sits beside i
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
+import re
 import sys
 import threading
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +47,50 @@ TRANSFORM_CHUNK_ROWS = 50_000  # cells placed per call (bounds the neighbour gra
 # Below this many fitted cells phenossl gives umap-learn exact neighbours; from it on umap-learn's pynndescent
 # search is used for the fit (only when a caller raises max_fit: its code compiles in every process).
 EXACT_KNN_BELOW = 4096
+
+#: progress(stage, done, total) for the layouts computed in this thread (see :func:`layout_progress`).
+_LAYOUT_PROGRESS: contextvars.ContextVar[Callable[[str, int, int], None] | None] = contextvars.ContextVar(
+    "phenossl_layout_progress", default=None)
+
+
+@contextlib.contextmanager
+def layout_progress(progress: Callable[[str, int, int], None] | None) -> Iterator[None]:
+    """Within this block, the UMAP layouts computed in this thread report their optimisation epochs as
+    ``progress("umap", done, n_epochs)`` and the cells placed outside the fitted sample as
+    ``progress("placing", done, n)``; None reports nothing."""
+    token = _LAYOUT_PROGRESS.set(progress)
+    try:
+        yield
+    finally:
+        _LAYOUT_PROGRESS.reset(token)
+
+
+class _EpochCounter:
+    """A file for umap-learn's tqdm bar (its documented ``tqdm_kwds``) that reads the bar's ``n/total`` as it
+    is written and passes it on: umap-learn has no progress callback of its own."""
+
+    _COUNT = re.compile(r"(\d+)/(\d+)")
+
+    def __init__(self, report: Callable[[int, int], None]) -> None:
+        self._report = report
+        self._last = -1
+
+    def write(self, text: str) -> int:
+        found = self._COUNT.findall(text)
+        if found:
+            done, total = (int(v) for v in found[-1])
+            if done != self._last:
+                self._last = done
+                self._report(done, total)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def _epoch_tqdm_kwds(progress: Callable[[str, int, int], None]) -> dict:
+    return {"disable": False, "file": _EpochCounter(lambda done, total: progress("umap", done, total)),
+            "bar_format": "{n}/{total}", "mininterval": 0.0, "miniters": 1, "desc": "", "ascii": True}
 
 
 def check_umap_request(n_cells: int, n_neighbors: int, min_dist: float, max_fit: int, seed: int = 0) -> None:
@@ -311,6 +358,9 @@ def umap_embedding(
         "n_jobs": 1,  # what random_state forces anyway; saying it avoids umap's warning
         "n_epochs": None if n_epochs is None else int(n_epochs),
     }
+    progress = _LAYOUT_PROGRESS.get()
+    if progress is not None:
+        options["tqdm_kwds"] = _epoch_tqdm_kwds(progress)
     # writable float32: numba compiles read-only arrays separately (the warm-up compiled these)
     fit_data = np.require(features if fit_index is None else features[fit_index], np.float32, ["C", "W"])
     with warnings.catch_warnings(), _torch_threads_kept():
@@ -330,6 +380,8 @@ def umap_embedding(
         for start in range(0, rest.size, TRANSFORM_CHUNK_ROWS):
             chunk = rest[start : start + TRANSFORM_CHUNK_ROWS]
             xy[chunk] = place_new_cells(reducer, search, features[chunk])
+            if progress is not None:
+                progress("placing", min(start + TRANSFORM_CHUNK_ROWS, rest.size), rest.size)
     return xy
 
 

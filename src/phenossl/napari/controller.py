@@ -94,7 +94,7 @@ class SessionController(QObject):
     saved_clustering_changed = Signal()  # the shown run's saved clustering was replaced, or shown != saved
     current_cell_changed = Signal(int)
     preview_ready = Signal(object)  # tasks.Preview
-    train_event = Signal(object)  # StepProgress / EpochDone
+    train_event = Signal(object)  # SetUp / StepProgress / EpochDone (phenossl.train)
     training_finished = Signal(object)  # tasks.TrainOutcome
     comparison_ready = Signal(object)  # run_tasks.RunComparison
     evaluation_ready = Signal(object)  # pandas DataFrame: phenossl.evaluate's table

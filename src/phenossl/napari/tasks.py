@@ -268,7 +268,8 @@ class TrainOutcome:
 
 
 def expected_events(n_cells: int, config: RunConfig, cells: pd.DataFrame | None = None) -> int:
-    """How many events training yields (reports + one per epoch): the progress bar's total (the trainer's rule).
+    """How many events training yields (set-up phases, reports, one per epoch): the progress bar's total (the
+    trainer's rule).
     With the cell table, a labelled method (y-aware) counts only the cells it trains on: those with a label."""
     from phenossl.errors import ConfigError
     from phenossl.train.labels import training_labels
@@ -281,7 +282,7 @@ def expected_events(n_cells: int, config: RunConfig, cells: pd.DataFrame | None 
             labels = None
         if labels is not None:
             n_cells = int(np.isfinite(labels).sum())
-    return training_events(n_cells, config.train)
+    return training_events(n_cells, config.train, set_up_events=True)
 
 
 def ui_thread_budget(cpu_count: int | None = None) -> int:
@@ -304,7 +305,7 @@ def torch_threads(n: int) -> Iterator[None]:
 def train_run(
     record: RunRecord, cancel: threading.Event, *, threads: int | None = None
 ) -> Generator[Any, None, TrainOutcome]:
-    """Train one run (``iter_training``), yielding its StepProgress / EpochDone events.
+    """Train one run (``iter_training``), yielding its SetUp / StepProgress / EpochDone events.
 
     Setting ``cancel`` stops it before the next step; the last epoch's checkpoint is kept."""
     from phenossl.train import iter_training
@@ -320,6 +321,7 @@ def train_run(
                 seed=config.seed,
                 cancel=cancel,
                 run_info=config.to_dict(),
+                set_up_events=True,
             )
         except Cancelled as exc:
             kept = record.paths.checkpoint if record.paths.checkpoint.is_file() else None

@@ -143,6 +143,8 @@ def build_store_from_fields(
     channel_names: list[str] | None = None
     size = tiles.size
     try:
+        if progress:
+            progress("segmenting", 0, len(fields))  # a stage's bar starts with the stage, not after its first field
         for i, item in enumerate(fields):
             _check_cancel(cancel, "Segmentation")
             fld = item.load()
@@ -200,6 +202,8 @@ def build_store_from_fields(
         writer = TileStoreWriter(store_path, n_cells, channel_names, size, overwrite=overwrite)
         try:
             cells = []
+            if progress:
+                progress("tiling", 0, len(fields))
             for i, item in enumerate(fields):
                 _check_cancel(cancel, "Tiling")
                 nuclei = all_nuclei[all_nuclei["field_index"] == i]
@@ -339,6 +343,8 @@ def build_store_from_crops(
     nuclear = nuclear_channel_index(crops.channel_names, input_config.nuclear_channel)
     writer = TileStoreWriter(store_path, n, crops.channel_names, height, overwrite=overwrite)
     try:
+        if progress:
+            progress("importing", 0, n)
         for start in range(0, n, chunk):
             _check_cancel(cancel, "Importing crops")
             images = normalize_to_unit(np.asarray(crops.images[start : start + chunk]), lo_hi, channel_axis=1)

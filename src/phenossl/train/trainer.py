@@ -64,6 +64,20 @@ class StepProgress:
 
 
 @dataclass(frozen=True)
+class SetUp:
+    """What training is about to do before its first step (the first seconds of a run: loading PyTorch, building
+    the model, starting the batches, the first batch). Yielded *before* the phase runs, so a front end can say
+    what is happening while it happens; one of each :data:`SETUP_PHASES`, in that order."""
+
+    phase: str
+    text: str
+
+
+#: The set-up phases :func:`iter_training` reports, in order (each once per run, before its first step).
+SETUP_PHASES = ("device", "model", "batches", "probe", "first-step")
+
+
+@dataclass(frozen=True)
 class EpochDone:
     epoch: int
     epochs: int
@@ -120,12 +134,22 @@ def is_report_step(step: int, steps_per_epoch: int, every: int) -> bool:
     return step % every == 0 or step == steps_per_epoch
 
 
-def expected_events(n_cells: int, config: TrainConfig) -> int:
-    """How many events :func:`iter_training` yields (reports, plus one per epoch): a progress bar's total."""
+def expected_events(n_cells: int, config: TrainConfig, *, set_up_events: bool = False) -> int:
+    """How many events :func:`iter_training` yields from scratch (the reports, one per epoch, and with
+    ``set_up_events`` the set-up phases): a progress bar's total."""
     steps = n_cells // min(config.batch_size, n_cells)  # TileBatches' rule: full batches only
     every = report_every(config)
     reports = sum(is_report_step(step, steps, every) for step in range(1, steps + 1))
-    return config.epochs * (reports + 1)
+    return (len(SETUP_PHASES) if set_up_events else 0) + config.epochs * (reports + 1)
+
+
+def precision_text(config: TrainConfig, device) -> str:
+    """The arithmetic a run's steps use on ``device``: mixed precision (bf16 / fp16) on CUDA with ``train.amp``,
+    else float32."""
+    from phenossl.train.schedule import autocast_dtype
+
+    dtype = autocast_dtype(device) if config.amp else None
+    return "float32" if dtype is None else f"mixed precision {str(dtype).removeprefix('torch.')}"
 
 
 def probe_indices(n_cells: int, n: int = PROBE_CELLS) -> np.ndarray:
@@ -168,12 +192,18 @@ def iter_training(
     resume: bool = False,
     cancel: threading.Event | None = None,
     run_info: dict[str, Any] | None = None,
-) -> Generator[StepProgress | EpochDone, None, TrainResult]:
+    set_up_events: bool = False,
+) -> Generator[SetUp | StepProgress | EpochDone, None, TrainResult]:
     """Train on ``store`` according to ``config``, checkpointing into ``run_dir``.
 
-    ``cancel`` is checked before every step; setting it raises :class:`Cancelled` within one step and
-    keeps the last checkpoint. ``run_info`` (e.g. the full run configuration) is stored in the checkpoint.
+    Yields a :class:`StepProgress` every reported step and an :class:`EpochDone` after every epoch; with
+    ``set_up_events`` also a :class:`SetUp` before each phase of the set-up (:data:`SETUP_PHASES`: what the
+    first seconds are spent on). ``cancel`` is checked before every step; setting it raises :class:`Cancelled`
+    within one step and keeps the last checkpoint. ``run_info`` (e.g. the full run configuration) is stored in
+    the checkpoint.
     """
+    if set_up_events:
+        yield SetUp("device", f"loading PyTorch and choosing the device (train.device: {config.device})")
     import torch
 
     run_dir = Path(run_dir)
@@ -185,8 +215,12 @@ def iter_training(
     run: _Training | None = None
     history: list[dict[str, Any]] = []
     try:  # the set-up can run out of device memory too (model, device-resident tiles, probe)
-        run = set_up_training(store, config, run_dir, device, seed=seed, resume=resume)
+        set_up = iter_set_up(store, config, run_dir, device, seed=seed, resume=resume)
+        run = (yield from set_up) if set_up_events else _run_to_end(set_up)
         for epoch in range(run.start_epoch, config.epochs):
+            if set_up_events and epoch == run.start_epoch:
+                yield SetUp("first-step", f"first batch of epoch {epoch + 1} (the slowest step: the augmentations "
+                                          "and the device's kernels warm up)")
             epoch_losses = yield from _train_epoch(run, config, epoch, seed, cancel)
             yield _end_epoch(run, config, epoch, epoch_losses,
                              checkpoint_payload(run.model, config, store, seed, run_info))
@@ -217,8 +251,24 @@ def iter_training(
 
 def set_up_training(store: TileStore, config: TrainConfig, run_dir: Path, device, *, seed: int = 0,
                     resume: bool = False) -> _Training:
+    """:func:`iter_set_up` run to the end, its messages dropped."""
+    return _run_to_end(iter_set_up(store, config, run_dir, device, seed=seed, resume=resume))
+
+
+def _run_to_end(events: Generator[Any, None, Any]) -> Any:
+    """What the generator ``events`` returns, its yields dropped."""
+    while True:
+        try:
+            next(events)
+        except StopIteration as done:
+            return done.value
+
+
+def iter_set_up(store: TileStore, config: TrainConfig, run_dir: Path, device, *, seed: int = 0,
+                resume: bool = False) -> Generator[SetUp, None, _Training]:
     """The model (its encoder started from ``train.encoder_weights`` and, unless resuming, ``train.init_from``),
-    the batches, the update step, the state of a resumed run, and the probe cells watched for collapse."""
+    the batches, the update step, the state of a resumed run, and the probe cells watched for collapse; a
+    :class:`SetUp` is yielded before each of the model, the batches and the probe."""
     import torch
 
     from phenossl.augment.pipeline import eval_view
@@ -227,11 +277,17 @@ def set_up_training(store: TileStore, config: TrainConfig, run_dir: Path, device
     checkpoint_path = run_dir / CHECKPOINT_FILE
     labels = training_labels(store.cells, config)  # a bad label column fails here, before anything is built
     start_from = config.init_from if config.init_from is not None and not resume else None
+    yield SetUp("model", f"building the model: {config.method} / {config.encoder} on {_device_text(device)} "
+                         f"({precision_text(config, device)})")
     model, augmenters = build_model(
         config, in_channels=len(store.channel_names), num_samples=store.n_cells, tile_size=store.tile_size,
         encoder_weights=config.encoder_weights,
         encoder_state=encoder_state_of(start_from) if start_from is not None else None,
         state_source=str(start_from))
+    n_train = store.n_cells if labels is None else int(np.isfinite(labels).sum())
+    cached = config.cache_on_device != "never" and device.type != "cpu"
+    yield SetUp("batches", f"starting the batches: {n_train} cells, {min(config.batch_size, n_train)} a batch"
+                           f"{', tiles copied to the ' + device.type.upper() + ' if they fit' if cached else ''}")
     batches = TileBatches(store.tiles, config.batch_size, device, seed=seed, cache_on_device=config.cache_on_device,
                           targets=labels)
     total_steps = config.epochs * batches.steps_per_epoch
@@ -240,16 +296,28 @@ def set_up_training(store: TileStore, config: TrainConfig, run_dir: Path, device
         model.to(memory_format=torch.channels_last)
     warmup = round(config.warmup_epochs * batches.steps_per_epoch)
     update = make_step(model, augmenters, config, device, total_steps, warmup)
+    restoring = resume and checkpoint_path.exists()
+    yield SetUp("probe", f"{'restoring the checkpoint, ' if restoring else ''}preparing "
+                         f"{len(probe_indices(store.n_cells))} probe cells (watched for collapse)")
     probe_tiles = torch.from_numpy(np.array(store.tiles[probe_indices(store.n_cells)]))
     probe = eval_view(config.main_composition(), config.resolution)(probe_tiles.to(device).float())
     run = _Training(model, update, batches, device, probe, checkpoint_path, report_every(config, device.type),
                     total_steps)
-    if resume and checkpoint_path.exists():
+    if restoring:
         state = load_checkpoint(checkpoint_path, map_location=str(device))
         _restore(state, checkpoint_path, model, update)
         run.start_epoch, run.history = int(state["epoch"]) + 1, list(state["history"])
     run.last_saved_epoch = run.start_epoch - 1
     return run
+
+
+def _device_text(device) -> str:
+    """``device`` with its GPU's name where it has one (``cuda:0 (NVIDIA H100)``)."""
+    if device.type == "cuda":
+        import torch
+
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
 
 
 def _train_epoch(run: _Training, config: TrainConfig, epoch: int, seed: int,
@@ -355,7 +423,8 @@ def save_untrained(store: TileStore, config: TrainConfig, run_dir: str | Path, *
 
 
 def train(store: TileStore, config: TrainConfig, run_dir: str | Path, *, progress=None, **kwargs) -> TrainResult:
-    """Run :func:`iter_training` to the end, passing each event to ``progress`` (if given)."""
+    """Run :func:`iter_training` to the end, passing each event to ``progress`` (if given; ``set_up_events``
+    adds the set-up's)."""
     events = iter_training(store, config, run_dir, **kwargs)
     while True:
         try:

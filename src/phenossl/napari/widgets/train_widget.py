@@ -265,9 +265,11 @@ class TrainWidget(StepWidget):
         )
 
     def _on_event(self, event) -> None:
-        from phenossl.train import EpochDone, StepProgress
+        from phenossl.train import EpochDone, SetUp, StepProgress
 
-        if isinstance(event, StepProgress):
+        if isinstance(event, SetUp):  # the first seconds: what the set-up is doing, as the CLI says it
+            self.progress_label.setText(f"{event.text}…")
+        elif isinstance(event, StepProgress):
             self.loss_plot.add(event.global_step, event.loss)
             self.progress_label.setText(
                 f"epoch {event.epoch + 1}/{event.epochs}, step {event.step}/{event.steps_per_epoch}: "
