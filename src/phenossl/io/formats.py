@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import platform
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,9 +68,13 @@ def bioio_format(path: Path) -> Format | None:
 def plugin_missing_message(path: Path, fmt: Format, packages: list[str] | None = None) -> str:
     """What to install to read ``path``: ``pip install bioio-XXX``."""
     install = " ".join(packages or [fmt.plugin])
+    note = ""
+    if fmt is _CZI and sys.platform.startswith("linux") and platform.machine() != "x86_64":
+        note = (" (on ARM Linux this builds aicspylibczi from source, which needs a C++ compiler and cmake: "
+                "apt-get install build-essential cmake)")
     return (
         f"{path} is a {fmt.name} file; reading {fmt.name} needs the bioio plugin {fmt.plugin}, which is not "
-        f"installed. Install it into phenossl's environment: pip install {install}"
+        f"installed. Install it into phenossl's environment: pip install {install}{note}"
     )
 
 
