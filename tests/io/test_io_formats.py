@@ -114,3 +114,23 @@ def test_czi_channel_names_and_pixel_size_come_from_its_metadata(tmp_path):
     assert field.image[:, 0, 0].tolist() == [100, 200, 300]
     lazy = read_field(source, lazy=True)  # napari: metadata now, pixels when shown
     assert not isinstance(lazy.image, np.ndarray) and np.array_equal(np.asarray(lazy.image), field.image)
+
+
+def test_each_scene_of_a_microscope_file_is_a_field(tmp_path, monkeypatch):
+    """ND2 positions / CZI and LIF scenes (no library here writes a multi-scene file: bioio is stood in for)."""
+    from phenossl.io import discovery, fields
+    from phenossl.io.formats import SceneImage
+
+    (tmp_path / "Plate1_B03.nd2").write_bytes(b"stand-in")
+    monkeypatch.setattr(discovery, "scene_count", lambda path: 3)
+
+    def scene(path, index):
+        image = np.full((2, 20, 24), index, np.uint16)
+        return SceneImage(image.shape, image.dtype, ["DAPI", "GFP"], (0.2, 0.2), image)
+
+    monkeypatch.setattr(fields, "read_scene", scene)
+    sources = discover_fields(tmp_path)
+    assert [(s.key, s.well, s.site, s.member) for s in sources] == [
+        ("Plate1_B03_s1", "B03", 1, "0"), ("Plate1_B03_s2", "B03", 2, "1"), ("Plate1_B03_s3", "B03", 3, "2")]
+    field = read_field(sources[2])
+    assert field.channel_names == ["DAPI", "GFP"] and field.image[0, 0, 0] == 2 and field.pixel_size == (0.2, 0.2)
