@@ -134,3 +134,15 @@ def test_each_scene_of_a_microscope_file_is_a_field(tmp_path, monkeypatch):
         ("Plate1_B03_s1", "B03", 1, "0"), ("Plate1_B03_s2", "B03", 2, "1"), ("Plate1_B03_s3", "B03", 3, "2")]
     field = read_field(sources[2])
     assert field.channel_names == ["DAPI", "GFP"] and field.image[0, 0, 0] == 2 and field.pixel_size == (0.2, 0.2)
+
+
+def test_each_image_of_a_multi_position_ome_tiff_is_a_field(tmp_path):
+    with tifffile.TiffWriter(tmp_path / "run1.ome.tif", ome=True) as writer:
+        for position in range(3):
+            writer.write(np.full((2, 32, 40), position, np.uint16),
+                         metadata={"axes": "CYX", "Channel": {"Name": ["DNA", "actin"]}, "Name": f"Pos{position}",
+                                   "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5})
+    sources = discover_fields(tmp_path)
+    assert [(s.key, s.site, s.member) for s in sources] == [("run1_s1", 1, "0"), ("run1_s2", 2, "1"), ("run1_s3", 3, "2")]
+    field = read_field(sources[2])
+    assert field.channel_names == ["DNA", "actin"] and field.pixel_size == (0.5, 0.5) and field.image.max() == 2

@@ -43,7 +43,7 @@ from phenossl.io.formats import (
     bioio_format,
     scene_count,
 )
-from phenossl.io.images import TIFF_SUFFIXES, ChannelAxis
+from phenossl.io.images import TIFF_SUFFIXES, ChannelAxis, ome_series_count
 from phenossl.io.omezarr import is_zarr, plate_fields, plate_name
 
 # The logger users filter on; these messages were logged by phenossl.io.fields before it was split.
@@ -223,16 +223,22 @@ def _single_file_fields(
     scenes = []  # (path, field stem, scene index or None)
     for path in files:
         stem = strip_tiff_suffix(path.name) if bioio_format(path) is None else path.name[: -len(path.suffix)]
-        count = scene_count(path) if path.name.lower().endswith(MICROSCOPE_SUFFIXES) else 1
+        count = 1
+        if path.name.lower().endswith(MICROSCOPE_SUFFIXES):
+            count = scene_count(path)
+        elif path.name.lower().endswith((".ome.tif", ".ome.tiff")):
+            count = ome_series_count(path)
         if count == 1:
-            scenes.append((path, stem, None if bioio_format(path) is None else 0))
-        else:  # one field per scene (ND2 position, CZI / LIF scene): site = scene + 1
-            scenes += [(path, f"{stem}_s{index + 1}", index) for index in range(count)]
-    stem_counts = Counter(stem for _, stem, _ in scenes)
+            scenes.append((path, stem, None if bioio_format(path) is None else 0, False))
+        else:  # one field per scene (ND2 position, CZI / LIF scene, OME-TIFF image): site = scene + 1
+            scenes += [(path, f"{stem}_s{index + 1}", index, True) for index in range(count)]
+    stem_counts = Counter(stem for _, stem, _, _ in scenes)
     sources = []
-    for path, stem, scene in scenes:
+    for path, stem, scene, several in scenes:
         field_plate = plate or path.parent.name or None
         well, site = well_and_site(stem)
+        if several:
+            site = scene + 1
         sources.append(
             FieldSource(
                 key=field_key(stem, field_plate, stem_counts),

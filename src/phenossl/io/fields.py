@@ -116,7 +116,7 @@ def _read_multichannel_field(source: FieldSource, *, lazy: bool = False) -> Fiel
         stored_names, pixel_size = info.channel_names, info.pixel_size
         check_pixels(image, where, check_finite=not lazy)
     else:
-        array, axes, stored_names, pixel_size = read_tiff_metadata(path)
+        array, axes, stored_names, pixel_size = read_tiff_metadata(path, int(source.member or 0))
         image = to_cyx(array, channel_axis=source.channel_axis, axes=axes, source=str(path))
         check_pixels(image, str(path))
     n_channels = image.shape[0]

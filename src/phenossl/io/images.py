@@ -186,20 +186,25 @@ def read_tiff(path: Path) -> tuple[np.ndarray, str, list[str] | None]:
     return array, axes, names
 
 
-def read_tiff_metadata(path: Path) -> tuple[np.ndarray, str, list[str] | None, tuple[float, float] | None]:
-    """``read_tiff``, and the OME pixel size (y, x) in micrometres when the file has one."""
+def read_tiff_metadata(
+    path: Path, series: int = 0
+) -> tuple[np.ndarray, str, list[str] | None, tuple[float, float] | None]:
+    """``read_tiff`` of series ``series`` (an OME-TIFF's image: a stage position), and the OME pixel size (y, x)
+    in micrometres when the file has one."""
     import tifffile
 
     if not path.is_file():
         raise InputError(f"Image file {path} does not exist (or is not a file).")
     try:
         with _catch_tifffile_problems() as problems, tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            array = series.asarray()
-            axes = series.axes
-            names = _ome_channel_names(tif.ome_metadata) if tif.is_ome else None
-            pixel_size = _ome_pixel_size(tif.ome_metadata) if tif.is_ome else None
-    except MemoryError:
+            if not 0 <= series < len(tif.series):
+                raise InputError(f"{path} has {len(tif.series)} image series; series {series} does not exist.")
+            image_series = tif.series[series]
+            array = image_series.asarray()
+            axes = image_series.axes
+            names = _ome_channel_names(tif.ome_metadata, series) if tif.is_ome else None
+            pixel_size = _ome_pixel_size(tif.ome_metadata, series) if tif.is_ome else None
+    except (MemoryError, InputError):
         raise
     except Exception as error:  # any parser failure means the file cannot be trusted
         raise InputError(
@@ -214,15 +219,36 @@ def read_tiff_metadata(path: Path) -> tuple[np.ndarray, str, list[str] | None, t
     return array, axes, names, pixel_size
 
 
-def _ome_channel_names(ome_xml: str | None) -> list[str] | None:
-    """Channel names of the first OME Image, or None when some are missing."""
+def ome_series_count(path: Path) -> int:
+    """How many images (stage positions) an OME-TIFF holds, from its header; 1 for anything else, and for a file
+    that does not open (reading it then says why). Only images stored in this file count: the files of a
+    multi-file OME-TIFF are each one field."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path, _multifile=False) as tif:
+            if not tif.is_ome:
+                return 1
+            return max(1, len(tif.series))
+    except Exception:  # noqa: BLE001 - reading the field reports the problem with its message
+        return 1
+
+
+def _ome_image(ome_xml: str | None, index: int = 0) -> ElementTree.Element | None:
+    """The ``index``-th OME Image element, or None."""
     if not ome_xml:
         return None
     try:
         root = ElementTree.fromstring(ome_xml)
     except ElementTree.ParseError:
         return None
-    image = next((el for el in root.iter() if el.tag.endswith("}Image") or el.tag == "Image"), None)
+    images = [el for el in root.iter() if el.tag.endswith("}Image") or el.tag == "Image"]
+    return images[index] if 0 <= index < len(images) else None
+
+
+def _ome_channel_names(ome_xml: str | None, index: int = 0) -> list[str] | None:
+    """Channel names of the ``index``-th OME Image (the first by default), or None when some are missing."""
+    image = _ome_image(ome_xml, index)
     if image is None:
         return None
     names = [el.get("Name") for el in image.iter() if el.tag.endswith("}Channel") or el.tag == "Channel"]
@@ -232,15 +258,12 @@ def _ome_channel_names(ome_xml: str | None) -> list[str] | None:
 _UNITS_IN_UM = {"µm": 1.0, "um": 1.0, "\u03bcm": 1.0, "nm": 1e-3, "mm": 1e3, "m": 1e6}
 
 
-def _ome_pixel_size(ome_xml: str | None) -> tuple[float, float] | None:
-    """PhysicalSizeY / PhysicalSizeX of the first OME Image's Pixels, in micrometres, or None."""
-    if not ome_xml:
+def _ome_pixel_size(ome_xml: str | None, index: int = 0) -> tuple[float, float] | None:
+    """PhysicalSizeY / PhysicalSizeX of the ``index``-th OME Image's Pixels, in micrometres, or None."""
+    image = _ome_image(ome_xml, index)
+    if image is None:
         return None
-    try:
-        root = ElementTree.fromstring(ome_xml)
-    except ElementTree.ParseError:
-        return None
-    pixels = next((el for el in root.iter() if el.tag.endswith("}Pixels") or el.tag == "Pixels"), None)
+    pixels = next((el for el in image.iter() if el.tag.endswith("}Pixels") or el.tag == "Pixels"), None)
     if pixels is None:
         return None
     sizes = []
