@@ -80,10 +80,10 @@ def test_inspect_and_tile_commands_read_the_plate(plate, tmp_path, capsys):
 
 
 def test_a_zarr_that_is_not_a_plate_says_what_to_open(plate, tmp_path):
-    with pytest.raises(InputError, match=r"out/SYNTH01.zarr/C/2 is a well of an OME-Zarr plate; open the plate folder"):
+    with pytest.raises(InputError, match=r"out/SYNTH01.zarr/C/2 is inside the OME-Zarr plate .*SYNTH01.zarr: open"):
         discover_fields(plate / "C" / "2")
-    image = plate / "C" / "2" / "0"
-    with pytest.raises(InputError, match=r"/0 is a single OME-Zarr image, not a plate"):
+    image = shutil.copytree(plate / "C" / "2" / "0", tmp_path / "image.zarr")  # an image by itself
+    with pytest.raises(InputError, match=r"image.zarr is a single OME-Zarr image, not a plate"):
         discover_fields(image)
     import zarr
 
@@ -128,3 +128,8 @@ def test_synthetic_command_writes_either_format(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
     assert module_main(["--out", str(tmp_path / "t"), "--field-size", "96", "--format", "tiff"]) == 0
     assert (tmp_path / "t" / "SYNTH01_B02_s1_w1.tif").is_file()
+
+
+def test_a_group_inside_a_plate_names_the_plate_to_open(plate):
+    with pytest.raises(InputError, match=r"out/SYNTH01.zarr/C is inside the OME-Zarr plate .*SYNTH01.zarr: open the plate"):
+        discover_fields(plate / "C")

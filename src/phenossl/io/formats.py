@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import platform
 import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,11 +110,34 @@ def open_image(path: str | Path) -> Any:
     from bioio import BioImage
 
     try:
-        return BioImage(path, reader=reader)
+        with _quiet_bioio():  # bioio logs a warning before raising: the InputError below says it once
+            return BioImage(path, reader=reader)
     except MemoryError:
         raise
     except Exception as error:  # any parser failure means the file cannot be trusted  # noqa: BLE001
-        raise _cannot_read(path, fmt, error) from None
+        raise _cannot_read(path, fmt, _plugin_error(path, reader, error)) from None
+
+
+@contextmanager
+def _quiet_bioio() -> Iterator[None]:
+    bioio_logger = logging.getLogger("bioio")
+    level = bioio_logger.level
+    bioio_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        bioio_logger.setLevel(level)
+
+
+def _plugin_error(path: Path, reader: Any, error: BaseException) -> BaseException:
+    """The plugin's own reason (bioio's "does not support the image" hides it), else ``error``."""
+    if type(error).__name__ != "UnsupportedFileFormatError":
+        return error
+    try:
+        reader(path)
+    except Exception as reason:  # noqa: BLE001 - only its message is used
+        return reason
+    return error
 
 
 def scene_count(path: str | Path) -> int:

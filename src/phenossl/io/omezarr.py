@@ -67,6 +67,9 @@ def plate_name(root: Path) -> str:
 
 def _not_a_plate(root: Path) -> InputError:
     attrs = _attrs(root)
+    plate_root = next((parent for parent in list(root.parents)[:3] if "plate" in _attrs(parent)), None)
+    if plate_root is not None:
+        return InputError(f"{root} is inside the OME-Zarr plate {plate_root}: open the plate folder itself.")
     if "well" in attrs:
         what = f"a well of an OME-Zarr plate; open the plate folder that holds it ({root.parent.parent})"
     elif "multiscales" in attrs:
