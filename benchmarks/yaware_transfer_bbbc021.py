@@ -10,7 +10,9 @@ two plates that hold both compounds (Week4_27801: 0, 5, 15, 50 uM; Week4_27821: 
   space as clustered and standardised to the plate's DMSO cells;
 - dose-response: the on-perturbation axis fitted on the training plate (DMSO -> 50 uM, its own standardisation)
   and applied unchanged to the scored plate (Spearman's rho of the score against the dose, monotone means);
-- CellProfiler's measurements (cp_measure, no training) scored the same way, once.
+- the rows that need no training, scored the same way: CellProfiler's measurements (cp_measure), each stain's
+  mean intensity alone (on these plates one stain's level separates the compounds well), and the default run's
+  encoder untrained (random-init, one row per seed).
 
 Each training plate's cells form their own tile store, cut from the study's store (same normalisation). Every
 trained row is the default run's training (``examples/bbbc021_crops.yaml``: ResNet18, ``morphology``, 32 px)
@@ -18,6 +20,10 @@ with another method, seeds 0..n-1.
 
     .venv/bin/python benchmarks/yaware_transfer_bbbc021.py --epochs 10 --seeds 3 --threads 1
     .venv/bin/python benchmarks/yaware_transfer_bbbc021.py --smoke --out /tmp/y.json   # 96 cells, 1 epoch, 1 seed
+
+``--reuse-trained RESULT.json`` takes the trained rows of an earlier record made with the same training
+settings (same methods, seeds, epochs, train and embed settings; checked, refused otherwise) instead of training
+them again, and recomputes every untrained row: the record says so in ``settings.trained_rows_from``.
 """
 
 from __future__ import annotations
@@ -30,7 +36,14 @@ import numpy as np
 import pandas as pd
 from bench_common import StudyRecord, apply_threads, log, resolve_device, study_parser
 from dose_response_bbbc021 import DOSE_COLUMN, PLATES, check_groups, held_out_curve
-from quality_bbbc021 import cellprofiler_features, crops_store, default_run, embed
+from quality_bbbc021 import (
+    cellprofiler_features,
+    crops_store,
+    default_run,
+    embed,
+    stain_means,
+    untrained_embeddings,
+)
 
 STUDY = "yaware_transfer_bbbc021"
 LABEL, CONTROLS = "compound", "compound=DMSO"
@@ -100,6 +113,41 @@ def trained_embeddings(store, plate_stores, base, method, seed, epochs, device, 
                         "trained_cells": plate_stores[fit_plate].n_cells}
 
 
+def untrained_rows(store, base, seeds: int, device, directions) -> list[dict]:
+    """The rows no training makes: cp_measure, each stain's mean alone, the untrained encoder (per seed)."""
+    cells = store.cells
+    features, _ = cellprofiler_features(store)
+    representations = [("CellProfiler (cp_measure)", 0, features)]
+    means = stain_means(store.tiles)
+    representations += [(f"{name} mean intensity alone", 0, means[:, [index]])
+                        for index, name in enumerate(store.channel_names)]
+    representations += [("untrained encoder (random-init)", seed, untrained_embeddings(store, base, seed, device))
+                         for seed in range(seeds)]
+    rows = []
+    for name, seed, matrix in representations:
+        for fit, test in directions:
+            rows.append({"representation": name, "direction": f"{fit} -> {test}", "seed": seed, "status": "ok",
+                         "trained": False, **scores(matrix, cells, fit, test)})
+        log(f"{name} (seed {seed}): " + ", ".join(
+            f"{r['direction']} AMI {r['clustering']['as clustered']['ami_mean']:.3f}" for r in rows[-2:]))
+    return rows
+
+
+def reusable_trained_rows(path: Path, settings: dict) -> dict[tuple, dict]:
+    """The trained rows of an earlier record, keyed (method, direction, seed), when its training matches."""
+    import json
+
+    earlier = json.loads(path.read_text())
+    keys = ("methods", "epochs", "train", "embed", "yaware", "plates", "n_cells")
+    differing = [key for key in keys if earlier.get("settings", {}).get(key) != settings[key]]
+    if differing:
+        raise SystemExit(f"{path}: its trained rows were made with other settings ({', '.join(differing)}); "
+                         "run without --reuse-trained to train them again")
+    methods = set(settings["methods"])
+    return {(r["representation"], r["direction"], r["seed"]): r for r in earlier["results"]["rows"]
+            if r["representation"] in methods}
+
+
 def summarise(rows: list[dict]) -> list[dict]:
     """Mean and sd over seeds of each (representation, direction): AMI (both spaces) and Spearman's rho."""
     table = pd.DataFrame([{
@@ -123,6 +171,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=int, default=10, help="training epochs of each row")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated trained methods")
+    parser.add_argument("--reuse-trained", type=Path, default=None,
+                        help="an earlier record of this study whose trained rows are kept (same settings only)")
     args = parser.parse_args(argv)
     apply_threads(args)
     device = resolve_device(args.device)
@@ -131,23 +181,37 @@ def main(argv: list[str] | None = None) -> dict:
     store = crops_store(args.data, args.cache_dir, 96 if args.smoke else None)
     check_groups(store.cells)
     plate_stores = {plate: plate_store(store, plate, args.cache_dir) for plate in PLATES}
-    cells = store.cells
     directions = [(PLATES[0], PLATES[1]), (PLATES[1], PLATES[0])]
-    rows: list[dict] = []
-    features, _ = cellprofiler_features(store)
-    for fit, test in directions:
-        rows.append({"representation": "CellProfiler (cp_measure)", "direction": f"{fit} -> {test}", "seed": 0,
-                     "status": "ok", **scores(features, cells, fit, test)})
     epochs = 1 if args.smoke else args.epochs
+    seeds = 1 if args.smoke else args.seeds
+    methods = args.methods.split(",")
+    settings = {"methods": methods, "seeds": args.seeds, "epochs": epochs,
+                "train": base.train.model_dump(mode="json"), "embed": base.embed.model_dump(mode="json"),
+                "yaware": {"label_column": DOSE_COLUMN, "sigma": SIGMA, "label_transform": TRANSFORM},
+                "plates": list(PLATES), "n_cells": store.n_cells,
+                "trained_on": "the cells of the fit plate only (their own tile store); y-aware with their doses",
+                "untrained_rows": "cp_measure, each stain's mean intensity over the tile, the default run's encoder "
+                                  "untrained (random-init, seeds 0..n-1), embedded the same way",
+                "clustering": "phenossl.evaluate on the scored plate: K-Means k = number of compounds (2), AMI "
+                              "against the compound, 3 K-Means seeds; 'to controls': standardised to its DMSO cells",
+                "dose_response": "axis fitted on the fit plate (DMSO -> 50 uM), standardisation from the fit plate"}
+    reused = reusable_trained_rows(args.reuse_trained, settings) if args.reuse_trained else {}
+    if args.reuse_trained:
+        settings["trained_rows_from"] = str(args.reuse_trained)
+    rows: list[dict] = untrained_rows(store, base, seeds, device, directions)
     work = args.cache_dir / "yaware-runs"
-    for seed in range(1 if args.smoke else args.seeds):
+    for seed in range(seeds):
         for fit, test in directions:
-            for method in args.methods.split(","):
-                row: dict[str, Any] = {"representation": method, "direction": f"{fit} -> {test}", "seed": seed}
+            for method in methods:
+                key = (method, f"{fit} -> {test}", seed)
+                if key in reused:
+                    rows.append({**reused[key], "trained": True, "reused": True})
+                    continue
+                row: dict[str, Any] = {"representation": method, "direction": key[1], "seed": seed, "trained": True}
                 try:
                     embeddings, info = trained_embeddings(store, plate_stores, base, method, seed, epochs, device,
                                                           work, fit)
-                    row.update(status="ok", **info, **scores(embeddings, cells, fit, test))
+                    row.update(status="ok", **info, **scores(embeddings, store.cells, fit, test))
                 except Exception as exc:  # noqa: BLE001 - a collapse is a result of the row, not the end of the study
                     row.update(status=type(exc).__name__, error=str(exc)[:300])
                 rows.append(row)
@@ -158,14 +222,6 @@ def main(argv: list[str] | None = None) -> dict:
                         f"{row['dose_response']['spearman_rho']:.3f} ({row['train_seconds']} s)")
                 else:
                     log(f"{method} seed {seed} {fit} -> {test}: {row['status']} {row.get('error', '')}")
-    settings = {"methods": args.methods.split(","), "seeds": args.seeds, "epochs": epochs,
-                "train": base.train.model_dump(mode="json"), "embed": base.embed.model_dump(mode="json"),
-                "yaware": {"label_column": DOSE_COLUMN, "sigma": SIGMA, "label_transform": TRANSFORM},
-                "plates": list(PLATES), "n_cells": store.n_cells,
-                "trained_on": "the cells of the fit plate only (their own tile store); y-aware with their doses",
-                "clustering": "phenossl.evaluate on the scored plate: K-Means k = number of compounds (2), AMI "
-                              "against the compound, 3 K-Means seeds; 'to controls': standardised to its DMSO cells",
-                "dose_response": "axis fitted on the fit plate (DMSO -> 50 uM), standardisation from the fit plate"}
     return record.finish(settings, {"rows": rows, "summary": summarise(rows)})
 
 

@@ -1,6 +1,8 @@
-"""benchmarks/yaware_transfer_bbbc021.py: the held-out-plate study of y-aware against SimCLR, MoCo v2 and
-cp_measure, end to end on the smoke subset; the training plate's store holds only that plate's cells."""
+"""benchmarks/yaware_transfer_bbbc021.py: the held-out-plate study of y-aware against SimCLR, MoCo v2, cp_measure,
+each stain's mean and the untrained encoder, end to end on the smoke subset; the training plate's store holds only
+that plate's cells; trained rows are reused only from a record with the same training settings."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -16,7 +18,10 @@ def test_every_representation_is_trained_on_one_plate_and_scored_on_the_other(ru
     record = run_benchmark("yaware_transfer_bbbc021.py", "--data", shared_data, timeout=600)
     rows = record["results"]["rows"]
     representations = {row["representation"] for row in rows}
-    assert representations == {"CellProfiler (cp_measure)", *study.METHODS}
+    stains = {f"{name} mean intensity alone" for name in ("DNA", "tubulin", "actin")}
+    assert representations == {"CellProfiler (cp_measure)", "untrained encoder (random-init)", *stains,
+                               *study.METHODS}
+    assert all(row["trained"] == (row["representation"] in study.METHODS) for row in rows)
     for row in rows:
         assert row["status"] == "ok", row
         fit, test = row["direction"].split(" -> ")
@@ -47,3 +52,15 @@ def test_the_plate_store_holds_that_plate_only_with_the_same_tiles(tmp_path):
     assert plate.n_cells == 3 and (plate.cells["plate"] == "P2").all()
     assert [float(t[0, 0, 0]) for t in np.asarray(plate.tiles)] == [1.0, 3.0, 4.0]
     assert study.plate_store(store, "P2", tmp_path).path == plate.path  # reused, not rebuilt
+
+
+def test_trained_rows_are_reused_only_from_a_record_with_the_same_training(tmp_path):
+    settings = {"methods": ["yaware"], "epochs": 10, "train": {"arch": "resnet18"}, "embed": {"view": "center"},
+                "yaware": {"sigma": 0.5}, "plates": list(study.PLATES), "n_cells": 100}
+    rows = [{"representation": "yaware", "direction": "A -> B", "seed": 0, "status": "ok"},
+            {"representation": "CellProfiler (cp_measure)", "direction": "A -> B", "seed": 0, "status": "ok"}]
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps({"settings": settings, "results": {"rows": rows}}))
+    assert list(study.reusable_trained_rows(earlier, settings)) == [("yaware", "A -> B", 0)]
+    with pytest.raises(SystemExit, match="epochs"):
+        study.reusable_trained_rows(earlier, {**settings, "epochs": 20})
