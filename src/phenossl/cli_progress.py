@@ -21,6 +21,8 @@ from typing import Any, Self, TextIO
 from phenossl.progress import STAGE_UNITS
 
 DEFAULT_INTERVAL_S = 20.0
+#: tqdm's bar with the rate always as units per second (``0.25 steps/s``, never ``4.00s/ steps``)
+BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}{postfix}]"
 
 
 def is_terminal(stream: TextIO) -> bool:
@@ -170,7 +172,8 @@ class CliProgress:
             if self.verbose:
                 self._line(f"  {text}")
             return
-        if self.verbose or now - self._last_line.get("train", now) >= self.interval:
+        last_of_epoch = event.step == event.steps_per_epoch  # the epoch's own line follows at once
+        if self.verbose or (not last_of_epoch and now - self._last_line.get("train", now) >= self.interval):
             left = self._time_left(now, event.global_step, event.total_steps)
             self._line(f"  {text}{', ' + left if left else ''}", "train")
 
@@ -207,8 +210,9 @@ class CliProgress:
 
             width = _terminal_width(self.stream)  # a terminal that says it has 0 x 0 (a bare pty): 100 x 24
             self._bar = tqdm(total=total, initial=initial, desc=f"  {stage}", unit=f" {unit}", file=self.stream,
-                             leave=True, mininterval=0.25, smoothing=0.1, dynamic_ncols=width is None,
-                             ncols=width, nrows=None if width is None else 24, position=0)
+                             bar_format=BAR_FORMAT, leave=True, mininterval=0.25, smoothing=0.1,
+                             dynamic_ncols=width is None, ncols=width, nrows=None if width is None else 24,
+                             position=0)
             self._bar_stage = stage
         return self._bar
 
