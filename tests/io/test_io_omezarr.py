@@ -133,3 +133,13 @@ def test_synthetic_command_writes_either_format(tmp_path, capsys):
 def test_a_group_inside_a_plate_names_the_plate_to_open(plate):
     with pytest.raises(InputError, match=r"out/SYNTH01.zarr/C is inside the OME-Zarr plate .*SYNTH01.zarr: open the plate"):
         discover_fields(plate / "C")
+
+
+def test_a_corrupt_chunk_is_named_when_its_field_is_read(plate):
+    chunks = [p for p in (plate / "C" / "3" / "1").rglob("*") if p.is_file() and p.name[0].isdigit()]
+    assert chunks
+    for chunk in chunks:
+        chunk.write_bytes(b"not a compressed chunk")
+    sources = discover_fields(plate)  # metadata is intact: found
+    with pytest.raises(InputError, match=r"Cannot read .*SYNTH01.zarr/C/3/1: its pixels are missing or corrupt"):
+        read_field(sources[3])
