@@ -146,3 +146,12 @@ def test_each_image_of_a_multi_position_ome_tiff_is_a_field(tmp_path):
     assert [(s.key, s.site, s.member) for s in sources] == [("run1_s1", 1, "0"), ("run1_s2", 2, "1"), ("run1_s3", 3, "2")]
     field = read_field(sources[2])
     assert field.channel_names == ["DNA", "actin"] and field.pixel_size == (0.5, 0.5) and field.image.max() == 2
+
+
+def test_pngs_named_like_channel_files_are_fields_of_their_own_with_a_warning(tmp_path, caplog):
+    for channel in (1, 2):
+        Image.fromarray(nuclei_image()).save(tmp_path / f"P1_A01_s1_w{channel}.png")
+    with caplog.at_level("WARNING", logger="phenossl.io.fields"):
+        sources = discover_fields(tmp_path)
+    assert [s.key for s in sources] == ["P1_A01_s1_w1", "P1_A01_s1_w2"]
+    assert "2 image(s) such as P1_A01_s1_w1.png are named like one file per channel" in caplog.text

@@ -126,6 +126,7 @@ def discover_fields(
     others = [path for path in found if path.is_file() and bioio_format(path) is not None]
     plates = [path for path in found if path.is_dir()]
     per_channel = _tiff_fields(files, channel_names, pattern, plate) if files else None
+    _warn_per_channel_images(others)
     singles = others if per_channel is not None else files + others  # TIFFs without screening names: one each
     sources = per_channel or []
     sources += _single_file_fields(singles, channel_names, channel_axis, plate) if singles else []
@@ -277,6 +278,18 @@ def _zarr_fields(roots: list[Path], channel_names: ChannelNames, plate: str | No
         )
         for root, field_plate, fld in found
     ]
+
+
+def _warn_per_channel_images(files: list[Path]) -> None:
+    """PNG / JPEG files named like one file per channel are still one field each: say so once."""
+    named = [path for path in files
+             if path.suffix.lower() in SIMPLE_SUFFIXES and parse_screening_name(f"{path.stem}.tif", "auto")]
+    if named:
+        logger.warning(
+            "%d image(s) such as %s are named like one file per channel, but phenossl groups channel files into "
+            "fields only for TIFFs: each is read as a field of its own. Save them as TIFF to group them.",
+            len(named), named[0].name,
+        )
 
 
 def _check_unique_keys(sources: list[FieldSource]) -> None:
