@@ -114,7 +114,7 @@ def open_image(path: str | Path) -> Any:
             return BioImage(path, reader=reader)
     except MemoryError:
         raise
-    except Exception as error:  # any parser failure means the file cannot be trusted  # noqa: BLE001
+    except Exception as error:  # noqa: BLE001 - any parser failure: the file cannot be trusted
         raise _cannot_read(path, fmt, _plugin_error(path, reader, error)) from None
 
 
@@ -148,7 +148,7 @@ def scene_count(path: str | Path) -> int:
         return len(image.scenes)
     except MemoryError:
         raise
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:  # noqa: BLE001 - any parser failure: the file cannot be trusted
         raise _cannot_read(path, bioio_format(path), error) from None  # type: ignore[arg-type]
 
 
@@ -206,7 +206,7 @@ def _scene(path: Path, scene: int, *, read: bool) -> SceneImage:
                             pixel_size=_pixel_size(image), image=data)
     except (InputError, MemoryError):
         raise
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:  # noqa: BLE001 - any parser failure: the file cannot be trusted
         raise _cannot_read(path, fmt, error) from None  # type: ignore[arg-type]
     return result
 
@@ -224,7 +224,7 @@ def _refuse_stacks(path: Path, scene: int, dims: Any) -> None:
 def _channel_names(image: Any, n_channels: int) -> list[str] | None:
     try:
         names = [str(name) for name in image.channel_names]
-    except Exception:  # a plugin without channel metadata  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - a plugin without channel metadata
         return None
     if len(names) != n_channels or any(not name or _DEFAULT_CHANNEL_NAME.match(name) for name in names):
         return None
@@ -234,7 +234,7 @@ def _channel_names(image: Any, n_channels: int) -> list[str] | None:
 def _pixel_size(image: Any) -> tuple[float, float] | None:
     try:
         sizes = image.physical_pixel_sizes
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - a plugin without pixel sizes
         return None
     if sizes is None or sizes.Y is None or sizes.X is None:
         return None

@@ -156,7 +156,7 @@ def _level0(root: Path, member: str) -> Any:
         raise InputError(f"{root / member} cannot be opened as an OME-Zarr image. Re-copy or re-export the plate.")
     try:
         return location.load(multiscale["datasets"][0]["path"])
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:  # noqa: BLE001 - a store that does not open: its message is passed on
         raise InputError(
             f"Cannot read {root / member}: its pixels are missing or corrupt ({type(error).__name__}: {error}). "
             "Re-copy or re-export the plate."
@@ -221,7 +221,7 @@ def read_field_pixels(root: str | Path, member: str) -> tuple[np.ndarray, list[s
     opened = open_field(root, member)
     try:
         pixels = np.asarray(opened.image)
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:  # noqa: BLE001 - a chunk that does not decode: its message is passed on
         raise InputError(
             f"Cannot read {Path(root) / member}: its pixels are missing or corrupt ({type(error).__name__}: "
             f"{error}). Re-copy or re-export the plate."
