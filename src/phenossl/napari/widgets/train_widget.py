@@ -194,6 +194,7 @@ class TrainWidget(StepWidget):
         ))
         layout.addWidget(baselines)
         self.progress_label = QLabel("")
+        self.progress_label.setWordWrap(True)  # the set-up's messages are longer than a step's line
         layout.addWidget(self.progress_label)
         self.loss_plot = LossPlot(napari_viewer)
         layout.addWidget(self.loss_plot)
