@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything a short GPU loan should do, in priority order, under one deadline (GPU_BUDGET seconds):
 #   1. the tests that need CUDA, and one short `phenossl run` on cuda (AMP, channels_last, tiles on the
-#      device): a broken GPU path is found before any benchmark is trusted;
+#      device): a broken GPU path is found before any benchmark is trusted; then the same run trained and
+#      embedded by torchrun on the one GPU (the DDP path: NCCL, DistributedDataParallel, SyncBatchNorm);
 #   2. the recipe search on the real BBBC021 crops (benchmarks/recipe_search.py --grid search);
 #   2b. CASSLE on real cells (issue 13): context / morphology / dual, with and without, three seeds;
 #   3. the GPU speed tables (benchmarks/speed_training.py --device cuda, a reduced case list);
@@ -55,6 +56,13 @@ h = pd.read_csv("/tmp/phenossl-gpu-run/history.csv")
 print("history:", len(h), "steps; cells/s median", round(h["images_per_s"].median(), 1), "; metrics",
       json.load(open("/tmp/phenossl-gpu-run/metrics.json")))
 EOF
+
+step "1c. torchrun on one GPU: the DDP path (NCCL, DistributedDataParallel, SyncBatchNorm), then embedding"
+timeout 150 "$PY" -m torch.distributed.run --standalone --nproc_per_node 1 -m phenossl train \
+  examples/synthetic_plate.yaml --overwrite --set train.epochs=2 --set "train.device=$device" \
+  --set output.dir=/tmp/phenossl-gpu-run 2>&1 | tail -8
+timeout 100 "$PY" -m torch.distributed.run --standalone --nproc_per_node 1 -m phenossl embed /tmp/phenossl-gpu-run \
+  --overwrite 2>&1 | tail -4
 
 budget=$(( $(left) * 50 / 100 ))
 step "2. recipe search (budget ${budget} s)"

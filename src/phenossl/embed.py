@@ -6,6 +6,7 @@ UMAP and the napari views all read that file, so reclustering never re-embeds.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -102,11 +103,16 @@ def embed_store(
     Returns the embeddings memory-mapped read-only from the written file (bounded memory).
     """
     from phenossl.errors import DeviceOutOfMemoryError
+    from phenossl.train import distributed
     from phenossl.train.devices import is_out_of_memory
 
+    device = str(distributed.start(resolve_device(device)))  # under torchrun: join the job, cuda:LOCAL_RANK
     model, config = load_trained_model(checkpoint, device=device)
     transform = embedding_view(config, view, average)
     try:
+        if distributed.active():
+            _embed_shared(store, model, transform, Path(out_path), batch_size, overwrite, cancel, progress)
+            return np.load(out_path, mmap_mode="r")
         with atomic_path(out_path, overwrite=overwrite) as tmp:
             probe = embed_tiles(model, store.tiles[:1], transform)
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
@@ -126,6 +132,27 @@ def embed_store(
         del model
         _release_device_memory()
     return np.load(out_path, mmap_mode="r")
+
+
+def _embed_shared(store: TileStore, model, transform, out_path: Path, batch_size: int, overwrite: bool, cancel,
+                  progress) -> None:
+    """Under torchrun: rank 0 creates the (temporary) .npy, every rank writes its own contiguous rows into it
+    (shared storage, bounded memory: nothing is gathered), and rank 0 puts it in place once all are done."""
+    from phenossl.train import distributed
+
+    width = embed_tiles(model, store.tiles[:1], transform).shape[1]
+    rows = distributed.shard(store.n_cells)
+    main = distributed.is_main_process()
+    with atomic_path(out_path, overwrite=overwrite) if main else contextlib.nullcontext(None) as tmp:
+        if main:
+            np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(store.n_cells, width)).flush()
+        tmp = distributed.broadcast_object(tmp)
+        out = np.load(tmp, mmap_mode="r+")
+        embed_tiles(model, store.tiles[rows], transform, batch_size=batch_size, out=out[rows], cancel=cancel,
+                    progress=progress if main else None)
+        out.flush()
+        del out
+        distributed.barrier()  # every rank's rows are on disk before rank 0 renames the file
 
 
 def _release_device_memory() -> None:

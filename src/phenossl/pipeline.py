@@ -138,7 +138,10 @@ def prepare_run_dir(config: RunConfig, *, resume: bool = False) -> RunPaths:
             )
         _check_same_run(load_run_config(paths), config, paths)
     paths.root.mkdir(parents=True, exist_ok=True)
-    save_config(config, paths.config)
+    from phenossl.train.distributed import is_main_process
+
+    if is_main_process():  # under torchrun rank 0 writes it; the others have checked it all the same
+        save_config(config, paths.config)
     return paths
 
 
@@ -202,7 +205,9 @@ def stage_train(config: RunConfig, paths: RunPaths, store: TileStore, *, resume:
     with run_folder_lock(paths.root, "training"):
         if config.representation == "random-init":
             return save_untrained(store, config.train, paths.root, seed=config.seed, run_info=config.to_dict())
-        progress = (lambda event: on_event("train", event)) if on_event else None
+        from phenossl.train.distributed import is_main_process
+
+        progress = (lambda event: on_event("train", event)) if on_event and is_main_process() else None
         return train(store, config.train, paths.root, seed=config.seed, resume=resume, cancel=cancel,
                      progress=progress, run_info=config.to_dict(), set_up_events=on_event is not None)
 

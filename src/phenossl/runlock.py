@@ -45,7 +45,12 @@ def run_folder_lock(folder: str | os.PathLike, what: str = "writing") -> Iterato
     when the files are written."""
     from filelock import FileLock, Timeout
 
+    from phenossl.train.distributed import is_main_process
+
     root = Path(folder).resolve()
+    if not is_main_process():  # a torchrun job is one writer: rank 0 holds the lock, the other ranks write nothing
+        yield root
+        return
     with _guard:
         folder_lock = _thread_locks.setdefault(root, threading.RLock())
     if not folder_lock.acquire(timeout=THREAD_WAIT_SECONDS):

@@ -36,6 +36,10 @@ ViewPairs = Mapping[str, tuple[Tensor, Tensor]]
 class SSLModel(nn.Module):
     """Shared encoder (+ its EMA copy for MoCo/BYOL) and one method branch per composition."""
 
+    #: under torchrun, the parts that see only this rank's cells (their BatchNorm is synchronised); the
+    #: branches see every rank's features, gathered in ``forward``
+    per_rank_parts = ("encoder", "momentum_encoder")
+
     def __init__(
         self,
         method: str,
@@ -67,17 +71,22 @@ class SSLModel(nn.Module):
         ignored otherwise. ``targets`` (B,): the cells' labels, given to branches that take them
         (``Branch.takes_targets``). In training mode MoCo branches enqueue this batch's keys after their loss.
         """
+        from phenossl.train.distributed import gather, gather_with_grad
+
         names = self._check_views(views, aug_params)
         images = [view for name in names for view in views[name]]
-        features = _encode_together(self.encoder, images)
+        # under torchrun each rank holds its share of the batch: the heads and losses see the global batch
+        features = [gather_with_grad(f) for f in _encode_together(self.encoder, images)]
         momentum_features: list[Tensor | None] = [None] * len(images)
         if self.momentum_encoder is not None:
             with torch.no_grad():
-                momentum_features = _encode_together(self.momentum_encoder, images)
+                momentum_features = [gather(f) for f in _encode_together(self.momentum_encoder, images)]
+        targets = None if targets is None else gather(targets)
         losses = {}
         for index, name in enumerate(names):
             pair = slice(2 * index, 2 * index + 2)
-            conditions = tuple(aug_params[name]) if self.condition_dim is not None else (None, None)
+            conditions = (tuple(gather(c) for c in aug_params[name]) if self.condition_dim is not None
+                          else (None, None))
             momentum_pair = tuple(momentum_features[pair]) if self.momentum_encoder is not None else None
             extra = {"targets": targets} if getattr(self.branches[name], "takes_targets", False) else {}
             losses[name] = self.branches[name](tuple(features[pair]), momentum_pair, conditions, **extra)

@@ -23,10 +23,15 @@ class TileBatches:
 
     With ``targets`` (one value per cell, NaN where unknown: a labelled method's label) only the cells with a
     known target are batched, and :meth:`batches` gives each batch's targets with it.
+
+    Under torchrun (``world_size`` > 1) ``batch_size`` is the global batch: every rank draws the same permutation
+    and takes its own contiguous ``batch_size / world_size`` cells of each batch, so the ranks together see exactly
+    the batches one process would.
     """
 
     def __init__(self, tiles: np.ndarray, batch_size: int, device, seed: int = 0, cache_on_device: str = "auto",
-                 pin_memory: bool | None = None, targets: np.ndarray | None = None):
+                 pin_memory: bool | None = None, targets: np.ndarray | None = None, rank: int = 0,
+                 world_size: int = 1):
         """``pin_memory``: stage streamed batches in page-locked memory for asynchronous copies (default: when
         streaming to a CUDA device; off only to measure what pinning buys)."""
         import torch
@@ -39,6 +44,12 @@ class TileBatches:
         self.tiles = tiles
         self.n_train = n
         self.batch_size = min(batch_size, n)
+        self.rank, self.world_size = rank, world_size
+        if self.batch_size % world_size or self.batch_size // world_size < 2:
+            raise TooFewCellsError(
+                f"train.batch_size {self.batch_size} cannot be split over {world_size} processes: it is the global "
+                f"batch, and each process needs an equal share of at least 2 cells; use a multiple of {world_size} "
+                f"of at least {2 * world_size}")
         self.device = torch.device(device)
         self.seed = seed
         self.pin_memory = self.device.type == "cuda" if pin_memory is None else bool(pin_memory)
@@ -91,7 +102,9 @@ class TileBatches:
         import torch
 
         order = self.order(epoch)
-        batches = [order[i * self.batch_size : (i + 1) * self.batch_size] for i in range(self.steps_per_epoch)]
+        share = self.batch_size // self.world_size
+        batches = [order[i * self.batch_size + self.rank * share : i * self.batch_size + (self.rank + 1) * share]
+                   for i in range(self.steps_per_epoch)]
         if self._cache is not None:
             for idx in batches:
                 index = torch.from_numpy(idx).to(self.device, non_blocking=True)

@@ -24,6 +24,7 @@ from phenossl.augment.pipeline import Augmenter
 from phenossl.config import TrainConfig
 from phenossl.methods.model import dual_loss
 from phenossl.methods.registry import ADVERSARIAL_STEP, DUAL_LOSS_STEP, method_spec
+from phenossl.train.distributed import average_gradients, mean_over_ranks
 from phenossl.train.schedule import autocast_dtype, lr_schedule
 
 LossParts = dict[str, Tensor]
@@ -34,6 +35,20 @@ def _optimizer(parameters, config: TrainConfig, lr: float, betas: tuple[float, f
         return torch.optim.SGD(parameters, lr=lr, momentum=0.9, weight_decay=config.weight_decay)
     kwargs = {} if betas is None else {"betas": betas}
     return torch.optim.AdamW(parameters, lr=lr, weight_decay=config.weight_decay, **kwargs)
+
+
+def _data_parallel(model, device: torch.device):
+    """``model`` wrapped in DistributedDataParallel under torchrun (gradients averaged over the ranks while the
+    backward pass runs), else ``model``. Buffers are not broadcast: BatchNorm's statistics are global and MoCo's
+    queue receives the global batch's keys, so they are identical on every rank already."""
+    from phenossl.train import distributed
+
+    if not distributed.active():
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
+                                   broadcast_buffers=False)
 
 
 def _pad_params(params: Tensor, width: int) -> Tensor:
@@ -55,6 +70,7 @@ class SSLStep:
         self.amp_dtype = autocast_dtype(device) if config.amp else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.device_type = device.type
+        self.forward_model = _data_parallel(model, device)
 
     def __call__(self, x: Tensor, generator: torch.Generator, progress: float,
                  targets: Tensor | None = None) -> tuple[Tensor, LossParts]:
@@ -76,7 +92,8 @@ class SSLStep:
                  targets: Tensor | None = None) -> tuple[Tensor, LossParts]:
         """The dual loss of ``views``, backward, optimizer and schedule, then the momentum networks."""
         with torch.autocast(self.device_type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            losses = self.model(views, aug_params) if targets is None else self.model(views, aug_params, targets)
+            losses = (self.forward_model(views, aug_params) if targets is None
+                      else self.forward_model(views, aug_params, targets))
             total = dual_loss(losses, self.weight_a)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
@@ -111,9 +128,10 @@ class GANStep:
         self.weights = {name: w for name, w in config.branch_weights().items() if name in self.augmenters}
         lr = self.params.lr or config.lr
         betas = (self.params.beta1, self.params.beta2)
-        discriminator = [*model.encoder.parameters(), *model.head.parameters()]
-        self.optimizer = _optimizer(discriminator, config, lr, betas)
-        self.optimizer_g = _optimizer(model.generator.parameters(), config, lr, betas)
+        self.discriminator_parameters = [*model.encoder.parameters(), *model.head.parameters()]
+        self.generator_parameters = list(model.generator.parameters())
+        self.optimizer = _optimizer(self.discriminator_parameters, config, lr, betas)
+        self.optimizer_g = _optimizer(self.generator_parameters, config, lr, betas)
         schedule = lr_schedule(warmup_steps, total_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         self.scheduler_g = torch.optim.lr_scheduler.LambdaLR(self.optimizer_g, schedule)
@@ -156,17 +174,20 @@ class GANStep:
             self._last_r1 = r1.detach()
         self.optimizer.zero_grad(set_to_none=True)
         regularised.backward()
+        average_gradients(self.discriminator_parameters)  # under torchrun; DDP needs forward, GAN-DL has none
         self.optimizer.step()
 
         fake_logits, _ = self._discriminate(fake, generator, real=False)
         g_loss = self._weighted(generator_loss, fake_logits)
         self.optimizer_g.zero_grad(set_to_none=True)
         g_loss.backward()  # also leaves gradients in D: cleared at the next discriminator step
+        average_gradients(self.generator_parameters)
         self.optimizer_g.step()
         self.scheduler.step()
         self.scheduler_g.step()
         self.steps += 1
-        d_loss, g_loss = d_loss.detach(), g_loss.detach()
+        # each rank's losses are its own share's: reported (and checked for NaN) as their mean, the same everywhere
+        d_loss, g_loss = mean_over_ranks(d_loss.detach()), mean_over_ranks(g_loss.detach())
         # the adversarial losses (what the curve shows); R1 (the last one computed) apart, as StyleGAN2 logs it
         return d_loss + g_loss, {"discriminator": d_loss, "generator": g_loss, "r1": self._last_r1}
 

@@ -206,9 +206,11 @@ def iter_training(
         yield SetUp("device", f"loading PyTorch and choosing the device (train.device: {config.device})")
     import torch
 
+    from phenossl.train import distributed
+
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(config.device)
+    device = distributed.start(resolve_device(config.device))  # under torchrun: join the job, cuda:LOCAL_RANK
     config = resolve_for_store(config, store)
     warn_if_upsampled(config, store)
     torch.manual_seed(seed)
@@ -224,8 +226,10 @@ def iter_training(
             epoch_losses = yield from _train_epoch(run, config, epoch, seed, cancel)
             yield _end_epoch(run, config, epoch, epoch_losses,
                              checkpoint_payload(run.model, config, store, seed, run_info))
-            _write_history(run_dir / HISTORY_FILE, run.history)
+            if distributed.is_main_process():
+                _write_history(run_dir / HISTORY_FILE, run.history)
         history = run.history
+        distributed.barrier()  # every rank returns once rank 0's last checkpoint is written
     except Exception as exc:
         if is_out_of_memory(exc):
             batch_size = run.batches.batch_size if run is not None else config.batch_size
@@ -272,6 +276,7 @@ def iter_set_up(store: TileStore, config: TrainConfig, run_dir: Path, device, *,
     import torch
 
     from phenossl.augment.pipeline import eval_view
+    from phenossl.train import distributed
     from phenossl.train.steps import make_step
 
     checkpoint_path = run_dir / CHECKPOINT_FILE
@@ -289,9 +294,10 @@ def iter_set_up(store: TileStore, config: TrainConfig, run_dir: Path, device, *,
     yield SetUp("batches", f"starting the batches: {n_train} cells, {min(config.batch_size, n_train)} a batch"
                            f"{', tiles copied to the ' + device.type.upper() + ' if they fit' if cached else ''}")
     batches = TileBatches(store.tiles, config.batch_size, device, seed=seed, cache_on_device=config.cache_on_device,
-                          targets=labels)
+                          targets=labels, rank=distributed.rank(), world_size=distributed.world_size())
     total_steps = config.epochs * batches.steps_per_epoch
     model.to(device)
+    model = distributed.synchronise_batch_norm(model, device)  # BatchNorm over the global batch under torchrun
     if device.type == "cuda" and config.channels_last:
         model.to(memory_format=torch.channels_last)
     warmup = round(config.warmup_epochs * batches.steps_per_epoch)
@@ -325,13 +331,16 @@ def _train_epoch(run: _Training, config: TrainConfig, epoch: int, seed: int,
     """One epoch of steps, reporting every ``run.report_every``; returns the reported losses."""
     import torch
 
+    from phenossl.train import distributed
+
     run.model.train()
-    generator = torch.Generator(device=run.device)
-    generator.manual_seed(int(np.random.default_rng([seed, epoch]).integers(2**62)))
+    generator = torch.Generator(device=run.device)  # each rank augments its own cells with its own stream
+    stream = [seed, epoch] if distributed.world_size() == 1 else [seed, epoch, distributed.rank()]
+    generator.manual_seed(int(np.random.default_rng(stream).integers(2**62)))
     losses: list[float] = []
     tick, seen = time.perf_counter(), 0
     for step, (batch, targets) in enumerate(run.batches.batches(epoch), start=1):
-        if cancel is not None and cancel.is_set():
+        if _cancelled(cancel, step, run.report_every, run.device):
             raise Cancelled(f"Training cancelled at epoch {epoch + 1}, step {step}. {run.where()}")
         global_step = epoch * run.steps_per_epoch + step
         x = batch.float()
@@ -361,6 +370,18 @@ def _train_epoch(run: _Training, config: TrainConfig, epoch: int, seed: int,
     return losses
 
 
+def _cancelled(cancel: threading.Event | None, step: int, every: int, device) -> bool:
+    """Whether to stop before ``step`` (1-based). Alone: whenever ``cancel`` is set. Under torchrun the ranks
+    agree (one all-reduce) before every ``every``-th step only, so they all stop at the same step without a
+    device synchronisation per step."""
+    from phenossl.train import distributed
+
+    wanted = cancel is not None and cancel.is_set()
+    if not distributed.active():
+        return wanted
+    return (step - 1) % every == 0 and distributed.any_rank(wanted, device)
+
+
 def _end_epoch(run: _Training, config: TrainConfig, epoch: int, losses: list[float],
                payload: dict[str, Any]) -> EpochDone:
     """Check the representation on the probe cells, then save the checkpoint (atomically)."""
@@ -376,9 +397,12 @@ def _end_epoch(run: _Training, config: TrainConfig, epoch: int, losses: list[flo
             f"(spread {spread:.2e} < {config.collapse_threshold:g}). {run.where()} Try another method "
             "(MoCo v2 and SimCLR resist collapse), a lower learning rate, or stronger augmentations."
         )
+    from phenossl.train import distributed
+
     try:
-        save_checkpoint(run.checkpoint_path, {**payload, **run.update.state_dict(), "epoch": epoch,
-                                              "history": run.history})
+        if distributed.is_main_process():  # one writer; the ranks' models are identical
+            save_checkpoint(run.checkpoint_path, {**payload, **run.update.state_dict(), "epoch": epoch,
+                                                  "history": run.history})
     except DiskFullError as exc:
         raise DiskFullError(
             f"{exc} Epoch {epoch + 1} could not be saved. {run.where()} Free some space, then continue with "
