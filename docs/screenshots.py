@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=3, help="training epochs of the first run")
     parser.add_argument("--only-report", action="store_true",
                         help="only the Runs step's report (15-runs-report.png), after one quick run")
+    parser.add_argument("--only-clusters", action="store_true",
+                        help="only the Clusters step (06-explore.png: Suggest k's curve, then the clusters), after "
+                             "one quick run")
     parser.add_argument("--only-compare", action="store_true",
                         help="only the Runs step's comparison (16-runs-compare-transforms.png), after two quick "
                              "runs: morphology, then context")
@@ -101,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         return only_report(viewer, widget, args.epochs, shot, wait_until)
     if args.only_compare:
         return only_compare(viewer, widget, args.epochs, shot, wait_until)
+    if args.only_clusters:
+        first_run(viewer, widget, args.epochs, wait_until)
+        clusters_step(viewer, widget, shot, wait_until)
+        viewer.close()
+        return 0
 
     # 1. segment
     widget.segment._segment()
@@ -138,14 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     toggle_activity()
     wait_until(lambda: not controller.busy)
 
-    # 4. clusters on the plate, UMAP and the gallery of typical cells
-    widget.clusters.k.setValue(4)
-    widget.clusters._recluster()
-    wait_until(lambda: not controller.busy)
-    widget.tabs.setCurrentIndex(3)
-    viewer.layers.selection.active = controller.labels_layer
-    viewer.reset_view()
-    shot("06-explore")
+    # 4. clusters on the plate, UMAP and the gallery of typical cells (k as Suggest k chose it)
+    clusters_step(viewer, widget, shot, wait_until)
 
     # clicking a typical cell in the gallery goes to it on the plate
     record = controller.active
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # the UMAP lasso selects cells in the layers
     xy = record.umap
-    centre = xy[record.clustering.labels == 2].mean(axis=0)
+    centre = xy[record.clustering.labels == min(2, record.clustering.k - 1)].mean(axis=0)
     spread = xy.std(axis=0) * 0.35
     lasso = [tuple(centre + spread * np.array(p)) for p in ((-1, -1), (1, -1), (1, 1), (-1, 1))]
     widget.umap._lasso_done(lasso)
@@ -248,6 +250,25 @@ def scroll_to(panel) -> None:
         area = area.parentWidget()
     if area is not None:
         area.verticalScrollBar().setValue(panel.pos().y())
+
+
+def clusters_step(viewer, widget, shot, wait_until) -> None:
+    """Step 4: Suggest k (its silhouette and AMI curve for k = 2..15), Recluster with the k it chose (at least 3,
+    for the pictures after it), the clusters on the plate, the UMAP and the gallery."""
+    controller = widget.controller
+    widget.tabs.setCurrentIndex(3)
+    clusters = widget.clusters
+    compound = clusters.ami_column.findData("compound")
+    if compound >= 0:
+        clusters.ami_column.setCurrentIndex(compound)
+    clusters._suggest_k()
+    wait_until(lambda: not controller.busy and clusters.curve is not None)
+    clusters.k.setValue(max(3, int(clusters.k.value())))
+    clusters._recluster()
+    wait_until(lambda: not controller.busy)
+    viewer.layers.selection.active = controller.labels_layer
+    viewer.reset_view()
+    shot("06-explore")
 
 
 def runs_report(widget, shot, wait_until) -> None:

@@ -166,17 +166,21 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
+    from phenossl.cluster.stage import command_line_choice, record_command_line_choice
     from phenossl.pipeline import open_run, stage_cluster
 
-    from phenossl.config import apply_overrides
-
     config, paths, store = open_run(args.run)
-    if args.k is not None:  # validated as the configuration validates it: the same one-line message
-        config = apply_overrides(config, [f"cluster.k={args.k}"])
+    # --algorithm, --min-cluster-size, --k N or auto: validated as the configuration is (the same one-line messages)
+    config, curve = command_line_choice(config, paths, store, k=args.k, algorithm=args.algorithm,
+                                        min_cluster_size=args.min_cluster_size, label=args.label)
     out = Path(args.out) if args.out else None
     with _progress(args) as on_event:
         result = stage_cluster(config, paths, store, csv_path=out, overwrite=args.overwrite, on_event=on_event)
     _print_result(result)
+    if curve is not None:
+        print(f"  k auto: {curve.describe()}")
+    for path in record_command_line_choice(config, paths, curve, out=out, overwrite=args.overwrite):
+        print(f"  {path}")
     if out:
         print(f"  exported {out} (with its embeddings and configuration beside it)")
     return 0
@@ -291,6 +295,12 @@ def _choices_help() -> str:
             f"encoders (--set train.encoder=NAME): {', '.join(encoder_names())}")
 
 
+def _algorithms_help() -> str:
+    from phenossl.cluster.algorithms import algorithms_help
+
+    return f"clustering algorithms (--algorithm NAME):\n{algorithms_help()}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="phenossl",
@@ -378,9 +388,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing embeddings")
     p.set_defaults(func=cmd_embed)
 
-    p = sub.add_parser("cluster", help="(re)cluster a run's cached embeddings and export the CSV")
+    p = sub.add_parser("cluster", help="(re)cluster a run's cached embeddings and export the CSV",
+                       epilog=_algorithms_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", help="run folder")
-    p.add_argument("--k", type=int, default=None, help="number of clusters (default: the run's)")
+    p.add_argument("--k", default=None, help="number of clusters (default: the run's), or auto: the best silhouette "
+                   "of k=2..15 on a seeded sample (the curve is written to k_curve.csv)")
+    p.add_argument("--algorithm", default=None, help="kmeans, gmm or hdbscan (default: the run's cluster.algorithm)")
+    p.add_argument("--min-cluster-size", type=int, default=None, help="hdbscan: the smallest cluster, in cells")
+    p.add_argument("--label", default=None, metavar="COLUMN",
+                   help="with --k auto: also score each k's AMI against this column of the cell table")
     p.add_argument("--out", default=None, help="export the CSV (with embeddings and config beside it) here "
                    "instead of replacing the run's own clustering")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export / the run's clustering")

@@ -46,8 +46,8 @@ def plot_overview(
     """
     from matplotlib.figure import Figure
 
-    k = int(labels.max()) + 1
-    colors = cluster_colors(k)
+    k = max(int(labels.max()) + 1, 1)
+    colors = np.vstack([cluster_colors(k), [0.5, 0.5, 0.5, 1.0]])  # HDBSCAN's noise, -1: the last colour, grey
     fields = list(field_images or {})[:max_fields]
     n_nearest = max((len(v) for v in nearest.values()), default=0)
     has_umap = umap_xy is not None

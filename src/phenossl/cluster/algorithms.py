@@ -226,7 +226,8 @@ def cluster_with(features: np.ndarray, algorithm: str = "kmeans", k: int = 4, *,
     for array in (labels, centroids, distance, nearest_rank):
         array.flags.writeable = False
     return Clustering(labels=labels, centroids=centroids, distance=distance, nearest=nearest,
-                      nearest_rank=nearest_rank, k=n_clusters, seed=seed, inertia=inertia, algorithm=algorithm)
+                      nearest_rank=nearest_rank, k=n_clusters, seed=seed, inertia=inertia, algorithm=algorithm,
+                      params=params)
 
 
 def _nearest_with_noise(labels: np.ndarray, distance: np.ndarray, k: int,

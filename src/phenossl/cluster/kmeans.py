@@ -20,7 +20,8 @@ and so, rarely, the label of a cell lying almost exactly between two centroids.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -53,6 +54,7 @@ class Clustering:
     seed: int
     inertia: float  # sum of squared distances, to compare runs with the same k
     algorithm: str = "kmeans"  # a name of phenossl.cluster.algorithms.ALGORITHMS
+    params: dict[str, Any] = field(default_factory=dict)  # the algorithm's parameters (hdbscan: min_cluster_size...)
 
     @property
     def n_cells(self) -> int:

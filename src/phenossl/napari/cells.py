@@ -99,7 +99,8 @@ def cluster_codes(features: pd.DataFrame) -> np.ndarray:
     column = features["cluster"]
     if isinstance(column.dtype, pd.CategoricalDtype):  # with_clusters' column: look the codes up once
         codes = column.cat.codes.to_numpy()
-        ids = np.append(pd.to_numeric(column.cat.categories).to_numpy(dtype=np.int64), -1)
+        ids = pd.to_numeric(pd.Series(column.cat.categories), errors="coerce")  # "noise" (HDBSCAN) is -1 too
+        ids = np.append(ids.fillna(-1).to_numpy(dtype=np.int64), -1)
         return ids[codes]  # code -1 (missing) picks the appended -1
     values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=float)
     return np.where(np.isnan(values), -1, values).astype(np.int64)

@@ -266,15 +266,18 @@ class SessionController(QObject):
             self.painter.repaint()
             self.clustering_changed.emit()
             self.umap_changed.emit()
-        elif record.has_embeddings:
-            self.recluster(record.config.cluster.k)
+        elif record.has_embeddings:  # as the run's configuration says (its algorithm too)
+            cluster = record.config.cluster
+            self.recluster(cluster.k, algorithm=cluster.algorithm, min_cluster_size=cluster.hdbscan.min_cluster_size)
         else:
             self.painter.repaint()  # no clusters: the plate goes back to the segmentation's colours
             if record.has_checkpoint and record.status not in ("training",):
                 self.status.emit(f"{name} has a checkpoint but no embeddings: embed it to see its clusters")
 
-    def recluster(self, k: int, n_nearest: int | None = None):
-        """K-Means with ``k`` on the shown run's cached embeddings (instant: no re-embedding).
+    def recluster(self, k: int, n_nearest: int | None = None, algorithm: str | None = None,
+                  min_cluster_size: int | None = None):
+        """K-Means with ``k`` on the shown run's cached embeddings (instant: no re-embedding), or the ``algorithm``
+        chosen (phenossl.cluster.algorithms: gmm with k components, hdbscan with ``min_cluster_size``).
 
         Exploration: the run's saved clustering (clusters.csv, metrics.json, its config's k) is left as it
         is; ``save_clustering`` makes the shown one the run's result."""
@@ -286,10 +289,43 @@ class SessionController(QObject):
         self.state.k = int(k)
         if n_nearest is not None:
             self.state.n_nearest = int(n_nearest)
+        if algorithm is not None:
+            self.state.algorithm = algorithm
+        if min_cluster_size is not None:
+            self.state.min_cluster_size = int(min_cluster_size)
+        algorithm, params = self.cluster_choice(record)
         return self._launch(
             "cluster", tasks.cluster_run, record, self.k, self.n_nearest, space=record.space, defer_save=True,
-            progress={"desc": f"Clustering {record.name} (k={self.k})"},
+            algorithm=algorithm, params=params,
+            progress={"desc": f"Clustering {record.name} ({self._choice_words()})"},
             on_returned=partial(self._clustered, record),
+        )
+
+    def cluster_choice(self, record: RunRecord) -> tuple[str, dict]:
+        """The algorithm chosen in the Clusters step and its parameters (the run's own for the rest)."""
+        settings = record.config.cluster.model_copy(deep=True)
+        settings.algorithm = self.state.algorithm
+        settings.hdbscan.min_cluster_size = self.state.min_cluster_size
+        return settings.algorithm, settings.algorithm_params()
+
+    def _choice_words(self) -> str:
+        if self.state.algorithm == "hdbscan":
+            return f"HDBSCAN, min cluster size {self.state.min_cluster_size}"
+        return f"k={self.k}" if self.state.algorithm == "kmeans" else f"{self.state.algorithm}, k={self.k}"
+
+    def suggest_k(self, label_column: str | None = None, algorithm: str | None = None, *, on_returned=None):
+        """Score k = 2..15 on the shown run's cached embeddings in a worker (silhouette, and AMI with
+        ``label_column``); ``on_returned`` gets the KCurve on the main thread."""
+        record = self.active
+        if record is None or not record.has_embeddings:
+            raise InputError("no run with embeddings is shown: train one (step 3) or pick one in Runs")
+        if algorithm is not None:
+            self.state.algorithm = algorithm
+        algorithm, params = self.cluster_choice(record)
+        return self._launch(
+            "suggest-k", tasks.suggest_k_run, record, record.space, algorithm=algorithm, params=params,
+            label_column=label_column, progress={"desc": f"Scoring k = 2..15 for {record.name}"},
+            on_returned=on_returned,
         )
 
     def clustering_is_saved(self, record: RunRecord | None = None) -> bool:

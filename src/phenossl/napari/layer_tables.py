@@ -92,10 +92,22 @@ def _with_categories(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def cluster_color_column(codes: np.ndarray, colors: np.ndarray, k: int) -> pd.Categorical:
-    """Each row's cluster colour as '#rrggbb' (categorical): what other plugins can paint with."""
+    """Each row's cluster colour as '#rrggbb' (categorical): what other plugins can paint with; HDBSCAN's noise
+    (cluster -1) the grey of cells without a cluster."""
+    from phenossl.napari.cells import UNTILED_COLOR
     from phenossl.render import hex_colors
 
-    return pd.Categorical(np.asarray(hex_colors(colors[:k]), dtype=object)[np.asarray(codes, dtype=np.int64)])
+    palette = np.asarray([*hex_colors(colors[:k]), *hex_colors(np.asarray([UNTILED_COLOR]))], dtype=object)
+    codes = np.asarray(codes, dtype=np.int64)
+    return pd.Categorical(palette[np.where(codes < 0, k, codes)])
+
+
+def cluster_categories(codes: np.ndarray, k: int) -> pd.Categorical:
+    """The ``cluster`` column of the layers' features: categories 0..k-1, and "noise" for HDBSCAN's -1."""
+    codes = np.asarray(codes, dtype=np.int64)
+    if not (codes < 0).any():
+        return pd.Categorical.from_codes(codes, categories=list(range(k)))
+    return pd.Categorical.from_codes(np.where(codes < 0, k, codes), categories=[*range(k), "noise"])
 
 
 def typical_table(cells: pd.DataFrame, rows: np.ndarray, clustering, colors: np.ndarray) -> pd.DataFrame:
@@ -105,7 +117,7 @@ def typical_table(cells: pd.DataFrame, rows: np.ndarray, clustering, colors: np.
     table = _with_categories(cells[[c for c in ("label", "field", "plate", "well", "site") if c in cells]])
     return table.assign(
         cell_id=np.asarray(rows, dtype=np.int64),
-        cluster=pd.Categorical.from_codes(codes, categories=list(range(clustering.k))),
+        cluster=cluster_categories(codes, clustering.k),
         cluster_color=cluster_color_column(codes, colors, clustering.k),
         centroid_rank=np.asarray(clustering.nearest_rank, dtype=np.int64)[rows],
         distance_to_centroid=np.asarray(clustering.distance, dtype=np.float32)[rows],
@@ -125,7 +137,7 @@ def _per_store_row(store_cells, existing, clustering, umap, pcs, colors) -> pd.D
     if clustering is not None:
         k = int(clustering.k)
         codes = np.asarray(clustering.labels, dtype=np.int64)
-        columns["cluster"] = pd.Categorical.from_codes(codes, categories=list(range(k)))
+        columns["cluster"] = cluster_categories(codes, k)
         if colors is not None:
             columns["cluster_color"] = cluster_color_column(codes, colors, k)
         columns["distance_to_centroid"] = np.asarray(clustering.distance, dtype=np.float32)

@@ -249,8 +249,31 @@ def run_config(
     )
 
 
-def save_cluster_choice(record: RunRecord, k: int) -> None:
-    """Keep the run's config.yaml in step with its clusters.csv when the user reclusters with another k."""
-    if record.config.cluster.k != k:
-        record.config.cluster.k = k
-        save_config(record.config, record.paths.config)
+def same_cluster_choice(config: RunConfig, clustering: Any) -> bool:
+    """True when ``clustering`` is what ``config``'s cluster section makes: the same algorithm and k (K-Means,
+    Gaussian mixture) or the same HDBSCAN parameters."""
+    cluster = config.cluster
+    algorithm = getattr(clustering, "algorithm", "kmeans")
+    if algorithm != getattr(cluster, "algorithm", "kmeans"):
+        return False
+    if algorithm == "hdbscan":
+        return all(clustering.params.get(key) == value for key, value in cluster.algorithm_params().items())
+    return clustering.k == cluster.k
+
+
+def save_cluster_choice(record: RunRecord, clustering: Any) -> None:
+    """Keep the run's config.yaml in step with its clusters.csv when the user reclusters with another k or
+    algorithm (``clustering``: the kept one; its algorithm and parameters, or its k, are written)."""
+    if same_cluster_choice(record.config, clustering):
+        return
+    updated = record.config.cluster.model_copy(deep=True)
+    updated.algorithm = clustering.algorithm
+    if clustering.algorithm == "hdbscan":
+        updated.hdbscan = updated.hdbscan.model_copy(update={
+            key: value for key, value in clustering.params.items() if key in type(updated.hdbscan).model_fields})
+    else:
+        updated.k = clustering.k
+        if clustering.algorithm == "gmm" and "covariance_type" in clustering.params:
+            updated.gmm = updated.gmm.model_copy(update={"covariance_type": clustering.params["covariance_type"]})
+    record.config.cluster = updated
+    save_config(record.config, record.paths.config)

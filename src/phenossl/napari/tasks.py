@@ -412,7 +412,7 @@ class ClusterOutcome(RunClustering):
 
 def cluster_run(
     record: RunRecord, k: int, n_nearest: int, space: Any = None, *, save: bool | None = None,
-    defer_save: bool = False,
+    defer_save: bool = False, algorithm: str | None = None, params: dict | None = None,
 ) -> ClusterOutcome:
     """K-Means on the run's cached embeddings (the clustering stage the CLI uses too). Exploration: nothing is
     written unless ``save``; by default the clustering is saved only when it is the run's first (no clusters.csv
@@ -420,7 +420,8 @@ def cluster_run(
     (``save_clustering``). A clustering to be saved gets its UMAP layout first, so its files are complete; with
     ``defer_save`` (napari) one whose layout is not known yet is returned at once with ``save_pending`` instead:
     the caller saves it when its UMAP worker is done, so the clusters never wait for the layout and clusters.csv
-    is still written once, with its UMAP columns."""
+    is still written once, with its UMAP columns. ``algorithm`` / ``params``: another algorithm of
+    phenossl.cluster.algorithms than the run's (its ``cluster.algorithm``)."""
     from phenossl.cluster.projection import UMAP_MIN_CELLS
     from phenossl.cluster.stage import cluster_in_space, clustering_space, run_layout
 
@@ -429,16 +430,32 @@ def cluster_run(
         if space is None:
             space = clustering_space(config, store, paths.load_embeddings())
         automatic = save is None
-        if automatic:
-            save = k == config.cluster.k and saved_cluster_labels(record) is None
         layout = run_layout(config, paths, space, compute=False)
-        result = cluster_in_space(config, store, space, k, n_nearest, layout=layout)
+        result = cluster_in_space(config, store, space, k, n_nearest, layout=layout, algorithm=algorithm,
+                                  params=params)
+        if automatic:
+            from phenossl.napari.session import same_cluster_choice
+
+            save = same_cluster_choice(config, result.clustering) and saved_cluster_labels(record) is None
         outcome = ClusterOutcome(result.space, result.clustering, result.metrics, result.umap)
         if not save:
             return outcome
         if defer_save and layout is None and space.n_cells >= UMAP_MIN_CELLS:
             return ClusterOutcome(*_fields(outcome), save_pending=True)
         return save_clustering(record, outcome, first=automatic)
+
+
+def suggest_k_run(record: RunRecord, space: Any, *, algorithm: str, params: dict | None = None,
+                  label_column: str | None = None) -> Any:
+    """Score k = 2..15 on the run's cached embedding space (phenossl.cluster.suggest: silhouette on a seeded
+    sample, AMI with ``label_column`` when one is given); returns the KCurve. Nothing is written."""
+    from phenossl.cluster.stage import clustering_space, suggest_run_k
+
+    with reported_as("Suggesting k"):
+        config, store = record.config, record.tile_store()
+        if space is None:
+            space = clustering_space(config, store, record.paths.load_embeddings())
+        return suggest_run_k(config, store, space, algorithm=algorithm, params=params, label_column=label_column)
 
 
 def _fields(result: RunClustering) -> tuple:
@@ -457,7 +474,7 @@ def save_clustering(record: RunRecord, outcome: ClusterOutcome, *, first: bool =
     with reported_as("Saving the clustering"):
         saved = save_run_clustering(
             record.config, record.paths, record.tile_store(), outcome, what="saving the clustering (napari)",
-            also=lambda: save_cluster_choice(record, outcome.clustering.k),
+            also=lambda: save_cluster_choice(record, outcome.clustering),
             only_if=(lambda: saved_cluster_labels(record) is None) if first else None,
         )
         return ClusterOutcome(*_fields(saved))

@@ -25,6 +25,7 @@ TASK_NAMES = {
     "train": "Training",
     "embed": "Embedding",
     "cluster": "Clustering",
+    "suggest-k": "Suggesting k",
     "umap": "The UMAP layout",
     "export": "The export",
     "compare": "Comparing runs",

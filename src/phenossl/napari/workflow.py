@@ -55,6 +55,8 @@ class WorkflowState:
     weight_a: float = 1.0
     k: int = 4
     n_nearest: int = 8
+    algorithm: str = "kmeans"  # phenossl.cluster.algorithms: kmeans, gmm, hdbscan
+    min_cluster_size: int = 25  # hdbscan's
     active: RunRecord | None = None  # the run shown
     selected: np.ndarray = field(default_factory=no_cells)  # store rows of the shown run
     current_cell: int = 0
@@ -110,7 +112,11 @@ class WorkflowState:
     def clustering_is_saved(self, record: RunRecord | None = None) -> bool:
         """True when the shown clustering of ``record`` (default: the shown run) is its saved one."""
         record = record or self.active
-        return record is None or record.clustering is None or record.clustering.k == record.config.cluster.k
+        if record is None or record.clustering is None:
+            return True
+        from phenossl.napari.session import same_cluster_choice
+
+        return same_cluster_choice(record.config, record.clustering)
 
     def paint_inputs(self) -> tuple[RunRecord | None, Any, dict[str, Any]]:
         """What ``tasks.paint_layers`` needs besides the nuclei and the labels' dtype, for the shown run:

@@ -1,6 +1,8 @@
-"""Step 4: clusters of the shown run: k and Recluster (instant, cached embeddings), how well the clusters
-match the treatments, a legend of the clusters, a gallery of each cluster's most typical cells (the crop the
-model embedded, nucleus outlined, at a size the user picks), and the CSV export."""
+"""Step 4: clusters of the shown run: the algorithm (K-Means, Gaussian mixture, HDBSCAN), k and Recluster (instant,
+cached embeddings), Suggest k (the silhouette, and AMI with a chosen column, for k = 2..15, in a worker), how well
+the clusters match the treatments, a legend of the clusters, a gallery of each cluster's most typical cells (the
+crop the model embedded, nucleus outlined, at a size the user picks), and the CSV export. HDBSCAN's noise cells
+(cluster -1) are grey, counted in the legend as "noise", and have no gallery row: they have no centroid."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import numpy as np
 from qtpy.QtCore import QEvent, QSize, Qt
 from qtpy.QtGui import QIcon
 from qtpy.QtWidgets import (
+    QComboBox,
     QFileDialog,
     QFrame,
     QGridLayout,
@@ -27,7 +30,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from phenossl.config import ClusterConfig
+from phenossl.cluster.algorithms import ALGORITHMS, NOISE
+from phenossl.config import ClusterConfig, HdbscanConfig
 from phenossl.napari.config_form import ConfigForm, Row
 from phenossl.napari.qt_helpers import (
     ask_yes_no,
@@ -41,7 +45,7 @@ from phenossl.napari.qt_helpers import (
 )
 from phenossl.napari.tasks import FilesExist
 from phenossl.napari.thumbnails import embedded_view, gallery_thumbnails
-from phenossl.napari.widgets.plots import describe_cell
+from phenossl.napari.widgets.plots import describe_cell, theme_colors, themed_canvas
 from phenossl.napari.widgets.step import StepWidget
 
 logger = logging.getLogger(__name__)
@@ -49,6 +53,39 @@ logger = logging.getLogger(__name__)
 THUMB_PX = 112  # default thumbnail side: large enough to judge a cell's shape
 THUMB_RANGE = (64, 192)
 LEGEND_ENTRY_PX = 84  # a legend entry's width (swatch and "12 · 1,234")
+NOISE_RGBA = (0.5, 0.5, 0.5, 1.0)  # HDBSCAN's noise: the grey of cells without a cluster on the plate
+CURVE_PX = 150  # the k curve's height
+
+
+def draw_k_curve(axes, curve, colors) -> None:
+    """The silhouette (and AMI) of every k tried, the chosen k marked: on ``axes``, in the theme's colours."""
+    from phenossl.napari.widgets.plots import style_axes
+
+    axes.clear()
+    style_axes(axes, colors)
+    axes.plot(curve.ks, curve.silhouette, "o-", color="#4fc3f7", markersize=3, linewidth=1.2, label="silhouette")
+    if curve.ami is not None:
+        axes.plot(curve.ks, curve.ami, "s--", color="#ffb74d", markersize=3, linewidth=1.0,
+                  label=f"AMI with {curve.label_column}")
+    axes.axvline(curve.best_k, color=colors.foreground, linewidth=0.8, linestyle=":")
+    axes.set_xticks(list(curve.ks))
+    axes.set_xlabel(f"k (chosen: {curve.best_k}, the best silhouette)", fontsize=8)
+    legend = axes.legend(fontsize=7, loc="best", frameon=False)
+    for text in legend.get_texts():
+        text.set_color(colors.foreground)
+
+
+def label_column_choices(record) -> list[str]:
+    """Columns of the shown run's cell table that the k curve's AMI can be scored against: the run's label
+    columns, else the known treatment columns present."""
+    from phenossl.cluster.metrics import label_columns_to_score
+
+    if record is None:
+        return []
+    try:
+        return label_columns_to_score(record.tile_store().cells, record.config.cluster.label_columns)
+    except Exception:  # noqa: BLE001 -- a label column the table lacks: offer none rather than fail the step
+        return []
 
 
 def metrics_text(metrics: dict[str, float]) -> str:
@@ -114,6 +151,16 @@ class ClusterLegend(QWidget):
             entry.setAutoRaise(True)
             entry.setToolTip(f"Cluster {cluster}: {int(sizes[cluster]):,} cells. Click: select them.")
             entry.clicked.connect(lambda _=False, c=cluster: self._select(c))
+            self.entries.append(entry)
+        if record.clustering.n_noise:
+            entry = QToolButton()
+            entry.setIcon(QIcon(color_swatch(NOISE_RGBA, 12)))
+            entry.setText(f"noise · {record.clustering.n_noise:,}")
+            entry.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+            entry.setAutoRaise(True)
+            entry.setToolTip(f"Noise: {record.clustering.n_noise:,} cells HDBSCAN put in no cluster (cluster -1). "
+                             "Click: select them.")
+            entry.clicked.connect(lambda _=False: self._select(NOISE))
             self.entries.append(entry)
         place_in_grid(self._grid, self.entries, self._columns)
         self.setVisible(True)
@@ -214,6 +261,16 @@ class ClusterGallery(QWidget):
             place_in_grid(grid, self.buttons[cluster], self._columns)
             self._layout.addWidget(grid_holder)
             self._grids[cluster] = grid
+        if clustering.n_noise:
+            header = QPushButton(f"  Noise: {clustering.n_noise:,} cells in no cluster (no centroid: no typical "
+                                 "cells to show)")
+            header.setIcon(QIcon(color_swatch(NOISE_RGBA, 14)))
+            header.setFlat(True)
+            header.setStyleSheet("text-align: left;")
+            header.setToolTip("HDBSCAN's noise (cluster -1): select these cells (in the UMAP and on the plate)")
+            header.clicked.connect(lambda _=False: self._select_cluster(NOISE))
+            self._layout.addWidget(header)
+            self.headers[NOISE] = header
         self._layout.addStretch(1)
         self.build_ms = (time.perf_counter() - started) * 1000
         logger.debug("gallery of %d cells built in %.0f ms", sum(map(len, members.values())), self.build_ms)
@@ -227,14 +284,32 @@ class ClusterGallery(QWidget):
         self.controller.select_cluster(cluster)
 
 
-def cluster_rows(k: int, n_nearest: int) -> list[Row]:
-    """k and the typical cells per cluster, starting at the controller's values."""
+def cluster_rows(k: int, n_nearest: int, algorithm: str = "kmeans") -> list[Row]:
+    """The algorithm, k and the typical cells per cluster, starting at the controller's values."""
     return [
+        Row("algorithm", "", value=algorithm, choices=tuple((spec.label, name) for name, spec in ALGORITHMS.items()),
+            tooltip="K-Means: k round clusters, every cell in one. Gaussian mixture: k clusters of different "
+            "spreads. HDBSCAN: finds the number of clusters itself; cells in no dense region are noise (grey)"),
         Row("k", "k", value=k, high=100,
             tooltip="Number of clusters (K-Means on the run's saved embeddings: no retraining)"),
         Row("n_nearest", "typical cells", value=n_nearest, high=32,
             tooltip="Typical cells shown per cluster: those nearest its centre"),
     ]
+
+
+def choice_words(clustering) -> str:
+    """A clustering's algorithm and k in a few words, for buttons and questions."""
+    if clustering.algorithm == "hdbscan":
+        return f"HDBSCAN (min size {clustering.params.get('min_cluster_size', '?')})"
+    return f"k={clustering.k}" + (" (Gaussian mixture)" if clustering.algorithm == "gmm" else "")
+
+
+def config_choice_words(config) -> str:
+    """The run configuration's clustering in the same words."""
+    cluster = config.cluster
+    if cluster.algorithm == "hdbscan":
+        return f"HDBSCAN (min size {cluster.hdbscan.min_cluster_size})"
+    return f"k={cluster.k}" + (" (Gaussian mixture)" if cluster.algorithm == "gmm" else "")
 
 
 class ClusterWidget(StepWidget):
@@ -248,17 +323,46 @@ class ClusterWidget(StepWidget):
         layout.addWidget(self.run_label)
         controls = QGroupBox("Clusters")
         controls_layout = QVBoxLayout(controls)
-        rows = cluster_rows(self.controller.k, self.controller.n_nearest)
+        state = self.controller.state
+        rows = cluster_rows(self.controller.k, self.controller.n_nearest, state.algorithm)
         self.cluster_form = ConfigForm(ClusterConfig, rows)
         self.k, self.n_nearest = self.cluster_form.native("k"), self.cluster_form.native("n_nearest")
+        self.algorithm = self.cluster_form.native("algorithm")
+        self.hdbscan_form = ConfigForm(HdbscanConfig, [
+            Row("min_cluster_size", "min size", value=state.min_cluster_size, high=100_000,
+                tooltip="HDBSCAN: the smallest group of cells called a cluster (larger: fewer, bigger clusters "
+                "and more noise)")])
+        self.min_cluster_size = self.hdbscan_form.native("min_cluster_size")
         self.recluster_button = button(
             "Recluster",
-            "Cluster the shown run again with this k (instant: embeddings are cached)",
+            "Cluster the shown run again with this algorithm and k (instant: embeddings are cached)",
             self._recluster,
         )
-        controls_layout.addWidget(
-            row(*self.cluster_form.inline(), self.recluster_button)
+        form_parts = self.cluster_form.inline()  # label, widget, ...: the algorithm's label is empty
+        controls_layout.addWidget(row(*form_parts[1:2], *form_parts[2:4], *self.hdbscan_form.inline(),
+                                      *form_parts[4:], self.recluster_button))
+        self.suggest_button = button(
+            "Suggest k",
+            "Cluster a seeded sample of the cached embeddings with k = 2..15 and score each: the silhouette (how "
+            "compact and separate the clusters are) and, with a column chosen, the AMI with it. Sets k to the best "
+            "silhouette; nothing is reclustered or saved until you press Recluster.",
+            self._suggest_k,
         )
+        self.ami_column = QComboBox()
+        self.ami_column.setToolTip("Also score each k's clusters against this column of the cell table (AMI: 1 = the "
+                                   "clusters are that column's groups). It is shown, never used to choose k.")
+        controls_layout.addWidget(row(self.suggest_button, QLabel("AMI with"), self.ami_column, stretch_last=True))
+        self.curve_figure, self.curve_axes, self.curve_canvas = themed_canvas(
+            theme_colors(napari_viewer), height=CURVE_PX, margins=(0.12, 0.97, 0.27, 0.95))
+        self.curve_colors = theme_colors(napari_viewer)
+        self.curve_canvas.setVisible(False)
+        self.curve_canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.curve_canvas.setFixedHeight(CURVE_PX)
+        controls_layout.addWidget(self.curve_canvas)
+        self.curve_note = note_label()
+        controls_layout.addWidget(self.curve_note)
+        self.curve = None  # the last KCurve shown
+        self._show_algorithm_fields()
         self.thumb_size = QSpinBox()
         self.thumb_size.setRange(*THUMB_RANGE)
         self.thumb_size.setSingleStep(16)
@@ -308,6 +412,7 @@ class ClusterWidget(StepWidget):
         layout.addWidget(self.status)
 
         self.thumb_size.valueChanged.connect(self._thumb_size_changed)
+        self.cluster_form["algorithm"].changed.connect(self._algorithm_changed)
         self.follow(
             saved_clustering_changed=self._run_changed, active_run_changed=self._run_changed,
             clustering_changed=self._clustering_changed, task_state=self._task_state,
@@ -318,7 +423,50 @@ class ClusterWidget(StepWidget):
 
     @reports_errors("Clustering")
     def _recluster(self, *_):
-        return self.controller.recluster(**self.cluster_form.values())
+        return self.controller.recluster(**self.cluster_form.values(), **self.hdbscan_form.values())
+
+    def _algorithm_changed(self, *_) -> None:
+        self._show_algorithm_fields()
+        self._run_changed()
+
+    def _show_algorithm_fields(self) -> None:
+        """HDBSCAN takes a minimum cluster size instead of k, and has no k to suggest."""
+        hdbscan = self.cluster_form["algorithm"].value == "hdbscan"
+        self.cluster_form.set_visible("k", not hdbscan)
+        self.hdbscan_form.set_visible("min_cluster_size", hdbscan)
+
+    @reports_errors("Suggesting k")
+    def _suggest_k(self, *_):
+        column = self.ami_column.currentData()
+        suggested = weakref.WeakMethod(self._k_suggested)  # dropped if the widget is closed meanwhile
+
+        def returned(curve) -> None:
+            method = suggested()
+            if method is not None:
+                method(curve)
+
+        return self.controller.suggest_k(column or None, self.cluster_form["algorithm"].value, on_returned=returned)
+
+    def _k_suggested(self, curve) -> None:
+        """Show the k curve and set k to its choice (the user reclusters when they agree)."""
+        self.curve = curve
+        draw_k_curve(self.curve_axes, curve, self.curve_colors)
+        self.curve_canvas.setVisible(True)
+        self.curve_canvas.draw_idle()
+        self.k.setValue(curve.best_k)
+        self.curve_note.setText(f"Suggested {curve.describe()}. Press Recluster to use it.")
+
+    def _fill_ami_columns(self) -> None:
+        record = self.controller.active
+        current = self.ami_column.currentData()
+        self.ami_column.blockSignals(True)
+        self.ami_column.clear()
+        self.ami_column.addItem("(none)", None)
+        for column in label_column_choices(record):
+            self.ami_column.addItem(column, column)
+        index = self.ami_column.findData(current) if current else (1 if self.ami_column.count() > 1 else 0)
+        self.ami_column.setCurrentIndex(max(index, 0))
+        self.ami_column.blockSignals(False)
 
     def _run_changed(self) -> None:
         record = self.controller.active
@@ -329,10 +477,16 @@ class ClusterWidget(StepWidget):
         has_clusters = record is not None and record.clustering is not None
         self.export_button.setEnabled(has_clusters)
         self.recluster_button.setEnabled(record is not None and record.has_embeddings)
+        self.suggest_button.setEnabled(record is not None and record.has_embeddings
+                                       and self.cluster_form["algorithm"].value != "hdbscan"
+                                       and not self.controller.running("suggest-k"))
+        if record is not getattr(self, "_ami_record", None):
+            self._ami_record = record
+            self._fill_ami_columns()
         unsaved = has_clusters and not self.controller.clustering_is_saved(record)
         self.save_button.setEnabled(unsaved and not self.controller.running("save-clustering"))
         if unsaved:
-            self.save_button.setText(f"Keep k={record.clustering.k} as the run's clustering")
+            self.save_button.setText(f"Keep {choice_words(record.clustering)} as the run's clustering")
         else:
             self.save_button.setText("Kept as the run's clustering" if has_clusters else "Keep as the run's clustering")
 
@@ -342,12 +496,13 @@ class ClusterWidget(StepWidget):
         record = self.controller.active
         if record is None or record.clustering is None:
             return None
+        saved = config_choice_words(record.config)
         question = (
-            f"Run {record.name}'s saved clustering has k={record.config.cluster.k}. Replace it (its "
-            f"clusters.csv and metrics) with the shown one, k={record.clustering.k}?"
+            f"Run {record.name}'s saved clustering is {saved}. Replace it (its "
+            f"clusters.csv and metrics) with the shown one, {choice_words(record.clustering)}?"
         )
         if record.paths.clusters.is_file() and not ask_yes_no(self, "Replace the saved clustering?", question):
-            self.status.setText(f"Nothing was saved: {record.name} keeps k={record.config.cluster.k}.")
+            self.status.setText(f"Nothing was saved: {record.name} keeps {saved}.")
             return None
         return self.controller.save_clustering()
 
@@ -355,8 +510,15 @@ class ClusterWidget(StepWidget):
         record = self.controller.active
         self._run_changed()
         if record is not None and record.clustering is not None:
-            self.k.setValue(record.clustering.k)
-            self.metrics_label.setText(metrics_text(record.metrics))
+            clustering = record.clustering
+            self.cluster_form["algorithm"].value = clustering.algorithm
+            if clustering.algorithm == "hdbscan":
+                self.min_cluster_size.setValue(clustering.params.get("min_cluster_size", 25))
+            else:
+                self.k.setValue(clustering.k)
+            noise = (f" HDBSCAN found {clustering.k} clusters; {clustering.n_noise:,} cells are noise (in none)."
+                     if clustering.algorithm == "hdbscan" else "")
+            self.metrics_label.setText(metrics_text(record.metrics) + noise)
         else:
             self.metrics_label.setText("")
         self.legend.rebuild()
@@ -395,6 +557,10 @@ class ClusterWidget(StepWidget):
         if task == "cluster":
             show_busy(self.recluster_button, running, "Recluster", "Clustering…")
             self.recluster_button.setEnabled(not running and self.controller.active is not None)
+        elif task == "suggest-k":
+            show_busy(self.suggest_button, running, "Suggest k", "Scoring k = 2..15…")
+            if not running:
+                self._run_changed()
         elif task == "export":
             self.export_button.setEnabled(not running)
         if task == "save-clustering":

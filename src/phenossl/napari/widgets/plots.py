@@ -96,13 +96,21 @@ class PointColours:
 
 
 def cluster_point_colours(labels: np.ndarray, colors: np.ndarray) -> PointColours:
-    """Colour by cluster: the viewer's cluster palette, and a legend entry (with its size) for every cluster."""
+    """Colour by cluster: the viewer's cluster palette, and a legend entry (with its size) for every cluster;
+    HDBSCAN's noise (cluster -1) grey, with a "noise" entry last."""
     labels = np.asarray(labels, dtype=np.int64)
     colors = np.asarray(colors, dtype=np.float32)
-    counts = np.bincount(labels, minlength=len(colors))
+    clustered = labels >= 0
+    counts = np.bincount(labels[clustered], minlength=len(colors))
     legend = tuple((f"{c} ({counts[c]:,})", tuple(float(v) for v in colors[c]), int(counts[c]))
                    for c in range(len(colors)))
-    return PointColours(colors[labels], "cluster (cells)", legend)
+    rgba = np.empty((labels.size, 4), dtype=np.float32)
+    rgba[clustered] = colors[labels[clustered]]
+    rgba[~clustered] = OTHER_RGBA
+    n_noise = int((~clustered).sum())
+    if n_noise:
+        legend += ((f"noise ({n_noise:,})", OTHER_RGBA, n_noise),)
+    return PointColours(rgba, "cluster (cells)", legend)
 
 
 def is_categorical(values: pd.Series) -> bool:
