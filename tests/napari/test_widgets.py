@@ -335,9 +335,14 @@ def test_viewer_stays_responsive_while_training(workflow, qtbot):
     duration_ms = clock.elapsed()
     assert blocker.args[0].status == "trained" and len(events) > 4
     total = tasks.expected_events(controller.session.store.n_cells, controller.session.runs["run-001"].config)
-    # the bar moves one step per event (read as each arrives, before the bar takes it) up to the end
-    assert bar_values == list(range(len(events))) and len(events) == total
-    assert set(bar_ranges) == {(0, total)}
+    # the bar moves one step per event (read as each arrives, before the bar takes it) up to the end; the set-up's
+    # first events come within milliseconds of the start, before napari has drawn the bar (its value still -1; napari
+    # then starts its range at the count it has reached)
+    from phenossl.train import SETUP_PHASES
+
+    drawn = next(i for i, value in enumerate(bar_values) if value >= 0)
+    assert drawn < len(SETUP_PHASES) and bar_values[drawn:] == list(range(drawn, len(events))) and len(events) == total
+    assert set(bar_ranges[drawn:]) == {(drawn, total)}
     gaps = np.array(gaps[1:])
     expected_ticks = duration_ms / 20
     print(
