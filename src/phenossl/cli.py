@@ -134,7 +134,7 @@ def cmd_tile(args: argparse.Namespace) -> int:
         config.output.overwrite = True
     with _run_lock(config, "phenossl tile"), _progress(args) as on_event:
         paths = prepare_run_dir(config, resume=True)
-        store = stage_tile(config, paths, on_event=on_event)
+        store = stage_tile(config, paths, on_event=on_event, scheduler=args.scheduler)
     report = store.info.get("report", {})
     print(f"{store.n_cells} cells in {paths.store} ({report})")
     return 0
@@ -361,6 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tile", help="read, segment and tile into the run's tile store")
     with_config(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing tile store")
+    p.add_argument("--scheduler", default=None, metavar="local:N|tcp://HOST:PORT",
+                   help="segment and tile the fields as Dask tasks: local:N starts N worker processes here, an "
+                   "address uses a running Dask cluster (docs/scaling.md); the store is the one a serial run makes")
     p.set_defaults(func=cmd_tile)
 
     p = sub.add_parser("compose", help="show a transformation composition as YAML, save it, or preview its views")

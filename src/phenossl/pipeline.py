@@ -166,8 +166,9 @@ def _check_same_run(saved: RunConfig, new: RunConfig, paths: RunPaths) -> None:
 
 
 def stage_tile(config: RunConfig, paths: RunPaths, *, on_event: EventHandler | None = None,
-               cancel: threading.Event | None = None) -> TileStore:
-    """Read + segment + tile (or import crops) into the run's tile store."""
+               cancel: threading.Event | None = None, scheduler: Any = None) -> TileStore:
+    """Read + segment + tile (or import crops) into the run's tile store; with ``scheduler`` (``"local:N"``,
+    ``"tcp://HOST:PORT"`` or a ``distributed.Client``) the fields are segmented and tiled as Dask tasks."""
     from phenossl.progress import counter
     from phenossl.tiles.build import build_store
 
@@ -182,6 +183,7 @@ def stage_tile(config: RunConfig, paths: RunPaths, *, on_event: EventHandler | N
             progress=progress,
             cancel=cancel,
             seed=config.seed,
+            scheduler=scheduler,
         )
 
 

@@ -23,14 +23,17 @@ from phenossl.config import InputConfig, SegmentConfig, TileConfig
 from phenossl.errors import Cancelled, InputError, NoNucleiError
 from phenossl.io import FieldSource, discover_fields, field_table, join_metadata, load_metadata, read_crops
 from phenossl.io.fields import Field, read_field
-from phenossl.tiles.extract import cut_tiles, nucleus_table, tiles_inside
-from phenossl.tiles.normalize import PercentileSampler, normalize_to_unit
+from phenossl.tiles.extract import TileCut, cut_tiles, nucleus_table, tiles_inside
+from phenossl.tiles.normalize import SAMPLES_PER_IMAGE, PercentileSampler, normalize_to_unit
 from phenossl.tiles.store import TileStore, TileStoreWriter
 
 logger = logging.getLogger(__name__)
 
 #: the smallest tile (and crop) phenossl accepts, in px: TileConfig.size and TrainConfig.resolution's floor too
 MIN_TILE_SIZE = 16
+
+#: pixels per channel of each field sampled for the intensity percentiles (read when a build starts)
+SAMPLES_PER_FIELD = SAMPLES_PER_IMAGE
 
 #: progress(stage, done, total) — called from the worker thread; must not touch any UI directly.
 Progress = Callable[[str, int, int], None]
@@ -141,7 +144,6 @@ def build_store_from_fields(
     tables: list[pd.DataFrame] = []
     sampler: PercentileSampler | None = None
     channel_names: list[str] | None = None
-    size = tiles.size
     try:
         if progress:
             progress("segmenting", 0, len(fields))  # a stage's bar starts with the stage, not after its first field
@@ -150,96 +152,163 @@ def build_store_from_fields(
             fld = item.load()
             if channel_names is None:
                 channel_names = list(fld.channel_names)
-                sampler = PercentileSampler(len(channel_names), seed=seed)
-            elif list(fld.channel_names) != channel_names:
-                raise InputError(
-                    f"field {fld.key} has channels {fld.channel_names}, the first field had {channel_names}"
-                )
+                sampler = PercentileSampler(len(channel_names), samples_per_image=SAMPLES_PER_FIELD, seed=seed)
+            else:
+                check_channels(fld, channel_names)
             sampler.add(fld.image)
-            labels = item.labels
-            if labels is None:
-                try:
-                    labels = segment_field(fld, input_config.nuclear_channel, segmentation)
-                except NoNucleiError:
-                    report.fields_without_nuclei.append(fld.key)
-                    labels = np.zeros(fld.image.shape[1:], dtype=np.int32)
-            elif labels.shape != fld.image.shape[1:]:
-                raise InputError(f"labels of field {fld.key} have shape {labels.shape}, its image {fld.image.shape[1:]}")
-            elif not labels.any():
+            labels, without_nuclei = field_labels(fld, item.labels, input_config, segmentation)
+            if without_nuclei:
                 report.fields_without_nuclei.append(fld.key)
             np.save(labels_dir / f"{i}.npy", labels)
-            nuclei = nucleus_table(labels)
+            nuclei = field_nuclei(fld, labels, i)
             report.nuclei_found += len(nuclei)
-            nuclei.insert(0, "field", fld.key)
-            for column in ("plate", "well", "site"):
-                nuclei[column] = getattr(fld, column)
-            nuclei["field_index"] = i
-            nuclei["image_height"], nuclei["image_width"] = fld.image.shape[1:]
             tables.append(nuclei)
             if progress:
                 progress("segmenting", i + 1, len(fields))
-        if report.nuclei_found == 0:
-            raise NoNucleiError(
-                f"No nuclei were found in any of the {len(fields)} field(s) (e.g. {fields[0].key}). "
-                "Check that the nuclear channel is right "
-                f"({input_config.nuclear_channel!r} of {channel_names}) and the nucleus diameter "
-                f"({segmentation.diameter or 'estimated'}); try the other segmentation backend."
-            )
-        if report.fields_without_nuclei:
-            logger.warning("%d field(s) without nuclei: %s", len(report.fields_without_nuclei),
-                           ", ".join(report.fields_without_nuclei[:5]))
+        check_nuclei_found(report, fields[0].key, channel_names, input_config, segmentation)
         lo_hi = sampler.percentiles(*tiles.percentiles)
-        all_nuclei = pd.concat(tables, ignore_index=True)
-        kept = _kept_by_border(all_nuclei, size, tiles.border)
-        report.skipped_border = int((~kept).sum())
-        n_cells = int(kept.sum())
-        if n_cells == 0:
-            raise NoNucleiError(
-                f"All {len(all_nuclei)} nuclei are within {size // 2} px of an image border, so no "
-                f"{size}x{size} tile fits. Use border: pad, or a smaller tile size."
-            )
 
-        writer = TileStoreWriter(store_path, n_cells, channel_names, size, overwrite=overwrite)
-        try:
-            cells = []
-            if progress:
-                progress("tiling", 0, len(fields))
-            for i, item in enumerate(fields):
-                _check_cancel(cancel, "Tiling")
-                nuclei = all_nuclei[all_nuclei["field_index"] == i]
-                writer.save_labels(item.key, np.load(labels_dir / f"{i}.npy"))
-                if not len(nuclei):
-                    continue
-                image = normalize_to_unit(item.load().image, lo_hi)
-                cut = cut_tiles(image, nuclei.reset_index(drop=True), size=size, border=tiles.border,
-                                labels=np.load(labels_dir / f"{i}.npy"))
-                writer.append(cut.tiles, cut.masks)
-                cells.append(cut.cells)
-                if progress:
-                    progress("tiling", i + 1, len(fields))
-            table = pd.concat(cells, ignore_index=True)
-            report.padded = int(table["padded"].sum())
-            report.cells_kept = len(table)
-            table = table.drop(columns=["field_index", "image_height", "image_width"])
-            table = _join_treatments(table, metadata, report, replace_columns)
-            return writer.finish(
-                table,
-                {
-                    "source": "fields",
-                    "normalization": {"percentiles": list(tiles.percentiles), "lo_hi": lo_hi},
-                    "border": tiles.border,
-                    "nuclear_channel": channel_names[nuclear_channel_index(channel_names, input_config.nuclear_channel)],
-                    "segmentation": segmentation.model_dump(mode="json"),
-                    "report": report.as_dict(),
-                },
-            )
-        except BaseException:
-            writer.abort()
-            raise
+        def labels_of(i: int) -> np.ndarray:
+            return np.load(labels_dir / f"{i}.npy")
+
+        def cut_of(i: int, nuclei: pd.DataFrame) -> TileCut:
+            return tile_field(fields[i].load().image, nuclei, labels_of(i), lo_hi, tiles)
+
+        return write_fields_store(
+            store_path, [item.key for item in fields], tables, lo_hi, channel_names, report, labels_of=labels_of,
+            cut_of=cut_of, input_config=input_config, segmentation=segmentation, tiles=tiles, metadata=metadata,
+            replace_columns=replace_columns, overwrite=overwrite, progress=progress, cancel=cancel)
     finally:
         for file in labels_dir.glob("*.npy"):
             file.unlink()
         labels_dir.rmdir()
+
+
+# One field, the same steps for a serial build (above) and a distributed one (phenossl.tiles.distributed):
+# field_labels + field_nuclei in the first pass, tile_field in the second, write_fields_store to join them.
+
+
+def check_channels(fld: Field, channel_names: Sequence[str]) -> None:
+    """InputError unless the field has the run's channels (the first field's)."""
+    if list(fld.channel_names) != list(channel_names):
+        raise InputError(f"field {fld.key} has channels {fld.channel_names}, the first field had {list(channel_names)}")
+
+
+def field_labels(fld: Field, labels: np.ndarray | None, input_config: InputConfig,
+                 segmentation: SegmentConfig) -> tuple[np.ndarray, bool]:
+    """The nuclei labels of a read field (segmented, unless ``labels`` are given) and whether it has none."""
+    if labels is None:
+        try:
+            return segment_field(fld, input_config.nuclear_channel, segmentation), False
+        except NoNucleiError:
+            return np.zeros(fld.image.shape[1:], dtype=np.int32), True
+    if labels.shape != fld.image.shape[1:]:
+        raise InputError(f"labels of field {fld.key} have shape {labels.shape}, its image {fld.image.shape[1:]}")
+    return labels, not labels.any()
+
+
+def field_nuclei(fld: Field, labels: np.ndarray, index: int) -> pd.DataFrame:
+    """The nuclei of field number ``index`` of the run: label, centroid, area, and where they are."""
+    nuclei = nucleus_table(labels)
+    nuclei.insert(0, "field", fld.key)
+    for column in ("plate", "well", "site"):
+        nuclei[column] = getattr(fld, column)
+    nuclei["field_index"] = index
+    nuclei["image_height"], nuclei["image_width"] = fld.image.shape[1:]
+    return nuclei
+
+
+def tile_field(image: np.ndarray, nuclei: pd.DataFrame, labels: np.ndarray, lo_hi: np.ndarray,
+               tiles: TileConfig) -> TileCut:
+    """The tiles (normalised with the run's percentiles ``lo_hi``) and central-nucleus masks of one field."""
+    return cut_tiles(normalize_to_unit(image, lo_hi), nuclei.reset_index(drop=True), size=tiles.size,
+                     border=tiles.border, labels=labels)
+
+
+def check_nuclei_found(report: BuildReport, first_key: str, channel_names: Sequence[str] | None,
+                       input_config: InputConfig, segmentation: SegmentConfig) -> None:
+    """NoNucleiError when no field has a nucleus; a warning naming the fields without any."""
+    if report.nuclei_found == 0:
+        raise NoNucleiError(
+            f"No nuclei were found in any of the {report.fields} field(s) (e.g. {first_key}). "
+            "Check that the nuclear channel is right "
+            f"({input_config.nuclear_channel!r} of {channel_names}) and the nucleus diameter "
+            f"({segmentation.diameter or 'estimated'}); try the other segmentation backend."
+        )
+    if report.fields_without_nuclei:
+        logger.warning("%d field(s) without nuclei: %s", len(report.fields_without_nuclei),
+                       ", ".join(report.fields_without_nuclei[:5]))
+
+
+def write_fields_store(
+    store_path: Path,
+    keys: Sequence[str],
+    tables: Sequence[pd.DataFrame],
+    lo_hi: np.ndarray,
+    channel_names: list[str],
+    report: BuildReport,
+    *,
+    labels_of: Callable[[int], np.ndarray],
+    cut_of: Callable[[int, pd.DataFrame], TileCut],
+    input_config: InputConfig,
+    segmentation: SegmentConfig,
+    tiles: TileConfig,
+    metadata: pd.DataFrame | None = None,
+    replace_columns: Sequence[str] = (),
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+    extra_info: dict[str, Any] | None = None,
+) -> TileStore:
+    """The second pass: every field's labels (``labels_of(i)``) and tiles (``cut_of(i, nuclei)``, for fields
+    with nuclei) written in field order into one store, with the cell table and the store's description."""
+    size = tiles.size
+    all_nuclei = pd.concat(tables, ignore_index=True)
+    kept = _kept_by_border(all_nuclei, size, tiles.border)
+    report.skipped_border = int((~kept).sum())
+    n_cells = int(kept.sum())
+    if n_cells == 0:
+        raise NoNucleiError(
+            f"All {len(all_nuclei)} nuclei are within {size // 2} px of an image border, so no "
+            f"{size}x{size} tile fits. Use border: pad, or a smaller tile size."
+        )
+
+    writer = TileStoreWriter(store_path, n_cells, channel_names, size, overwrite=overwrite)
+    try:
+        cells = []
+        if progress:
+            progress("tiling", 0, len(keys))
+        for i, key in enumerate(keys):
+            _check_cancel(cancel, "Tiling")
+            nuclei = all_nuclei[all_nuclei["field_index"] == i]
+            writer.save_labels(key, labels_of(i))
+            if not len(nuclei):
+                continue
+            cut = cut_of(i, nuclei)
+            writer.append(cut.tiles, cut.masks)
+            cells.append(cut.cells)
+            if progress:
+                progress("tiling", i + 1, len(keys))
+        table = pd.concat(cells, ignore_index=True)
+        report.padded = int(table["padded"].sum())
+        report.cells_kept = len(table)
+        table = table.drop(columns=["field_index", "image_height", "image_width"])
+        table = _join_treatments(table, metadata, report, replace_columns)
+        return writer.finish(
+            table,
+            {
+                "source": "fields",
+                "normalization": {"percentiles": list(tiles.percentiles), "lo_hi": lo_hi},
+                "border": tiles.border,
+                "nuclear_channel": channel_names[nuclear_channel_index(channel_names, input_config.nuclear_channel)],
+                "segmentation": segmentation.model_dump(mode="json"),
+                "report": report.as_dict(),
+                **(extra_info or {}),
+            },
+        )
+    except BaseException:
+        writer.abort()
+        raise
 
 
 def central_nucleus_masks(nuclear: np.ndarray) -> np.ndarray:
@@ -369,19 +438,35 @@ def build_store_from_crops(
 
 def build_store(config_input: InputConfig, store_path, *, segmentation: SegmentConfig, tiles: TileConfig,
                 overwrite: bool = False, progress: Progress | None = None,
-                cancel: threading.Event | None = None, seed: int = 0) -> TileStore:
-    """Build the store the input section asks for (plate fields or pre-cropped cells)."""
+                cancel: threading.Event | None = None, seed: int = 0, scheduler: Any = None) -> TileStore:
+    """Build the store the input section asks for (plate fields or pre-cropped cells).
+
+    ``scheduler`` (``"local:N"``, a Dask scheduler's address or a ``distributed.Client``) segments and tiles
+    the fields as Dask tasks (:mod:`phenossl.tiles.distributed`): the same store as without it."""
     if config_input.kind == "crops":
+        if scheduler is not None:
+            logger.warning("pre-cropped cells are imported in this process: the Dask scheduler is not used")
         return build_store_from_crops(config_input, store_path, tiles=tiles, overwrite=overwrite,
                                       progress=progress, cancel=cancel, seed=seed)
+    if scheduler is not None:
+        from phenossl.tiles.distributed import build_store_distributed
+
+        return build_store_distributed(config_input, store_path, segmentation=segmentation, tiles=tiles,
+                                       scheduler=scheduler, overwrite=overwrite, progress=progress, cancel=cancel,
+                                       seed=seed)
+    return build_store_from_fields(config_fields(config_input), store_path, input_config=config_input,
+                                   segmentation=segmentation, tiles=tiles, overwrite=overwrite, progress=progress,
+                                   cancel=cancel, seed=seed)
+
+
+def config_fields(config_input: InputConfig) -> list[FieldSource]:
+    """The fields the input section names, in the order a run tiles them."""
     if not config_input.paths:
         raise InputError("no input paths given: name the plate folder(s) or image files")
-    sources = discover_fields(
+    return discover_fields(
         config_input.paths,
         channel_names=config_input.channel_names,
         pattern=config_input.filename_pattern,
         channel_axis=config_input.channel_axis,
         plate=config_input.plate,
     )
-    return build_store_from_fields(sources, store_path, input_config=config_input, segmentation=segmentation,
-                                   tiles=tiles, overwrite=overwrite, progress=progress, cancel=cancel, seed=seed)

@@ -24,6 +24,15 @@ class TileCut:
     cells: pd.DataFrame  # one row per tile: label, centroid_y, centroid_x, area, padded
     n_skipped_border: int
     masks: np.ndarray | None = None  # (n, size, size) bool: the central nucleus of each tile, when labels given
+    rows: np.ndarray | None = None  # (n,) the position in ``nuclei`` of each tile's nucleus
+
+
+def tile_cells(nuclei: pd.DataFrame, rows: np.ndarray, padded: np.ndarray) -> pd.DataFrame:
+    """The cell table of tiles cut around the nuclei at positions ``rows`` of ``nuclei`` (``padded``: which of
+    them reach past the image border)."""
+    cells = nuclei.iloc[rows].reset_index(drop=True).copy()
+    cells["padded"] = padded
+    return cells
 
 
 def nucleus_table(labels: np.ndarray) -> pd.DataFrame:
@@ -102,6 +111,5 @@ def cut_tiles(
         if masks is not None:
             masks[out_index] = label_source[ys : ys + size, xs : xs + size] == label_ids[row]
 
-    cells = nuclei.iloc[kept].reset_index(drop=True).copy()
-    cells["padded"] = ~inside[kept]
-    return TileCut(tiles=tiles, cells=cells, n_skipped_border=int((~keep).sum()), masks=masks)
+    cells = tile_cells(nuclei, kept, ~inside[kept])
+    return TileCut(tiles=tiles, cells=cells, n_skipped_border=int((~keep).sum()), masks=masks, rows=kept)

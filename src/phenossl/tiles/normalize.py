@@ -17,10 +17,20 @@ from phenossl.errors import InputError
 CLIP_RANGE = (-1.0, 10.0)
 
 
-class PercentileSampler:
-    """Collect pixel samples image by image, then compute per-channel percentiles."""
+#: pixels drawn from each image (per channel) for the set-wide percentiles
+SAMPLES_PER_IMAGE = 200_000
 
-    def __init__(self, n_channels: int, samples_per_image: int = 200_000, seed: int = 0):
+
+class PercentileSampler:
+    """Collect pixel samples image by image, then compute per-channel percentiles.
+
+    One seeded random stream serves the images in order, so the percentiles depend on the images' order.
+    A distributed build draws each field's sample elsewhere (:func:`draw_sample`, from :meth:`state`) and
+    keeps the stream in step with :meth:`skip`: the same samples, hence the same percentiles, as adding the
+    images here one after the other.
+    """
+
+    def __init__(self, n_channels: int, samples_per_image: int = SAMPLES_PER_IMAGE, seed: int = 0):
         self.n_channels = n_channels
         self.samples_per_image = samples_per_image
         self._rng = np.random.default_rng(seed)
@@ -28,19 +38,25 @@ class PercentileSampler:
 
     def add(self, image: np.ndarray) -> None:
         """Add one (C, ...) image or a (N, C, ...) stack of tiles."""
-        if image.ndim >= 4:
-            image = np.moveaxis(image, 1, 0)
-        if image.shape[0] != self.n_channels:
-            raise InputError(
-                f"expected {self.n_channels} channels but got an image of shape {image.shape}; "
-                "all images of a run must have the same channels"
-            )
-        flat = image.reshape(self.n_channels, -1)
-        n = flat.shape[1]
-        if n > self.samples_per_image:
-            idx = np.sort(self._rng.choice(n, size=self.samples_per_image, replace=False))
-            flat = flat[:, idx]
-        self._samples.append(np.asarray(flat, dtype=np.float32))
+        self._samples.append(draw_sample(image, self.n_channels, self.samples_per_image, self._rng))
+
+    def add_sample(self, sample: np.ndarray) -> None:
+        """Add a (C, k) sample that :func:`draw_sample` drew from this sampler's :meth:`state`."""
+        if sample.ndim != 2 or sample.shape[0] != self.n_channels:
+            raise InputError(f"expected a ({self.n_channels}, k) pixel sample, got shape {sample.shape}")
+        self._samples.append(np.asarray(sample, dtype=np.float32))
+
+    def state(self) -> dict:
+        """The random stream's state: what :func:`draw_sample` needs to draw the next image's sample."""
+        return self._rng.bit_generator.state
+
+    def set_state(self, state: dict) -> None:
+        """Put the random stream in ``state`` (from :meth:`state`)."""
+        self._rng.bit_generator.state = state
+
+    def skip(self, n_pixels: int) -> None:
+        """Advance the stream as :meth:`add` of an image of ``n_pixels`` pixels per channel would."""
+        _draw_indices(self._rng, n_pixels, self.samples_per_image)
 
     def percentiles(self, low: float = 0.5, high: float = 99.5) -> np.ndarray:
         """Return a (C, 2) array of [low, high] intensity per channel."""
@@ -56,6 +72,38 @@ class PercentileSampler:
             lo_hi[flat, 0] = pixels[flat].min(axis=1)
             lo_hi[flat, 1] = np.maximum(pixels[flat].max(axis=1), lo_hi[flat, 0] + 1.0)
         return lo_hi
+
+
+def _draw_indices(rng: np.random.Generator, n: int, samples: int) -> np.ndarray | None:
+    """The sorted pixel indices sampled from an image of ``n`` pixels (None: all of them, no draw)."""
+    if n <= samples:
+        return None
+    return np.sort(rng.choice(n, size=samples, replace=False))
+
+
+def generator_at(state: dict) -> np.random.Generator:
+    """A random generator in ``state`` (from :meth:`PercentileSampler.state`)."""
+    bit_generator = getattr(np.random, state["bit_generator"])()
+    bit_generator.state = state
+    return np.random.Generator(bit_generator)
+
+
+def draw_sample(image: np.ndarray, n_channels: int, samples_per_image: int,
+                rng: np.random.Generator | None) -> np.ndarray:
+    """(C, k) float32: up to ``samples_per_image`` pixels of every channel of a (C, ...) image or a (N, C, ...)
+    stack, drawn from ``rng`` (all of them when there are fewer: then no ``rng`` is needed)."""
+    if image.ndim >= 4:
+        image = np.moveaxis(image, 1, 0)
+    if image.shape[0] != n_channels:
+        raise InputError(
+            f"expected {n_channels} channels but got an image of shape {image.shape}; "
+            "all images of a run must have the same channels"
+        )
+    flat = image.reshape(n_channels, -1)
+    idx = _draw_indices(rng, flat.shape[1], samples_per_image)
+    if idx is not None:
+        flat = flat[:, idx]
+    return np.asarray(flat, dtype=np.float32)
 
 
 def normalize_to_unit(image: np.ndarray, lo_hi: np.ndarray, channel_axis: int = 0) -> np.ndarray:
