@@ -253,8 +253,8 @@ def scroll_to(panel) -> None:
 
 
 def clusters_step(viewer, widget, shot, wait_until) -> None:
-    """Step 4: Suggest k (its silhouette and AMI curve for k = 2..15), Recluster with the k it chose (at least 3,
-    for the pictures after it), the clusters on the plate, the UMAP and the gallery."""
+    """Step 4: Suggest k (its silhouette and AMI curve for k = 2..15), Recluster with the k it chose, the clusters
+    on the plate, the UMAP and the gallery."""
     controller = widget.controller
     widget.tabs.setCurrentIndex(3)
     clusters = widget.clusters
@@ -263,8 +263,7 @@ def clusters_step(viewer, widget, shot, wait_until) -> None:
         clusters.ami_column.setCurrentIndex(compound)
     clusters._suggest_k()
     wait_until(lambda: not controller.busy and clusters.curve is not None)
-    clusters.k.setValue(max(3, int(clusters.k.value())))
-    clusters._recluster()
+    clusters._recluster()  # with the k Suggest k set
     wait_until(lambda: not controller.busy)
     viewer.layers.selection.active = controller.labels_layer
     viewer.reset_view()

@@ -70,7 +70,7 @@ def draw_k_curve(axes, curve, colors) -> None:
     axes.axvline(curve.best_k, color=colors.foreground, linewidth=0.8, linestyle=":")
     axes.set_xticks(list(curve.ks))
     axes.set_xlabel(f"k (chosen: {curve.best_k}, the best silhouette)", fontsize=8)
-    legend = axes.legend(fontsize=7, loc="best", frameon=False)
+    legend = axes.legend(fontsize=7, loc="upper right", frameon=False)
     for text in legend.get_texts():
         text.set_color(colors.foreground)
 
@@ -338,9 +338,11 @@ class ClusterWidget(StepWidget):
             "Cluster the shown run again with this algorithm and k (instant: embeddings are cached)",
             self._recluster,
         )
-        form_parts = self.cluster_form.inline()  # label, widget, ...: the algorithm's label is empty
-        controls_layout.addWidget(row(*form_parts[1:2], *form_parts[2:4], *self.hdbscan_form.inline(),
-                                      *form_parts[4:], self.recluster_button))
+        # label, widget, ... (the algorithm's label is empty): algorithm, k (or min size), Recluster in one row;
+        # the typical cells beside the thumbnail size, below (one row of all would not fit the dock)
+        form_parts = self.cluster_form.inline()
+        controls_layout.addWidget(row(form_parts[1], *form_parts[2:4], *self.hdbscan_form.inline(),
+                                      self.recluster_button))
         self.suggest_button = button(
             "Suggest k",
             "Cluster a seeded sample of the cached embeddings with k = 2..15 and score each: the silhouette (how "
@@ -369,7 +371,7 @@ class ClusterWidget(StepWidget):
         self.thumb_size.setSuffix(" px")
         self.thumb_size.setValue(THUMB_PX)
         self.thumb_size.setToolTip("Size of the gallery's thumbnails (redrawn at once; nothing is reclustered)")
-        controls_layout.addWidget(row(QLabel("thumbnail size"), self.thumb_size))
+        controls_layout.addWidget(row(*form_parts[4:6], QLabel("thumbnail size"), self.thumb_size))
         self.metrics_label = note_label()
         controls_layout.addWidget(self.metrics_label)
         layout.addWidget(controls)
