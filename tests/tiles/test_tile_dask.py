@@ -2,6 +2,7 @@
 store equals a serial run's; a failed field is named and the others' shards kept; a rerun redoes only what is
 missing; a worker killed mid-task is recovered."""
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -94,9 +95,11 @@ def _die_once(marker: str, key: str) -> None:
     build._original_segment_field = original
 
     def dying(fld, *args, **kwargs):
-        if fld.key.endswith(key) and not os.path.exists(marker):
-            Path(marker).touch()
-            os._exit(1)
+        if fld.key.endswith(key):
+            with open(marker, "a") as out:
+                out.write(f"{os.getpid()}\n")
+            if len(Path(marker).read_text().split()) == 1:
+                os._exit(1)
         return original(fld, *args, **kwargs)
 
     build.segment_field = dying
@@ -106,14 +109,38 @@ def _restore() -> None:
     build.segment_field = getattr(build, "_original_segment_field", build.segment_field)
 
 
+class _Patch(distributed.WorkerPlugin):
+    """Patch every worker, those that start later (a killed one's replacement) too, with ``function(*args)``."""
+
+    name = "phenossl-test-patch"
+
+    def __init__(self, function, *args):
+        self.function, self.args = function, args
+
+    def setup(self, worker):
+        self.function(*self.args)
+
+    def teardown(self, worker):
+        _restore()
+
+
+@contextlib.contextmanager
+def _patched(client, function, *args):
+    client.register_plugin(_Patch(function, *args))
+    try:
+        yield
+    finally:
+        client.unregister_worker_plugin(_Patch.name)
+        client.run(_restore)
+
+
 def test_a_failed_field_is_named_the_others_kept_and_a_rerun_does_only_it(tmp_path, client):
     plate = _plate(tmp_path, odd_field=False)
     good = (plate / "P1_B03_s1_w1.tif").read_bytes()
     (plate / "P1_B03_s1_w1.tif").write_bytes(b"II*\x00 this is not a TIFF")
     config = run_config(tmp_path, plate)
     log = tmp_path / "segmented.log"
-    client.run(_count_segmentations, str(log))
-    try:
+    with _patched(client, _count_segmentations, str(log)):
         with pytest.raises(FieldsFailedError) as failed:
             _build(config, tmp_path / "store", scheduler=client)
         assert "1 of 4 field(s)" in str(failed.value) and "P1_B03_s1_w1.tif" in str(failed.value)
@@ -129,20 +156,16 @@ def test_a_failed_field_is_named_the_others_kept_and_a_rerun_does_only_it(tmp_pa
         store = _build(config, tmp_path / "store", scheduler=client)
         assert log.read_text().split() == ["P1_B03_s1"]
         assert store.info["tiling"]["fields_segmented"] == 1 and store.info["tiling"]["fields_reused"] == 3
-    finally:
-        client.run(_restore)
     _assert_same_store(_build(config, tmp_path / "serial"), store)
 
 
 def test_a_killed_worker_is_recovered(tmp_path, client):
     config = run_config(tmp_path, _plate(tmp_path, odd_field=False))
     marker = tmp_path / "killed-once"
-    client.run(_die_once, str(marker), "B04_s1")
-    try:
+    with _patched(client, _die_once, str(marker), "B04_s1"):
         store = _build(config, tmp_path / "store", scheduler=client)
-    finally:
-        client.run(_restore)
-    assert marker.exists()  # a worker did die on it
+    first, second = marker.read_text().split()  # a worker died on it, another process segmented it
+    assert first != second
     _assert_same_store(_build(config, tmp_path / "serial"), store)
 
 

@@ -37,7 +37,7 @@ import re
 import shutil
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -306,25 +306,31 @@ class _Counts:
     reused: int = 0
 
 
-def _run_tasks(client, function, jobs: Sequence, sources: Sequence[FieldSource], *, stage: str, retries: int,
-               progress, done: int, total: int, cancel: threading.Event | None) -> list[_Failure]:
-    """Run ``function`` on every job as Dask tasks; the failures, once every task is over."""
+def _run_tasks(client, function, jobs: Iterable[tuple[Any, FieldSource]], *, stage: str, retries: int,
+               progress, total: int, cancel: threading.Event | None) -> list[_Failure]:
+    """Run ``function`` on every job as a Dask task (each submitted as soon as the generator ``jobs`` gives it,
+    so the first ones run while the client prepares the next); the failures, once every task is over.
+    ``total``: the fields of the stage, those with nothing to do (not among ``jobs``) counted as done."""
     from distributed import as_completed
 
-    if not jobs:
-        return []
     token = uuid.uuid4().hex[:8]
-    futures = client.map(function, list(jobs), retries=retries, pure=False,
-                         key=[f"phenossl-{stage}-{Path(job.shard).name}-{token}" for job in jobs])
-    by_key = {future.key: source for future, source in zip(futures, sources)}
+    futures, sources = [], {}
     failures = []
     try:
+        for job, source in jobs:
+            future = client.submit(function, job, retries=retries, pure=False,
+                                   key=f"phenossl-{stage}-{Path(job.shard).name}-{token}")
+            futures.append(future)
+            sources[future.key] = source
+        done = total - len(futures)
+        if progress:
+            progress(stage, done, total)
         for future in as_completed(futures):
             if cancel is not None and cancel.is_set():
                 raise Cancelled(f"{stage.capitalize()} cancelled; the shards written so far are kept for a rerun.")
             error = future.exception() if future.status != "finished" else future.result()
             if error is not None:
-                failures.append(_Failure(by_key[future.key], error))
+                failures.append(_Failure(sources[future.key], error))
             done += 1
             if progress:
                 progress(stage, done, total)
@@ -371,16 +377,6 @@ def _segmented_info(shard: Path, fingerprint: str) -> dict | None:
     """A field's complete segmentation shard's description, when it was made from the same files and settings."""
     info = _read_json(shard / SEGMENTED_DIR / FIELD_FILE)
     return info if info is not None and info.get("fingerprint") == fingerprint else None
-
-
-def _predicted_states(sampler: PercentileSampler, n_pixels: Sequence[int]) -> list[dict]:
-    """The random state each field's sample is drawn from in a serial run of fields of ``n_pixels`` pixels
-    (per channel), ``sampler`` starting as a serial run does."""
-    states = []
-    for n in n_pixels:
-        states.append(sampler.state())
-        sampler.skip(n)
-    return states
 
 
 def _true_states(predicted: Sequence[dict], expected: Sequence[int], found: Sequence[int],
@@ -442,24 +438,26 @@ def build_store_distributed(
         infos = [_segmented_info(shard, fp) for shard, fp in zip(shard_of, fingerprints)]
 
         # pass 1: segment what has no shard yet; samples from the states of a run of fields of the size probed
-        # (or found in the shards)
+        # (or found in the shards), each state computed as its field is submitted
         expected = [info["n_pixels"] if info else assumed_pixels for info in infos]
-        predicted = _predicted_states(PercentileSampler(n_channels, samples, seed), expected)
-        jobs, job_sources = [], []
-        for i, source in enumerate(sources):
-            state = predicted[i] if expected[i] > samples else None
-            if infos[i] is not None and (shard_of[i] / sample_file(fingerprints[i], state, samples)).exists():
-                counts.reused += 1
-                continue
-            jobs.append(SegmentJob(source, shard_of[i], fingerprints[i], tuple(channel_names), input_config,
-                                   segmentation, samples, predicted[i], segment=infos[i] is None))
-            job_sources.append(source)
-        counts.segmented = sum(job.segment for job in jobs)
-        if progress:
-            progress("segmenting", n_fields - len(jobs), n_fields)
-        failures = _run_tasks(client, segment_task, jobs, job_sources, stage="segmenting", retries=retries,
-                              progress=progress, done=n_fields - len(jobs), total=n_fields, cancel=cancel)
-        _raise_failures(failures, n_fields, shards, "segmented")
+        predicted: list[dict] = []
+
+        def segment_jobs() -> Iterator[tuple[SegmentJob, FieldSource]]:
+            sampler = PercentileSampler(n_channels, samples, seed)
+            for i, source in enumerate(sources):
+                predicted.append(sampler.state())
+                sampler.skip(expected[i])
+                state = predicted[i] if expected[i] > samples else None
+                if infos[i] is not None and (shard_of[i] / sample_file(fingerprints[i], state, samples)).exists():
+                    counts.reused += 1
+                    continue
+                counts.segmented += infos[i] is None
+                yield (SegmentJob(source, shard_of[i], fingerprints[i], tuple(channel_names), input_config,
+                                  segmentation, samples, predicted[i], segment=infos[i] is None), source)
+
+        failures = _run_tasks(client, segment_task, segment_jobs(), stage="segmenting", retries=retries,
+                              progress=progress, total=n_fields, cancel=cancel)
+        _raise_failures(failures, n_fields, shards, "read and segmented")
 
         # the samples' true states, from the sizes found: redraw the samples drawn from a wrong one
         infos = [_segmented_info(shard, fp) for shard, fp in zip(shard_of, fingerprints)]
@@ -472,11 +470,11 @@ def build_store_distributed(
         states = [state if n > samples else None for state, n in zip(true_states, n_pixels)]
         sample_paths = [shard / sample_file(fp, st, samples) for shard, fp, st in zip(shard_of, fingerprints, states)]
         redo = [i for i, path in enumerate(sample_paths) if not path.exists()]
-        jobs = [SegmentJob(sources[i], shard_of[i], fingerprints[i], tuple(channel_names), input_config, segmentation,
-                           samples, states[i], segment=False) for i in redo]
+        jobs = [(SegmentJob(sources[i], shard_of[i], fingerprints[i], tuple(channel_names), input_config,
+                            segmentation, samples, states[i], segment=False), sources[i]) for i in redo]
         counts.sampled_again = len(jobs)
-        failures = _run_tasks(client, segment_task, jobs, [sources[i] for i in redo], stage="sampling",
-                              retries=retries, progress=None, done=0, total=len(jobs), cancel=cancel)
+        failures = _run_tasks(client, segment_task, jobs, stage="sampling", retries=retries, progress=None,
+                              total=len(jobs), cancel=cancel)
         _raise_failures(failures, n_fields, shards, "read again for their pixel sample")
 
         report = build.BuildReport(fields=n_fields)
@@ -497,12 +495,11 @@ def build_store_distributed(
         names = [tiles_dir(fp, lo_hi, tiles) for fp in fingerprints]
         with_nuclei = [i for i, table in enumerate(tables) if len(table)]
         todo = [i for i in with_nuclei if not (shard_of[i] / names[i]).is_dir()]
-        jobs = [TileJob(sources[i], shard_of[i], tuple(channel_names), lo_hi, tiles, names[i]) for i in todo]
+        jobs = [(TileJob(sources[i], shard_of[i], tuple(channel_names), lo_hi, tiles, names[i]), sources[i])
+                for i in todo]
         counts.tiled = len(jobs)
-        if progress:
-            progress("tiling", n_fields - len(jobs), n_fields)
-        failures = _run_tasks(client, tile_task, jobs, [sources[i] for i in todo], stage="tiling", retries=retries,
-                              progress=progress, done=n_fields - len(jobs), total=n_fields, cancel=cancel)
+        failures = _run_tasks(client, tile_task, jobs, stage="tiling", retries=retries, progress=progress,
+                              total=n_fields, cancel=cancel)
         _raise_failures(failures, n_fields, shards, "tiled")
 
     def labels_of(i: int) -> np.ndarray:
