@@ -141,3 +141,14 @@ def test_the_export_table_and_anndata_name_the_noise(blob_maker):
     assert (obs["cluster"][noise.to_numpy()] == "noise").all() and "cluster_name" not in obs
     kmeans_table = cluster_table(pd.DataFrame({"cell_id": range(len(features))}), cluster_with(features, k=4))
     assert "cluster_name" not in kmeans_table  # K-Means tables are as they were
+
+
+def test_hdbscan_that_finds_no_cluster_calls_every_cell_noise(noise):
+    clustering = cluster_with(noise, "hdbscan", params={"min_cluster_size": 150})
+    if clustering.k:  # scikit-learn may still split uniform data in two halves; then there is nothing to check
+        pytest.skip(f"HDBSCAN found {clustering.k} clusters in uniform data")
+    assert clustering.n_noise == len(noise) and clustering.sizes.size == 0 and clustering.nearest == {}
+    assert clustering.centroids.shape == (0, noise.shape[1]) and np.isnan(clustering.distance).all()
+    table = cluster_table(pd.DataFrame({"cell_id": range(len(noise))}), clustering)
+    assert set(table["cluster_name"]) == {"noise"}
+    assert np.isnan(clustering_metrics(noise, clustering.labels)["silhouette"])

@@ -187,6 +187,8 @@ def cluster_sizes_text(sizes: np.ndarray) -> str:
     """'3 clusters of 40, 52 and 61 cells', or for many clusters '25 clusters of 3-160 cells (median 21)'."""
     sizes = np.asarray(sizes, dtype=np.int64)
     k = len(sizes)
+    if k == 0:  # HDBSCAN found no dense group: every cell is noise
+        return "no clusters"
     if k <= SIZES_LISTED:
         listed = ", ".join(str(s) for s in sizes[:-1].tolist()) + (" and " if k > 1 else "") + str(sizes[-1])
         return f"{k} cluster{'s' if k != 1 else ''} of {listed} cells"

@@ -363,7 +363,11 @@ class SessionController(QObject):
             return
         self.painter.repaint()
         sizes = cluster_sizes_text(outcome.clustering.sizes)
-        exploring = f" (exploring: the run's saved clustering has k={record.config.cluster.k})"
+        if outcome.clustering.n_noise:
+            sizes += f", and {outcome.clustering.n_noise:,} noise cells in none"
+        from phenossl.napari.session import config_choice_words
+
+        exploring = f" (exploring: the run's saved clustering is {config_choice_words(record.config)})"
         self.status.emit(f"{record.name}: {sizes}" + ("" if self.clustering_is_saved(record) else exploring))
         self.clustering_changed.emit()
         self.saved_clustering_changed.emit()

@@ -261,6 +261,21 @@ def same_cluster_choice(config: RunConfig, clustering: Any) -> bool:
     return clustering.k == cluster.k
 
 
+def choice_words(clustering: Any) -> str:
+    """A clustering's algorithm and k in a few words, for buttons and questions."""
+    if clustering.algorithm == "hdbscan":
+        return f"HDBSCAN (min size {clustering.params.get('min_cluster_size', '?')})"
+    return f"k={clustering.k}" + (" (Gaussian mixture)" if clustering.algorithm == "gmm" else "")
+
+
+def config_choice_words(config: RunConfig) -> str:
+    """The run configuration's clustering in the same words."""
+    cluster = config.cluster
+    if cluster.algorithm == "hdbscan":
+        return f"HDBSCAN (min size {cluster.hdbscan.min_cluster_size})"
+    return f"k={cluster.k}" + (" (Gaussian mixture)" if cluster.algorithm == "gmm" else "")
+
+
 def save_cluster_choice(record: RunRecord, clustering: Any) -> None:
     """Keep the run's config.yaml in step with its clusters.csv when the user reclusters with another k or
     algorithm (``clustering``: the kept one; its algorithm and parameters, or its k, are written)."""

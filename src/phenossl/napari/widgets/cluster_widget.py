@@ -43,6 +43,7 @@ from phenossl.napari.qt_helpers import (
     row,
     show_busy,
 )
+from phenossl.napari.session import choice_words, config_choice_words
 from phenossl.napari.tasks import FilesExist
 from phenossl.napari.thumbnails import embedded_view, gallery_thumbnails
 from phenossl.napari.widgets.plots import describe_cell, theme_colors, themed_canvas
@@ -297,21 +298,6 @@ def cluster_rows(k: int, n_nearest: int, algorithm: str = "kmeans") -> list[Row]
     ]
 
 
-def choice_words(clustering) -> str:
-    """A clustering's algorithm and k in a few words, for buttons and questions."""
-    if clustering.algorithm == "hdbscan":
-        return f"HDBSCAN (min size {clustering.params.get('min_cluster_size', '?')})"
-    return f"k={clustering.k}" + (" (Gaussian mixture)" if clustering.algorithm == "gmm" else "")
-
-
-def config_choice_words(config) -> str:
-    """The run configuration's clustering in the same words."""
-    cluster = config.cluster
-    if cluster.algorithm == "hdbscan":
-        return f"HDBSCAN (min size {cluster.hdbscan.min_cluster_size})"
-    return f"k={cluster.k}" + (" (Gaussian mixture)" if cluster.algorithm == "gmm" else "")
-
-
 class ClusterWidget(StepWidget):
     """k, Recluster, cluster quality, the cluster legend, the gallery of typical cells, export."""
 
@@ -362,6 +348,7 @@ class ClusterWidget(StepWidget):
         self.curve_canvas.setFixedHeight(CURVE_PX)
         controls_layout.addWidget(self.curve_canvas)
         self.curve_note = note_label()
+        self.curve_note.setVisible(False)  # until a curve is shown: an empty label still takes a line
         controls_layout.addWidget(self.curve_note)
         self.curve = None  # the last KCurve shown
         self._show_algorithm_fields()
@@ -457,6 +444,7 @@ class ClusterWidget(StepWidget):
         self.curve_canvas.draw_idle()
         self.k.setValue(curve.best_k)
         self.curve_note.setText(f"Suggested {curve.describe()}. Press Recluster to use it.")
+        self.curve_note.setVisible(True)
 
     def _fill_ami_columns(self) -> None:
         record = self.controller.active
