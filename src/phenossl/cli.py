@@ -170,10 +170,11 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     from phenossl.pipeline import open_run, stage_cluster
 
     config, paths, store = open_run(args.run)
+    out = Path(args.out) if args.out else None
     # --algorithm, --min-cluster-size, --k N or auto: validated as the configuration is (the same one-line messages)
     config, curve = command_line_choice(config, paths, store, k=args.k, algorithm=args.algorithm,
-                                        min_cluster_size=args.min_cluster_size, label=args.label)
-    out = Path(args.out) if args.out else None
+                                        min_cluster_size=args.min_cluster_size, label=args.label, out=out,
+                                        overwrite=args.overwrite)
     with _progress(args) as on_event:
         result = stage_cluster(config, paths, store, csv_path=out, overwrite=args.overwrite, on_event=on_event)
     _print_result(result)

@@ -114,3 +114,15 @@ def test_k_auto_with_one_cell_is_a_clear_message(tmp_path, capsys):
     assert main(["cluster", str(paths.root), "--k", "auto", "--out", str(tmp_path / "x.csv")]) == 2
     err = capsys.readouterr().err
     assert "Choosing k needs at least 3 cells" in err and "there is 1" in err and "Traceback" not in err
+
+
+def test_k_auto_beside_an_export_refuses_to_replace_its_curve_before_clustering(tmp_path, capsys):
+    paths = blob_run(tmp_path)
+    out = tmp_path / "auto.csv"
+    assert main(["cluster", str(paths.root), "--k", "auto", "--out", str(out)]) == 0
+    curve = tmp_path / "auto.k_curve.csv"
+    assert curve.is_file() and not (paths.root / "k_curve.csv").exists()  # the run folder is left as it was
+    out.unlink()
+    assert main(["cluster", str(paths.root), "--k", "auto", "--out", str(out)]) == 2
+    assert "auto.k_curve.csv" in capsys.readouterr().err and not out.exists()  # nothing written
+    assert main(["cluster", str(paths.root), "--k", "auto", "--out", str(out), "--overwrite"]) == 0

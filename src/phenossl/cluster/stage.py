@@ -179,11 +179,13 @@ K_CURVE_FILE = "k_curve.csv"
 
 def command_line_choice(config: RunConfig, paths: RunPaths, store: TileStore, *, k: str | int | None = None,
                         algorithm: str | None = None, min_cluster_size: int | None = None,
-                        label: str | None = None) -> tuple[RunConfig, Any]:
+                        label: str | None = None, out: Path | None = None,
+                        overwrite: bool = False) -> tuple[RunConfig, Any]:
     """``phenossl cluster``'s choices applied to the run's configuration (validated as the configuration is: the
     same one-line messages): ``--algorithm``, ``--min-cluster-size`` (hdbscan), ``--k N`` or ``--k auto``. With
     auto, k is chosen on the run's cached embedding space by :func:`suggest_run_k` (the best silhouette; ``label``
-    adds the AMI curve) and the curve is returned beside the configuration (else None)."""
+    adds the AMI curve) and the curve is returned beside the configuration (else None). With an export (``out``),
+    its k curve's file is checked before anything is computed (OutputExistsError unless ``overwrite``)."""
     from phenossl.config import apply_overrides
     from phenossl.errors import ConfigError
 
@@ -199,9 +201,18 @@ def command_line_choice(config: RunConfig, paths: RunPaths, store: TileStore, *,
                           "--min-cluster-size).")
     if not auto:
         return config, None
+    if out is not None:
+        from phenossl.export import check_targets_free
+
+        check_targets_free([k_curve_path(paths, out)], overwrite)
     space = clustering_space(config, store, paths.load_embeddings())
     curve = suggest_run_k(config, store, space, label_column=label)
     return apply_overrides(config, [f"cluster.k={curve.best_k}"]), curve
+
+
+def k_curve_path(paths: RunPaths, out: Path | None) -> Path:
+    """Where ``--k auto`` writes its curve: the run's k_curve.csv, or ``<stem>.k_curve.csv`` beside an export."""
+    return paths.root / K_CURVE_FILE if out is None else Path(out).with_name(f"{Path(out).stem}.{K_CURVE_FILE}")
 
 
 def record_command_line_choice(config: RunConfig, paths: RunPaths, curve: Any, *, out: Path | None,
@@ -214,7 +225,7 @@ def record_command_line_choice(config: RunConfig, paths: RunPaths, curve: Any, *
     from phenossl.runlock import run_folder_lock
 
     written: list[Path] = []
-    target = paths.root / K_CURVE_FILE if out is None else out.with_name(f"{out.stem}.{K_CURVE_FILE}")
+    target = k_curve_path(paths, out)
     with run_folder_lock(paths.root, "phenossl cluster"):
         if curve is not None:
             atomic_write_text(target, curve.table().to_csv(index=False, lineterminator="\n"),

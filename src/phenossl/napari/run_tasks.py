@@ -66,7 +66,8 @@ def compare_runs(a: RunRecord, b: RunRecord) -> RunComparison:
 
 def cluster_labels(record: RunRecord) -> np.ndarray:
     """The cluster of every store row of a run: the shown clustering, else the run's clusters.csv, else
-    K-Means again on its embeddings with its saved k and seed (seeded: the clusters it had)."""
+    its saved algorithm (K-Means by default) again on its embeddings with its saved k and seed (seeded: the
+    clusters it had)."""
     from phenossl.cluster.stage import clustering_space
 
     if record.clustering is not None:
@@ -80,7 +81,8 @@ def cluster_labels(record: RunRecord) -> np.ndarray:
         )
     config = record.config
     space = clustering_space(config, record.tile_store(), record.paths.load_embeddings())
-    return np.asarray(space.cluster(config.cluster.k, seed=config.seed, n_nearest=1).labels)
+    return np.asarray(space.cluster(config.cluster.k, seed=config.seed, n_nearest=1, algorithm=config.cluster.algorithm,
+                                    params=config.cluster.algorithm_params()).labels)
 
 
 def evaluate_runs(records: Sequence[RunRecord], settings: Any) -> pd.DataFrame:
