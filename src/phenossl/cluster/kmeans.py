@@ -13,6 +13,12 @@ not used. One K-Means++ start (scikit-learn's default): three improved inertia b
 times the cost. Peak memory while fitting: the features plus one transient copy (scikit-learn
 centres a copy), i.e. about 2 x 205 MB at 100k x 512.
 
+Above ``KMEANS_FAISS_ABOVE`` cells (a screen: up to millions) faiss's K-Means is used when it is installed (it is
+a dependency; scikit-learn's path is kept for where it is not): trained on a seeded sample of
+``FAISS_POINTS_PER_CENTROID`` cells per centroid, then every cell is assigned to its nearest centre in chunks, so
+nothing the size of the features is copied (scikit-learn's refinement copies them: 2 GiB more at 1M x 512).
+benchmarks/clustering_1m.py measures both (docs/benchmarks.md, 3d).
+
 Reproducibility: the same seed gives the same result on the same machine and thread count. With
 more than two threads scikit-learn's parallel reduction may change the last bits of the centroids,
 and so, rarely, the label of a cell lying almost exactly between two centroids.
@@ -32,6 +38,10 @@ KMEANS_N_INIT = 1  # K-Means++ starts
 KMEANS_MAX_ITER = 300  # Lloyd iterations on the (sub)sample: scikit-learn's default
 KMEANS_REFINE_MAX_ITER = 20  # Lloyd iterations on all cells, started from the subsample's centres
 DISTANCE_CHUNK_ROWS = 4096  # 16 MB of float64 scratch at D=512
+KMEANS_FAISS_ABOVE = 200_000  # above this many cells, faiss (when installed): bounded memory, about 10x faster
+FAISS_POINTS_PER_CENTROID = 1024  # faiss's training sample: 20k cells at k=20 (its default, 256, is 5k)
+FAISS_ITERATIONS = 25
+FAISS_CHUNK_ROWS = 65_536  # cells assigned at a time (their distances to k centres only)
 
 
 @dataclass(frozen=True, eq=False)
@@ -110,6 +120,8 @@ def fit_kmeans(features: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.
     from sklearn.cluster import KMeans
 
     n_cells = features.shape[0]
+    if n_cells > KMEANS_FAISS_ABOVE and _faiss() is not None:
+        return fit_kmeans_faiss(features, k, seed)
     subsample_size = max(KMEANS_SUBSAMPLE, 50 * k)
     coarse_data = (
         features if n_cells <= subsample_size else features[seeded_subsample(n_cells, subsample_size, seed)]
@@ -129,6 +141,36 @@ def fit_kmeans(features: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.
             random_state=seed,
         ).fit(features)
     return model.labels_.astype(np.int64), model.cluster_centers_.astype(np.float32), float(model.inertia_)
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError:
+        return None
+    return faiss
+
+
+def fit_kmeans_faiss(features: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Labels, centroids and inertia of faiss's K-Means (seeded; trained on a sample of
+    ``FAISS_POINTS_PER_CENTROID`` cells per centroid), every cell then assigned in chunks of
+    ``FAISS_CHUNK_ROWS``: memory beyond the features is the sample and one chunk's distances."""
+    faiss = _faiss()
+    n_cells, dims = features.shape
+    sample = np.ascontiguousarray(features[seeded_subsample(n_cells, FAISS_POINTS_PER_CENTROID * k, seed)],
+                                  dtype=np.float32)
+    kmeans = faiss.Kmeans(dims, k, niter=FAISS_ITERATIONS, seed=seed, verbose=False,
+                          max_points_per_centroid=FAISS_POINTS_PER_CENTROID, spherical=False)
+    kmeans.train(sample)
+    del sample
+    labels = np.empty(n_cells, dtype=np.int64)
+    inertia = 0.0
+    for start in range(0, n_cells, FAISS_CHUNK_ROWS):
+        chunk = np.ascontiguousarray(features[start : start + FAISS_CHUNK_ROWS], dtype=np.float32)
+        squared, nearest = kmeans.index.search(chunk, 1)
+        labels[start : start + len(chunk)] = nearest[:, 0]
+        inertia += float(squared.sum(dtype=np.float64))
+    return labels, np.asarray(kmeans.centroids, dtype=np.float32), inertia
 
 
 def distances_to_centroids(features: np.ndarray, labels: np.ndarray, centroids: np.ndarray) -> np.ndarray:

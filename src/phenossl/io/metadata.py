@@ -84,7 +84,7 @@ def normalize_column_names(columns: Sequence[str]) -> list[str]:
 #: about its clustering: never a treatment
 CELL_COLUMNS = frozenset({
     "cell_id", "label", "field_index", "image", "centroid_y", "centroid_x", "area", "padded", "crop_index",
-    "source_file", "cluster", "distance_to_centroid", "centroid_rank", "umap_x", "umap_y",
+    "source_file", "cluster", "cluster_name", "distance_to_centroid", "centroid_rank", "umap_x", "umap_y",
 })
 
 
