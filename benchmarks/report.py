@@ -46,6 +46,7 @@ RERUN = {  # what produced the committed results (2-core CPU machine, torch's de
     "speed_training_gpu": ".venv/bin/python benchmarks/speed_training.py --device cuda",
     "speed_pipeline": ".venv/bin/python benchmarks/speed_pipeline.py --threads 2",
     "memory_100k": ".venv/bin/python benchmarks/memory_100k.py --threads 2",
+    "clustering_1m": ".venv/bin/python benchmarks/clustering_1m.py",
     "dose_response_bbbc021": ".venv/bin/python benchmarks/dose_response_bbbc021.py --device cpu --threads 2",
     "recipe_search_cassle": ".venv/bin/python benchmarks/recipe_search.py --grid cassle --seeds 3 --resolution 32 "
                             "--epochs 10 --workers 1 --threads 1 --device cpu",
@@ -443,6 +444,24 @@ def memory_table(results: dict) -> str:
                   "peak RssFile MiB (incl. libraries)", "ru_maxrss MiB"], body)
 
 
+def clustering_1m_table(results: dict) -> str:
+    """Each clustering row at each size: time, peak owned memory and agreement with the groups and scikit-learn."""
+    record = need(results, "clustering_1m")
+    body = []
+    for r in record["results"]["rows"]:
+        seconds = r.get("seconds", {})
+        if "error" in r or "skipped" in r:
+            body.append([f"{r['n_cells']:,}", r["row"], "failed" if "error" in r else r["skipped"], "", "", "", "", ""])
+            continue
+        body.append([f"{r['n_cells']:,}", r["row"], fmt(seconds.get("cluster", seconds.get("umap")), ".1f"),
+                     fmt(seconds.get("prepare"), ".1f") if "prepare" in seconds else "",
+                     fmt(r["wall_seconds"], ".0f"), fmt(r["peak_rss_anon_mib"], ".0f"),
+                     fmt(r.get("ami_vs_groups"), ".3f") if "ami_vs_groups" in r else "",
+                     fmt(r.get("ami_vs_sklearn_all"), ".3f") if "ami_vs_sklearn_all" in r else ""])
+    return table(["cells", "row", "K-Means (or UMAP) s", "prepare space s", "process wall s", "peak RssAnon MiB",
+                  "AMI vs groups", "AMI vs sklearn-all"], body)
+
+
 def ui_stalls_table(results: dict) -> str:
     """Longest UI-thread stall per action, before and after, per scale (ms; the UI thread's own CPU in it)."""
     runs = need(results, "ui_stalls")["results"]
@@ -580,6 +599,7 @@ TABLES: dict[str, Callable[[dict], str]] = {
     "pipeline_tiling": pipeline_tiling,
     "pipeline_recluster": pipeline_recluster,
     "memory": memory_table,
+    "clustering_1m": clustering_1m_table,
     "cassle": cassle_table,
     "cassle_skipped": lambda r: recipe_skipped(r, "recipe_search_cassle"),
     "yaware": yaware_table,
