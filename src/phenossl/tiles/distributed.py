@@ -27,6 +27,8 @@ reschedules the tasks of a worker that died.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import hashlib
@@ -328,7 +330,7 @@ def _run_tasks(client, function, jobs: Iterable[tuple[Any, FieldSource]], *, sta
         for future in as_completed(futures):
             if cancel is not None and cancel.is_set():
                 raise Cancelled(f"{stage.capitalize()} cancelled; the shards written so far are kept for a rerun.")
-            error = future.exception() if future.status != "finished" else future.result()
+            error = future.result() if future.status == "finished" else _task_error(future)
             if error is not None:
                 failures.append(_Failure(sources[future.key], error))
             done += 1
@@ -337,6 +339,15 @@ def _run_tasks(client, function, jobs: Iterable[tuple[Any, FieldSource]], *, sta
     finally:
         client.cancel(futures)
     return failures
+
+
+def _task_error(future) -> BaseException:
+    """Why a task did not finish (its exception; for a task cancelled elsewhere, the cancellation)."""
+    try:
+        error = future.exception()
+    except (Exception, asyncio.CancelledError, concurrent.futures.CancelledError) as exc:  # noqa: BLE001
+        error = exc
+    return error if error is not None else RuntimeError(f"the task ended as {future.status}")
 
 
 def _raise_failures(failures: list[_Failure], n_fields: int, shards: Path, what: str) -> None:
