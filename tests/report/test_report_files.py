@@ -99,3 +99,17 @@ def test_cli_report_on_a_small_trained_run(tmp_path, capsys):
     assert "| neighbours | nuisance | local density | continuous |" in out and "| well | nuisance | plate position | categorical |" in out
     for ext in ("csv", "md", "png"):
         assert (tmp_path / "run" / f"report.{ext}").stat().st_size > 0
+
+
+def test_hdbscan_noise_is_not_counted_as_a_cluster(tmp_path, cells):
+    from phenossl.pipeline import open_run
+    from phenossl.report.run import describe_clusters
+
+    embeddings = density_embedding(cells)
+    labels = kmeans_labels(embeddings).copy()
+    labels[:5] = -1  # HDBSCAN's noise cells
+    paths = make_run(tmp_path / "run", embeddings, labels, cells)
+    config, _, store = open_run(paths.root)
+    report = describe_clusters(config, store, embeddings, labels, source="test")
+    k = len(set(labels.tolist()) - {-1})
+    assert report.k == k and f"k={k}, 5 noise cells" in report.title

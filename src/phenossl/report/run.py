@@ -103,9 +103,12 @@ def describe_clusters(config, store, features: np.ndarray, clusters: np.ndarray,
     groups = well_groups(store.cells)
     table = association_table(variables, clusters, features, groups, seed=config.seed)
     text = plain_reading(table)
-    k_used = len(np.unique(clusters))
+    found = np.unique(clusters)
+    n_noise = int((np.asarray(clusters) == -1).sum())  # HDBSCAN's noise is no cluster
+    k_used = int((found != -1).sum())
+    noise = f", {n_noise} noise cells" if n_noise else ""
     title = (f"What the clusters of '{config.name}' follow ({config.representation}, {config.train.method}, "
-             f"A={config.train.composition_a.name}, k={k_used}, {store.n_cells} cells)")
+             f"A={config.train.composition_a.name}, k={k_used}{noise}, {store.n_cells} cells)")
     has_fields = "field" in store.cells.columns and "centroid_y" in store.cells.columns
     folds = 0 if groups is None else probe_folds(groups)
     settings = [
