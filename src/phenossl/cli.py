@@ -137,6 +137,10 @@ def cmd_tile(args: argparse.Namespace) -> int:
         store = stage_tile(config, paths, on_event=on_event, scheduler=args.scheduler)
     report = store.info.get("report", {})
     print(f"{store.n_cells} cells in {paths.store} ({report})")
+    tiling = store.info.get("tiling") if args.scheduler else None
+    if tiling:  # a Dask build: what this command did, and what it took from the shards of an earlier one
+        print(f"  Dask ({tiling['scheduler']}): {tiling['fields_segmented']} field(s) segmented, "
+              f"{tiling['fields_reused']} reused from an earlier run's shards, {tiling['fields_tiled']} tiled")
     return 0
 
 

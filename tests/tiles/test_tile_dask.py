@@ -176,5 +176,6 @@ def test_the_command_line_tiles_on_a_local_cluster(tmp_path, capsys):
     assert main(["tile", str(path), "--scheduler", "local:1"]) == 0
     store = TileStore(tmp_path / "run" / "store")
     assert store.info["tiling"]["scheduler"] == "local:1" and store.n_cells == 10
+    assert "Dask (local:1): 2 field(s) segmented, 0 reused from an earlier run's shards, 2 tiled" in capsys.readouterr().out
     assert main(["tile", str(path), "--overwrite", "--scheduler", "nowhere"]) == 2
     assert "local:N" in capsys.readouterr().err
