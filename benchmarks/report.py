@@ -47,6 +47,7 @@ RERUN = {  # what produced the committed results (2-core CPU machine, torch's de
     "speed_pipeline": ".venv/bin/python benchmarks/speed_pipeline.py --threads 2",
     "memory_100k": ".venv/bin/python benchmarks/memory_100k.py --threads 2",
     "clustering_1m": ".venv/bin/python benchmarks/clustering_1m.py",
+    "store_read_speed": ".venv/bin/python benchmarks/store_read_speed.py",
     "dose_response_bbbc021": ".venv/bin/python benchmarks/dose_response_bbbc021.py --device cpu --threads 2",
     "recipe_search_cassle": ".venv/bin/python benchmarks/recipe_search.py --grid cassle --seeds 3 --resolution 32 "
                             "--epochs 10 --workers 1 --threads 1 --device cpu",
@@ -462,6 +463,23 @@ def clustering_1m_table(results: dict) -> str:
                   "AMI vs groups", "AMI vs sklearn-all"], body)
 
 
+def store_read_table(results: dict) -> str:
+    """Each store layout's read times (warm and cold page cache) and their ratio to the memory-mapped store."""
+    record = need(results, "store_read_speed")
+    layouts, ratios = record["results"]["layouts"], record["results"]["ratio_to_memmap"]
+    body = []
+    for name, item in layouts.items():
+        ratio = ratios.get(name, {})
+        def cell(kind: str, cache: str, ratio=ratio, item=item) -> str:
+            seconds = item[kind][cache]
+            return fmt(seconds * 1000, ".0f") + " ms" + (f" ({fmt(ratio[f'{kind}_{cache}'], '.2f')}x)" if ratio else "")
+        body.append([name, str(item["files"]), fmt(item["bytes_on_disk"] / 2**30, ".2f"),
+                     cell("random_batch_s", "warm"), cell("random_batch_s", "cold"),
+                     cell("sequential_pass_s", "warm"), cell("sequential_pass_s", "cold")])
+    return table(["layout", "files", "GiB on disk", "random batch, warm (x memmap)", "random batch, cold",
+                  "sequential pass, warm", "sequential pass, cold"], body)
+
+
 def ui_stalls_table(results: dict) -> str:
     """Longest UI-thread stall per action, before and after, per scale (ms; the UI thread's own CPU in it)."""
     runs = need(results, "ui_stalls")["results"]
@@ -600,6 +618,7 @@ TABLES: dict[str, Callable[[dict], str]] = {
     "pipeline_recluster": pipeline_recluster,
     "memory": memory_table,
     "clustering_1m": clustering_1m_table,
+    "store_read": store_read_table,
     "cassle": cassle_table,
     "cassle_skipped": lambda r: recipe_skipped(r, "recipe_search_cassle"),
     "yaware": yaware_table,
