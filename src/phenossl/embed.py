@@ -153,6 +153,7 @@ def _embed_shared(store: TileStore, model, transform, out_path: Path, batch_size
         out.flush()
         del out
         distributed.barrier()  # every rank's rows are on disk before rank 0 renames the file
+    distributed.barrier()  # and the file is in place before any rank opens it
 
 
 def _release_device_memory() -> None:
