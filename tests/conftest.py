@@ -66,3 +66,23 @@ def claim_runs(tmp_path_factory):
         pd.DataFrame({"cell_id": range(store.n_cells), "cluster": labels}).to_csv(paths.clusters, index=False)
         runs[composition] = (root, labels)
     return store, runs
+
+
+#: an OME-Zarr HCS plate's fields: 2 wells x 2 fields (3 channels), for the reader tests in io/ and napari/
+HCS_KEYS = ["SYNTH01_C02_s1", "SYNTH01_C02_s2", "SYNTH01_C03_s1", "SYNTH01_C03_s2"]
+
+
+@pytest.fixture(scope="session")
+def hcs_synthetic():
+    """The synthetic plate behind ``hcs_plate`` (its images are what the readers must return)."""
+    from phenossl.synthetic import make_synthetic_plate
+
+    return make_synthetic_plate(3, sites_per_well=2, field_size=96, field_keys=HCS_KEYS)
+
+
+@pytest.fixture
+def hcs_plate(tmp_path, hcs_synthetic):
+    """``hcs_synthetic`` written as a real OME-Zarr HCS plate (by ome-zarr) at tmp_path/out/SYNTH01.zarr."""
+    from phenossl.synthetic.files import write_plate_ome_zarr
+
+    return write_plate_ome_zarr(hcs_synthetic, tmp_path / "out")

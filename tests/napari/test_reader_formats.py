@@ -10,30 +10,16 @@ import pytest
 from phenossl.napari.cells import field_inputs
 from phenossl.napari.plate import PlateInfo
 from phenossl.napari.reader import napari_get_reader
-from phenossl.synthetic import make_synthetic_plate
-from phenossl.synthetic.files import write_plate_ome_zarr
-
-KEYS = ["SYNTH01_C02_s1", "SYNTH01_C02_s2", "SYNTH01_C03_s1", "SYNTH01_C03_s2"]
 
 
-@pytest.fixture(scope="module")
-def synthetic():
-    return make_synthetic_plate(3, sites_per_well=2, field_size=96, field_keys=KEYS)
-
-
-@pytest.fixture
-def plate(tmp_path, synthetic):
-    return write_plate_ome_zarr(synthetic, tmp_path / "out")
-
-
-def test_reader_opens_an_ome_zarr_plate_as_lazy_channel_layers(plate, synthetic):
-    reader = napari_get_reader(str(plate))
+def test_reader_opens_an_ome_zarr_plate_as_lazy_channel_layers(hcs_plate, hcs_synthetic):
+    reader = napari_get_reader(str(hcs_plate))
     assert reader is not None
-    layers = reader(str(plate))
+    layers = reader(str(hcs_plate))
     assert [kwargs["name"] for _, kwargs, _ in layers] == ["DNA", "tubulin", "actin"]
     data, kwargs, kind = layers[2]
     assert kind == "image" and isinstance(data, da.Array) and data.shape == (4, 96, 96)
-    assert np.array_equal(data[3].compute(), synthetic.images[3][2])
+    assert np.array_equal(data[3].compute(), hcs_synthetic.images[3][2])
     info = PlateInfo.from_metadata(kwargs["metadata"])
     assert info.keys == ["C02_s1", "C02_s2", "C03_s1", "C03_s2"] and info.wells[2] == "C03" and info.sites[1] == 2
     assert info.metadata_path.endswith("metadata.csv")  # the treatments beside the plate
@@ -42,12 +28,12 @@ def test_reader_opens_an_ome_zarr_plate_as_lazy_channel_layers(plate, synthetic)
     labels = np.zeros((4, 96, 96), np.int32)
     inputs = field_inputs([layer[0] for layer in layers], ["DNA", "tubulin", "actin"], labels, info)
     field = inputs[1].load()  # read when tiling reaches it
-    assert field.image.shape == (3, 96, 96) and np.array_equal(field.image, synthetic.images[1])
+    assert field.image.shape == (3, 96, 96) and np.array_equal(field.image, hcs_synthetic.images[1])
 
 
 @pytest.mark.gui
-def test_open_folder_on_a_plate_in_the_viewer(make_napari_viewer, plate):
+def test_open_folder_on_a_plate_in_the_viewer(make_napari_viewer, hcs_plate):
     viewer = make_napari_viewer()
-    viewer.open(str(plate), plugin="phenossl")
+    viewer.open(str(hcs_plate), plugin="phenossl")
     assert [layer.name for layer in viewer.layers] == ["DNA", "tubulin", "actin"]
     assert isinstance(viewer.layers["DNA"].data, da.Array)
