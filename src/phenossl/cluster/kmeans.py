@@ -17,7 +17,7 @@ Above ``KMEANS_FAISS_ABOVE`` cells (a screen: up to millions) faiss's K-Means is
 a dependency; scikit-learn's path is kept for where it is not): trained on a seeded sample of
 ``FAISS_POINTS_PER_CENTROID`` cells per centroid, then every cell is assigned to its nearest centre in chunks, so
 nothing the size of the features is copied (scikit-learn's refinement copies them: 2 GiB more at 1M x 512).
-benchmarks/clustering_1m.py measures both (docs/benchmarks.md, 3d).
+benchmarks/clustering_1m.py measures both (docs/benchmarks.md, 3f).
 
 Reproducibility: the same seed gives the same result on the same machine and thread count. With
 more than two threads scikit-learn's parallel reduction may change the last bits of the centroids,
